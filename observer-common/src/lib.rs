@@ -1,0 +1,260 @@
+//! Wire types shared by the kernel programs and the collector.
+//!
+//! Everything here crosses the user/kernel boundary as raw bytes, so every type is `#[repr(C)]`,
+//! made of fixed-size integers and byte arrays, and starts with a type tag. Flags are integers
+//! with named bits, never Rust enums, so that an unknown value from a newer program decodes as a
+//! number instead of being undefined behaviour.
+#![no_std]
+
+/// Type tag of [`BindRecord`].
+pub const RECORD_BIND: u32 = 1;
+
+/// `BindRecord::op`: the `bind()` system call.
+pub const OP_BIND: u16 = 1;
+/// `BindRecord::op`: the `listen()` system call.
+pub const OP_LISTEN: u16 = 2;
+
+/// `BindRecord::hook`: `syscalls:sys_exit_bind` (paired with `sys_enter_bind`).
+pub const HOOK_TP_SYS_EXIT_BIND: u16 = 1;
+/// `BindRecord::hook`: `syscalls:sys_exit_listen` (paired with `sys_enter_listen`).
+pub const HOOK_TP_SYS_EXIT_LISTEN: u16 = 2;
+
+/// Socket option bits in `BindRecord::flags` / `BindRecord::flags_known`.
+pub mod flag {
+    /// `SO_REUSEADDR` (`sk_reuse != SK_NO_REUSE`).
+    pub const REUSEADDR: u32 = 1 << 0;
+    /// `SO_REUSEPORT`.
+    pub const REUSEPORT: u32 = 1 << 1;
+    /// `IPV6_V6ONLY`.
+    pub const V6ONLY: u32 = 1 << 2;
+    /// `IP_FREEBIND` / `IPV6_FREEBIND`.
+    pub const FREEBIND: u32 = 1 << 3;
+    /// `IP_TRANSPARENT`.
+    pub const TRANSPARENT: u32 = 1 << 4;
+    /// `IP_BIND_ADDRESS_NO_PORT`.
+    pub const BIND_ADDRESS_NO_PORT: u32 = 1 << 5;
+    /// Every bit above.
+    pub const ALL: u32 = (1 << 6) - 1;
+}
+
+/// Which socket fields of a `BindRecord` the program could read (`BindRecord::sock_known`).
+pub mod known {
+    /// The fd resolved to a socket and `sock` was reachable: the fields below are meaningful.
+    pub const SOCK: u32 = 1 << 0;
+    /// `bound_addr` / `bound_port`.
+    pub const BOUND: u32 = 1 << 1;
+    /// `protocol` and `sock_type`.
+    pub const PROTOCOL: u32 = 1 << 2;
+    /// `sk_uid`.
+    pub const SK_UID: u32 = 1 << 3;
+    /// `netns`.
+    pub const NETNS: u32 = 1 << 4;
+    /// `ino`.
+    pub const INODE: u32 = 1 << 5;
+    /// `bound_dev_if`.
+    pub const DEV_IF: u32 = 1 << 6;
+    /// `sock_family`.
+    pub const FAMILY: u32 = 1 << 7;
+}
+
+/// Size of the copy of the caller's `sockaddr` (large enough for `sockaddr_in6`).
+pub const SOCKADDR_LEN: usize = 28;
+/// Size of `comm` (the kernel's `TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+
+/// One `bind()` or `listen()` attempt, as the kernel programs report it through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindRecord {
+    /// Always [`RECORD_BIND`].
+    pub kind: u32,
+    /// Which call: [`OP_BIND`] or [`OP_LISTEN`].
+    pub op: u16,
+    /// Which kernel hook produced the record: `HOOK_*`.
+    pub hook: u16,
+    /// `CLOCK_MONOTONIC` time of the call's return, in nanoseconds (`bpf_ktime_get_ns`).
+    pub ts_ns: u64,
+    /// Thread group id (the user-visible pid) of the caller.
+    pub pid: u32,
+    /// Thread id of the caller.
+    pub tid: u32,
+    /// Real uid of the caller (init user namespace).
+    pub uid: u32,
+    /// Owner uid of the socket (`sk->sk_uid`), valid when `sock_known` has [`known::SK_UID`].
+    pub sk_uid: u32,
+    /// Return value of the call: 0 on success, a negative errno on failure.
+    pub ret: i32,
+    /// File descriptor the call named.
+    pub fd: i32,
+    /// `addrlen` argument of `bind()` (0 for `listen()`).
+    pub addrlen: u32,
+    /// Inode number of the socket's network namespace, when `sock_known` has [`known::NETNS`].
+    pub netns: u32,
+    /// Inode number of the socket, when `sock_known` has [`known::INODE`].
+    pub ino: u64,
+    /// Bits of [`flag`] that are set on the socket after the call.
+    pub flags: u32,
+    /// Bits of [`flag`] the program could read on this kernel; a clear bit means "unknown".
+    pub flags_known: u32,
+    /// Bits of [`known`] saying which socket fields below are valid.
+    pub sock_known: u32,
+    /// `sk->sk_bound_dev_if` (0 when not bound to a device).
+    pub bound_dev_if: u32,
+    /// `sk->sk_family` (`AF_INET` = 2, `AF_INET6` = 10, others possible).
+    pub sock_family: u16,
+    /// `sk->sk_protocol` (`IPPROTO_TCP` = 6, `IPPROTO_UDP` = 17, ...).
+    pub protocol: u16,
+    /// `sk->sk_type` (`SOCK_STREAM` = 1, `SOCK_DGRAM` = 2, ...).
+    pub sock_type: u16,
+    /// `sk->sk_num`: the local port the socket holds, host byte order (0 = none).
+    pub bound_port: u16,
+    /// Local address the socket holds: IPv4 in the first 4 bytes for `AF_INET`, IPv6 for `AF_INET6`.
+    pub bound_addr: [u8; 16],
+    /// Bytes copied from the caller's `sockaddr` (only the first `min(addrlen, 28)` are valid).
+    pub sockaddr: [u8; SOCKADDR_LEN],
+    /// How many bytes of `sockaddr` were copied (0 when the copy failed or for `listen()`).
+    pub sockaddr_len: u32,
+    /// The caller's `comm`, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Size of [`BindRecord`] on the wire.
+pub const BIND_RECORD_SIZE: usize = core::mem::size_of::<BindRecord>();
+
+/// Where one field lives, relative to the start of the struct it belongs to, as found in the
+/// running kernel's BTF at start-up. Bit-granular so that one reader serves plain members,
+/// bitfields and single bits of a flags word alike.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldLoc {
+    /// Offset of the field in bits.
+    pub bit_offset: u32,
+    /// Width of the field in bits (1 to 64); 0 means "not found on this kernel".
+    pub bit_size: u32,
+}
+
+impl FieldLoc {
+    /// A field the kernel does not have (or BTF did not describe).
+    pub const MISSING: FieldLoc = FieldLoc {
+        bit_offset: 0,
+        bit_size: 0,
+    };
+
+    /// True when the field was found.
+    pub const fn is_known(&self) -> bool {
+        self.bit_size != 0
+    }
+}
+
+/// Everything the kernel programs need to know about the running kernel and the collector,
+/// written into their read-only data before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Type tag: [`CONFIG_VERSION`], so a program never runs with a config it does not understand.
+    pub version: u32,
+    /// Thread group id of the collector: its own calls are not reported.
+    pub collector_tgid: u32,
+    /// Byte offset of the first argument in a `syscalls:sys_enter_*` record (from tracefs).
+    pub enter_args_off: u32,
+    /// Byte offset of `ret` in a `syscalls:sys_exit_*` record (from tracefs).
+    pub exit_ret_off: u32,
+    /// `task_struct.files`.
+    pub task_files: FieldLoc,
+    /// `files_struct.fdt`.
+    pub files_fdt: FieldLoc,
+    /// `fdtable.max_fds`.
+    pub fdt_max_fds: FieldLoc,
+    /// `fdtable.fd`.
+    pub fdt_fd: FieldLoc,
+    /// `file.private_data` (a `struct socket *` for a socket file).
+    pub file_private_data: FieldLoc,
+    /// `file.f_inode`.
+    pub file_inode: FieldLoc,
+    /// `inode.i_ino`.
+    pub inode_ino: FieldLoc,
+    /// `socket.file` (back pointer, checked so a non-socket file is never taken for one).
+    pub socket_file: FieldLoc,
+    /// `socket.sk`.
+    pub socket_sk: FieldLoc,
+    /// `sock.__sk_common.skc_family`.
+    pub sk_family: FieldLoc,
+    /// `sock.__sk_common.skc_num`.
+    pub sk_num: FieldLoc,
+    /// `sock.__sk_common.skc_rcv_saddr`.
+    pub sk_rcv_saddr: FieldLoc,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`.
+    pub sk_v6_rcv_saddr: FieldLoc,
+    /// `sock.__sk_common.skc_bound_dev_if`.
+    pub sk_bound_dev_if: FieldLoc,
+    /// `sock.__sk_common.skc_net` (a `struct net *`).
+    pub sk_net: FieldLoc,
+    /// `net.ns.inum`.
+    pub net_inum: FieldLoc,
+    /// `sock.sk_protocol`.
+    pub sk_protocol: FieldLoc,
+    /// `sock.sk_type`.
+    pub sk_type: FieldLoc,
+    /// `sock.sk_uid`.
+    pub sk_uid: FieldLoc,
+    /// One location per bit of [`flag`], in bit order (`REUSEADDR` first), relative to `struct sock`.
+    pub flag_locs: [FieldLoc; FLAG_COUNT],
+}
+
+impl Config {
+    /// An all-zero config: what the programs see when the collector did not fill it in (every
+    /// field unknown, and `version` 0 so the programs report nothing).
+    pub const ZEROED: Config = Config {
+        version: 0,
+        collector_tgid: 0,
+        enter_args_off: 0,
+        exit_ret_off: 0,
+        task_files: FieldLoc::MISSING,
+        files_fdt: FieldLoc::MISSING,
+        fdt_max_fds: FieldLoc::MISSING,
+        fdt_fd: FieldLoc::MISSING,
+        file_private_data: FieldLoc::MISSING,
+        file_inode: FieldLoc::MISSING,
+        inode_ino: FieldLoc::MISSING,
+        socket_file: FieldLoc::MISSING,
+        socket_sk: FieldLoc::MISSING,
+        sk_family: FieldLoc::MISSING,
+        sk_num: FieldLoc::MISSING,
+        sk_rcv_saddr: FieldLoc::MISSING,
+        sk_v6_rcv_saddr: FieldLoc::MISSING,
+        sk_bound_dev_if: FieldLoc::MISSING,
+        sk_net: FieldLoc::MISSING,
+        net_inum: FieldLoc::MISSING,
+        sk_protocol: FieldLoc::MISSING,
+        sk_type: FieldLoc::MISSING,
+        sk_uid: FieldLoc::MISSING,
+        flag_locs: [FieldLoc::MISSING; FLAG_COUNT],
+    };
+}
+
+/// Number of socket option bits in [`flag`].
+pub const FLAG_COUNT: usize = 6;
+
+/// Current [`Config::version`].
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
+pub const COUNTER_LOST: u32 = 0;
+/// Index in `COUNTERS`: exits with no matching entry (the entry happened before attach, or the
+/// pairing map evicted it).
+pub const COUNTER_UNPAIRED: u32 = 1;
+/// Index in `COUNTERS`: kernel memory reads that failed while walking to the socket.
+pub const COUNTER_READ_ERRORS: u32 = 2;
+/// Index in `COUNTERS`: entries that could not be stored in the pairing map.
+pub const COUNTER_PAIR_FULL: u32 = 3;
+/// Number of counters.
+pub const COUNTER_COUNT: u32 = 4;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain old data: `#[repr(C)]`, integers and arrays of integers only, and any bit
+    // pattern is a valid value.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FieldLoc {}
+}

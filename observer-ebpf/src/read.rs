@@ -1,0 +1,205 @@
+//! Reading kernel memory through BTF-derived `FieldLoc`s: the walk from the current task to the
+//! socket an fd names, and the socket's bound state and options.
+
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use observer_common::{
+    BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, flag, known,
+};
+
+use crate::{cfg, count};
+
+/// Why a read did not produce a value.
+enum Miss {
+    /// The field does not exist on this kernel (its `FieldLoc` is unknown).
+    Unknown,
+    /// The kernel memory read failed.
+    Fault,
+}
+
+/// Reads the field at `loc` in the object at `base`, as an unsigned integer of up to 64 bits.
+/// One routine for plain members, bitfields and single bits of a flags word.
+#[inline(always)]
+fn field(base: *const u8, loc: &FieldLoc) -> Result<u64, Miss> {
+    let loc = cfg(loc);
+    if loc.bit_size == 0 || loc.bit_size > 64 {
+        return Err(Miss::Unknown);
+    }
+    let shift = loc.bit_offset & 7;
+    // Read only the bytes the field spans, so a field at the very end of an object never
+    // reads past it.
+    let mut len = (shift + loc.bit_size + 7) / 8;
+    if len > 8 {
+        len = 8;
+    }
+    let mut raw: u64 = 0;
+    // SAFETY: the helper validates the kernel address and fails instead of faulting; `len` is
+    // at most 8, the size of `raw`.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            (&mut raw as *mut u64).cast(),
+            len,
+            base.wrapping_add((loc.bit_offset / 8) as usize).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(Miss::Fault);
+    }
+    // A field that spans 9 bytes (shift > 0 and 64 bits) does not exist in practice; the top
+    // bits would simply be cut.
+    let value = raw >> shift;
+    Ok(if loc.bit_size >= 64 {
+        value
+    } else {
+        value & ((1u64 << loc.bit_size) - 1)
+    })
+}
+
+/// Reads a pointer field; a NULL pointer is a miss like a failed read.
+#[inline(always)]
+fn pointer(base: *const u8, loc: &FieldLoc) -> Result<*const u8, Miss> {
+    let value = field(base, loc)?;
+    if value == 0 {
+        return Err(Miss::Fault);
+    }
+    Ok(value as *const u8)
+}
+
+/// Counts a failed read (but not a field this kernel does not have: that is reported once, at
+/// start, by the collector).
+#[inline(always)]
+fn note<T>(result: Result<T, Miss>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(Miss::Fault) => {
+            count(COUNTER_READ_ERRORS);
+            None
+        }
+        Err(Miss::Unknown) => None,
+    }
+}
+
+/// Finds the `struct file` behind `fd` in the current task's fd table.
+#[inline(always)]
+fn file_of_fd(fd: i32, cfg_: &Config) -> Option<*const u8> {
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the helper has no preconditions; it returns the current task's address.
+    let task = unsafe { generated::bpf_get_current_task() } as *const u8;
+    let files = note(pointer(task, &cfg_.task_files))?;
+    let fdt = note(pointer(files, &cfg_.files_fdt))?;
+    let max_fds = note(field(fdt, &cfg_.fdt_max_fds))?;
+    if fd as u64 >= max_fds {
+        return None;
+    }
+    let array = note(pointer(fdt, &cfg_.fdt_fd))?;
+    // SAFETY: `fd < max_fds`, so the slot is inside the fd array; the helper validates the
+    // address anyway.
+    let file: *const u8 =
+        unsafe { bpf_probe_read_kernel(array.wrapping_add(fd as usize * 8).cast()) }.ok()?;
+    // A closed fd (NULL slot) is not an error: bind(EBADF) lands here.
+    (!file.is_null()).then_some(file)
+}
+
+/// Fills the socket fields of `rec` from the socket behind `fd`. Whatever cannot be read stays
+/// zero with its `known` bit clear.
+#[inline(always)]
+pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
+    let Some(file) = file_of_fd(fd, c) else {
+        return;
+    };
+    let Some(socket) = note(pointer(file, &c.file_private_data)) else {
+        return;
+    };
+    // A socket's file and the socket point at each other; any other file's private_data does
+    // not point back (bind(ENOTSOCK) lands here).
+    let Ok(back) = pointer(socket, &c.socket_file) else {
+        return;
+    };
+    if back != file {
+        return;
+    }
+    let Some(sk) = note(pointer(socket, &c.socket_sk)) else {
+        return;
+    };
+    rec.sock_known |= known::SOCK;
+
+    if let Some(ino) = note(pointer(file, &c.file_inode)).and_then(|i| note(field(i, &c.inode_ino)))
+    {
+        rec.ino = ino;
+        rec.sock_known |= known::INODE;
+    }
+    if let Some(family) = note(field(sk, &c.sk_family)) {
+        rec.sock_family = family as u16;
+        rec.sock_known |= known::FAMILY;
+    }
+    if let Some(port) = note(field(sk, &c.sk_num)) {
+        rec.bound_port = port as u16;
+        let addr = if rec.sock_family == 10 {
+            read_bytes::<16>(sk, &c.sk_v6_rcv_saddr)
+        } else {
+            read_bytes::<4>(sk, &c.sk_rcv_saddr).map(|v4| {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&v4);
+                a
+            })
+        };
+        if let Some(addr) = addr {
+            rec.bound_addr = addr;
+            rec.sock_known |= known::BOUND;
+        }
+    }
+    if let Some(dev) = note(field(sk, &c.sk_bound_dev_if)) {
+        rec.bound_dev_if = dev as u32;
+        rec.sock_known |= known::DEV_IF;
+    }
+    if let Some(inum) = note(pointer(sk, &c.sk_net)).and_then(|net| note(field(net, &c.net_inum)))
+    {
+        rec.netns = inum as u32;
+        rec.sock_known |= known::NETNS;
+    }
+    if let (Some(proto), Some(ty)) = (note(field(sk, &c.sk_protocol)), note(field(sk, &c.sk_type)))
+    {
+        rec.protocol = proto as u16;
+        rec.sock_type = ty as u16;
+        rec.sock_known |= known::PROTOCOL;
+    }
+    if let Some(uid) = note(field(sk, &c.sk_uid)) {
+        rec.sk_uid = uid as u32;
+        rec.sock_known |= known::SK_UID;
+    }
+    let mut i = 0;
+    while i < FLAG_COUNT {
+        if let Some(value) = note(field(sk, &c.flag_locs[i])) {
+            rec.flags_known |= 1 << i;
+            if value != 0 {
+                rec.flags |= 1 << i;
+            }
+        }
+        i += 1;
+    }
+    rec.flags &= flag::ALL;
+}
+
+/// Copies `N` bytes of a byte-aligned field (an address).
+#[inline(always)]
+fn read_bytes<const N: usize>(base: *const u8, loc: &FieldLoc) -> Option<[u8; N]> {
+    let loc = cfg(loc);
+    if loc.bit_size as usize != N * 8 || loc.bit_offset & 7 != 0 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    // SAFETY: the helper validates the kernel address; the length is the size of `out`.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            out.as_mut_ptr().cast(),
+            N as u32,
+            base.wrapping_add((loc.bit_offset / 8) as usize).cast(),
+        )
+    };
+    if rc != 0 {
+        count(COUNTER_READ_ERRORS);
+        return None;
+    }
+    Some(out)
+}

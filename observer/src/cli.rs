@@ -1,0 +1,156 @@
+//! The command line: argument parsing and validation, and the dispatch to each subcommand.
+
+use crate::backend;
+use crate::collector::{self, RunOptions};
+use crate::filter::Filter;
+use crate::sink::{JsonSink, Sink, TableSink};
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::{self, BufWriter};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for bad usage.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "observer", version, about = "Watch every bind() and listen() on this host")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every bind() and listen() attempt as it happens.
+    #[command(after_help = OPTS_HELP)]
+    Watch(WatchArgs),
+}
+
+const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
+F IP_FREEBIND, T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT; '.' not set, '?' unknown on this kernel.";
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Print JSON Lines (a start record, one record per event, a summary record).
+    #[arg(long)]
+    pub json: bool,
+    /// Only this process id.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only processes with this command name (as in /proc/PID/comm).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only calls whose requested or bound port is PORT.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Only failed calls.
+    #[arg(long)]
+    pub errors: bool,
+    /// Only sockets in the network namespace with this inode (as in `ls -L -i /proc/PID/ns/net`).
+    #[arg(long, value_name = "INODE")]
+    pub netns: Option<u32>,
+    /// Also show sockets of other families (unix, netlink, packet, ...).
+    #[arg(long)]
+    pub all_families: bool,
+    /// Stop after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Ring buffer size: a power of two, at least the page size (e.g. 4M, 512K).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
+    pub buffer_size: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!("`{s}` is not a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_buffer_size(s: &str) -> Result<u32, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 4M, 512K, 65536)"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "m" | "MiB" => 1 << 20,
+        "G" | "g" | "GiB" => 1 << 30,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M or G)")),
+    };
+    let bytes = n.saturating_mul(mult);
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    if !bytes.is_power_of_two() || bytes < page || bytes > 1 << 30 {
+        return Err(format!(
+            "`{s}` must be a power of two from {page} bytes to 1G"
+        ));
+    }
+    u32::try_from(bytes).map_err(|_| format!("`{s}` is too large"))
+}
+
+/// Runs the program: parses arguments, runs the subcommand, maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("observer: {err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Watch(args) => watch(args),
+    }
+}
+
+fn watch(args: WatchArgs) -> Result<()> {
+    let filter = Filter {
+        pid: args.pid,
+        comm: args.comm,
+        port: args.port,
+        errors_only: args.errors,
+        netns: args.netns,
+        all_families: args.all_families,
+    };
+    let loaded = backend::load_tracepoint(args.buffer_size)?;
+    if loaded.mounted_tracefs {
+        eprintln!("observer: mounted tracefs on /sys/kernel/tracing");
+    }
+    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let mut sink: Box<dyn Sink> = if args.json {
+        Box::new(JsonSink::new(stdout))
+    } else {
+        Box::new(TableSink::new(stdout, io::stderr()))
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let opts = RunOptions {
+        filter,
+        duration: args.duration,
+    };
+    runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! The run loop: drain the ring buffer as it fills, decode, filter, hand events to the sink,
+//! report kernel-side losses as they happen, and end cleanly on a signal, a deadline or a
+//! closed output.
+
+use crate::backend::Loaded;
+use crate::decode;
+use crate::filter::Filter;
+use crate::sink::{LostRecord, Sink, StartRecord, Summary};
+use crate::timefmt::{self, Clock};
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use observer_common::{
+    COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED,
+};
+use std::io;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often kernel-side counters (losses) are checked while events flow.
+const COUNTER_PERIOD: Duration = Duration::from_millis(500);
+
+pub struct RunOptions {
+    pub filter: Filter,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+}
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    lost: u64,
+    unpaired: u64,
+    read_errors: u64,
+    pair_full: u64,
+}
+
+struct State<'a> {
+    sink: &'a mut dyn Sink,
+    filter: &'a Filter,
+    clock: Clock,
+    summary: Summary,
+    reported_lost: u64,
+}
+
+impl State<'_> {
+    fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.summary.received += 1;
+        match decode::decode(bytes, &self.clock) {
+            Ok(event) if self.filter.matches(&event) => {
+                self.summary.events += 1;
+                *self.summary.results.entry(event.result.clone()).or_default() += 1;
+                self.sink.event(&event)
+            }
+            Ok(_) => {
+                self.summary.filtered += 1;
+                Ok(())
+            }
+            Err(err) => {
+                self.summary.decode_errors += 1;
+                if self.summary.decode_errors == 1 {
+                    eprintln!("observer: undecodable record ({err}); counting further ones");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn report_lost(&mut self, lost: u64) -> io::Result<()> {
+        if lost > self.reported_lost {
+            let record = LostRecord {
+                record_type: "lost",
+                time: timefmt::format_unix_ns(self.clock.unix_ns(timefmt::monotonic_ns())),
+                count: lost - self.reported_lost,
+                total: lost,
+            };
+            self.reported_lost = lost;
+            self.sink.lost(&record)?;
+        }
+        Ok(())
+    }
+}
+
+fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
+    let sum = |index: u32| {
+        map.get(&index, 0)
+            .map(|values| values.iter().sum::<u64>())
+            .unwrap_or(0)
+    };
+    Counters {
+        lost: sum(COUNTER_LOST),
+        unpaired: sum(COUNTER_UNPAIRED),
+        read_errors: sum(COUNTER_READ_ERRORS),
+        pair_full: sum(COUNTER_PAIR_FULL),
+    }
+}
+
+/// Drains every queued record. Returns the sink's error, if any.
+fn drain(ring: &mut RingBuf<MapData>, state: &mut State<'_>) -> io::Result<()> {
+    while let Some(item) = ring.next() {
+        state.handle(&item)?;
+    }
+    state.sink.flush()
+}
+
+/// Runs until a signal, the deadline, or a closed output. Returns the summary it printed.
+pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, opts: RunOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let clock = Clock::now();
+    let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("map EVENTS missing")?)
+        .context("opening the ring buffer")?;
+    let counters = PerCpuArray::<MapData, u64>::try_from(
+        loaded.ebpf.take_map("COUNTERS").context("map COUNTERS missing")?,
+    )
+    .context("opening the counters")?;
+    // SAFETY: the ring buffer owns its map fd (aya's `MapData` holds an `OwnedFd`) and the
+    // `AsyncFd` owns the ring buffer, so the fd stays open and the same until the `AsyncFd` is
+    // dropped.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut ticker = tokio::time::interval(COUNTER_PERIOD);
+
+    let mut state = State {
+        sink,
+        filter: &opts.filter,
+        clock,
+        summary: Summary {
+            record_type: "summary",
+            ..Summary::default()
+        },
+        reported_lost: 0,
+    };
+    let start = StartRecord {
+        record_type: "start",
+        time: timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns())),
+        version: env!("CARGO_PKG_VERSION"),
+        backend: loaded.backend,
+        hooks: loaded.hooks.clone(),
+        skipped_backends: Vec::new(),
+        kernel: kernel_release(),
+        pid: std::process::id(),
+        unknown_fields: loaded.unknown_fields.clone(),
+        buffer_bytes: loaded.buffer_bytes,
+    };
+
+    let outcome: io::Result<&'static str> = async {
+        state.sink.start(&start)?;
+        loop {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut state)?;
+                    guard.clear_ready();
+                }
+                _ = ticker.tick() => state.report_lost(read_counters(&counters).lost)?,
+                _ = sigint.recv() => return Ok("signal"),
+                _ = sigterm.recv() => return Ok("signal"),
+                _ = sleep_until(deadline) => return Ok("duration"),
+            }
+        }
+    }
+    .await;
+
+    let reason = match outcome {
+        Ok(reason) => reason,
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => "output closed",
+        Err(err) => return Err(err).context("writing events"),
+    };
+    // Records already queued were observed before the end: deliver them, then stop.
+    let mut end: io::Result<()> = Ok(());
+    if reason != "output closed" {
+        end = drain(ring.get_mut(), &mut state);
+    }
+    let c = read_counters(&counters);
+    if end.is_ok() && reason != "output closed" {
+        end = state.report_lost(c.lost);
+    }
+    let mut summary = state.summary;
+    summary.time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
+    summary.duration_secs = started.elapsed().as_secs_f64();
+    summary.lost = c.lost;
+    summary.unpaired = c.unpaired;
+    summary.read_errors = c.read_errors;
+    summary.pair_full = c.pair_full;
+    summary.reason = reason.to_string();
+    if end.is_ok() && reason != "output closed" {
+        end = state.sink.summary(&summary);
+    }
+    match end {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err).context("writing events"),
+        _ => Ok(summary),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

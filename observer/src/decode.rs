@@ -1,0 +1,194 @@
+//! From ring-buffer bytes to a [`BindEvent`]: the one place that interprets a `BindRecord`.
+//!
+//! Records come from another program (the kernel side), so nothing here trusts them: lengths
+//! are checked, unknown tags and families are reported as such, and no input can panic.
+
+use crate::errno;
+use crate::event::{BindEvent, Endpoint, Flags, Op, Requested};
+use crate::timefmt::Clock;
+use observer_common::{
+    BIND_RECORD_SIZE, BindRecord, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND,
+    OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, flag, known,
+};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const AF_UNSPEC: u16 = 0;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {got} bytes, expected {expected}")]
+    Length { got: usize, expected: usize },
+    #[error("unknown record type {0}")]
+    UnknownType(u32),
+    #[error("unknown op {0}")]
+    UnknownOp(u16),
+}
+
+/// Copies the bytes into a `BindRecord` after checking the length and the type tag.
+pub fn parse_record(bytes: &[u8]) -> Result<BindRecord, DecodeError> {
+    if bytes.len() != BIND_RECORD_SIZE {
+        return Err(DecodeError::Length {
+            got: bytes.len(),
+            expected: BIND_RECORD_SIZE,
+        });
+    }
+    // SAFETY: the length is exactly the size of `BindRecord`, which is `repr(C)` plain data for
+    // which every bit pattern is valid; `read_unaligned` makes no alignment assumption.
+    let record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<BindRecord>()) };
+    if record.kind != RECORD_BIND {
+        return Err(DecodeError::UnknownType(record.kind));
+    }
+    Ok(record)
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
+    let r = parse_record(bytes)?;
+    let op = match r.op {
+        OP_BIND => Op::Bind,
+        OP_LISTEN => Op::Listen,
+        other => return Err(DecodeError::UnknownOp(other)),
+    };
+    let has = |bit: u32| r.sock_known & bit != 0;
+    let sock = has(known::SOCK);
+    let requested = match op {
+        Op::Bind => parse_sockaddr(&r.sockaddr, r.sockaddr_len, r.addrlen),
+        Op::Listen => None,
+    };
+    let family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
+    let bound = (sock && has(known::BOUND) && r.bound_port != 0)
+        .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port));
+    let errno = r.ret.checked_neg().unwrap_or(i32::MAX).max(0);
+    Ok(BindEvent {
+        record_type: "bind",
+        time: clock.format_monotonic(r.ts_ns),
+        op,
+        pid: r.pid,
+        tid: r.tid,
+        uid: r.uid,
+        comm: comm(&r.comm),
+        netns: (sock && has(known::NETNS)).then_some(r.netns),
+        family,
+        protocol: (sock && has(known::PROTOCOL)).then(|| protocol_name(r.protocol)),
+        fd: r.fd,
+        requested,
+        bound,
+        flags: flags(&r, sock),
+        bound_dev_if: (sock && has(known::DEV_IF)).then_some(r.bound_dev_if),
+        sock_uid: (sock && has(known::SK_UID)).then_some(r.sk_uid),
+        sock_ino: (sock && has(known::INODE)).then_some(r.ino),
+        result: if r.ret >= 0 {
+            "OK".to_string()
+        } else {
+            errno::name(errno).into_owned()
+        },
+        errno,
+        hook: hook_name(r.hook),
+    })
+}
+
+/// The caller's sockaddr, from the `len` bytes the kernel program copied.
+pub fn parse_sockaddr(raw: &[u8; SOCKADDR_LEN], len: u32, addrlen: u32) -> Option<Requested> {
+    let len = (len as usize).min(SOCKADDR_LEN);
+    let raw = &raw[..len];
+    let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
+    let port = raw.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    match family {
+        // The kernel reads an AF_UNSPEC sockaddr_in as AF_INET when the address is INADDR_ANY
+        // (compatibility with old callers), so show what it will use.
+        AF_INET | AF_UNSPEC if len >= 8 && addrlen >= 16 => Some(Requested::Inet(Endpoint {
+            addr: IpAddr::V4(Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7])),
+            port: port?,
+            scope_id: None,
+        })),
+        AF_INET6 if len >= 24 && addrlen >= 24 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&raw[8..24]);
+            let scope = raw
+                .get(24..28)
+                .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+                .filter(|s| *s != 0);
+            Some(Requested::Inet(Endpoint {
+                addr: IpAddr::V6(Ipv6Addr::from(octets)),
+                port: port?,
+                scope_id: scope,
+            }))
+        }
+        other => Some(Requested::Other {
+            sa_family: other,
+            addrlen,
+        }),
+    }
+}
+
+fn bound_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Endpoint {
+    let addr = if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*addr))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))
+    };
+    Endpoint {
+        addr,
+        port,
+        scope_id: None,
+    }
+}
+
+fn flags(r: &BindRecord, sock: bool) -> Flags {
+    let get = |bit: u32| (sock && r.flags_known & bit != 0).then_some(r.flags & bit != 0);
+    Flags {
+        reuseaddr: get(flag::REUSEADDR),
+        reuseport: get(flag::REUSEPORT),
+        v6only: get(flag::V6ONLY),
+        freebind: get(flag::FREEBIND),
+        transparent: get(flag::TRANSPARENT),
+        bind_address_no_port: get(flag::BIND_ADDRESS_NO_PORT),
+    }
+}
+
+/// The `comm` up to its first NUL, with invalid UTF-8 replaced.
+fn comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+pub fn family_name(family: u16) -> String {
+    match family {
+        AF_INET => "inet".into(),
+        AF_INET6 => "inet6".into(),
+        1 => "unix".into(),
+        16 => "netlink".into(),
+        17 => "packet".into(),
+        other => format!("af{other}"),
+    }
+}
+
+pub fn protocol_name(protocol: u16) -> String {
+    match protocol {
+        0 => "ip".into(),
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        136 => "udplite".into(),
+        255 => "raw".into(),
+        262 => "mptcp".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn hook_name(hook: u16) -> &'static str {
+    match hook {
+        HOOK_TP_SYS_EXIT_BIND => "tracepoint:sys_exit_bind",
+        HOOK_TP_SYS_EXIT_LISTEN => "tracepoint:sys_exit_listen",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

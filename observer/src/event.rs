@@ -1,0 +1,115 @@
+//! The userspace event: what a `BindRecord` means, in the shape the sinks print.
+//!
+//! This is the serde type behind every JSON Lines `"type":"bind"` record; the table sink
+//! formats the same struct. Fields the kernel could not read are `None` (JSON `null`), never a
+//! made-up value.
+
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Which call an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Bind,
+    Listen,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Bind => "bind",
+            Op::Listen => "listen",
+        }
+    }
+}
+
+/// An address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// The address (IPv4-mapped IPv6 addresses stay IPv6, as the caller wrote them).
+    pub addr: IpAddr,
+    /// Port in host byte order (0 = "pick one").
+    pub port: u16,
+    /// IPv6 scope id (interface index) when the caller gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<u32>,
+}
+
+/// What the caller passed to `bind()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Requested {
+    /// An `AF_INET` / `AF_INET6` sockaddr.
+    Inet(Endpoint),
+    /// Anything else: the address family number and how many bytes were passed.
+    Other { sa_family: u16, addrlen: u32 },
+}
+
+/// Socket options as the kernel holds them after the call; `None` = this kernel's BTF did not
+/// describe the field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Flags {
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    pub v6only: Option<bool>,
+    pub freebind: Option<bool>,
+    pub transparent: Option<bool>,
+    pub bind_address_no_port: Option<bool>,
+}
+
+/// One `bind()` or `listen()` attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BindEvent {
+    /// Always `"bind"`: the JSON Lines record type.
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    /// Wall-clock time of the call's return, RFC 3339 with microseconds, UTC.
+    pub time: String,
+    pub op: Op,
+    pub pid: u32,
+    pub tid: u32,
+    /// Real uid of the calling process.
+    pub uid: u32,
+    pub comm: String,
+    /// Network namespace inode of the socket.
+    pub netns: Option<u32>,
+    /// `"inet"`, `"inet6"`, or `"af<N>"` for other socket families.
+    pub family: Option<String>,
+    /// `"tcp"`, `"udp"`, or another IANA protocol name / number.
+    pub protocol: Option<String>,
+    pub fd: i32,
+    /// What the caller asked for (`None` for `listen()`, or when the sockaddr could not be read).
+    pub requested: Option<Requested>,
+    /// What the socket holds after the call (`None` when no port is bound, or unknown).
+    pub bound: Option<Endpoint>,
+    #[serde(flatten)]
+    pub flags: Flags,
+    /// Interface index the socket is bound to (`SO_BINDTODEVICE`), 0 for none.
+    pub bound_dev_if: Option<u32>,
+    /// Owner uid of the socket (`sk_uid`).
+    pub sock_uid: Option<u32>,
+    /// Socket inode (as in `/proc/<pid>/fd` and `ss -e`).
+    pub sock_ino: Option<u64>,
+    /// `"OK"` or the errno name, e.g. `"EADDRINUSE"`.
+    pub result: String,
+    /// 0 on success, the positive errno on failure.
+    pub errno: i32,
+    /// Kernel hook that produced the event, e.g. `"tracepoint:sys_exit_bind"`.
+    pub hook: &'static str,
+}
+
+impl BindEvent {
+    /// The socket family as the kernel names it: `AF_INET` = 2, `AF_INET6` = 10.
+    pub fn is_inet(&self) -> bool {
+        matches!(self.family.as_deref(), Some("inet" | "inet6"))
+    }
+
+    /// The requested port, when the caller passed an inet sockaddr.
+    pub fn requested_port(&self) -> Option<u16> {
+        match &self.requested {
+            Some(Requested::Inet(ep)) => Some(ep.port),
+            _ => None,
+        }
+    }
+}

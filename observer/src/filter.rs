@@ -1,0 +1,49 @@
+//! Which events the user asked to see (`--pid`, `--comm`, `--port`, `--errors`, `--netns`).
+//!
+//! Filters run in userspace on decoded events: the kernel side stays one code path for every
+//! filter combination, and what a filter drops is still counted in the summary.
+
+use crate::event::BindEvent;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this process (thread group id).
+    pub pid: Option<u32>,
+    /// Only processes whose `comm` is exactly this.
+    pub comm: Option<String>,
+    /// Only calls whose requested or bound port is this.
+    pub port: Option<u16>,
+    /// Only failed calls.
+    pub errors_only: bool,
+    /// Only sockets in the network namespace with this inode.
+    pub netns: Option<u32>,
+    /// Also show sockets that are not IPv4/IPv6 (unix, netlink, ...); off by default.
+    pub all_families: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &BindEvent) -> bool {
+        if !self.all_families && !e.is_inet() {
+            return false;
+        }
+        if self.pid.is_some_and(|pid| pid != e.pid) {
+            return false;
+        }
+        if self.comm.as_ref().is_some_and(|comm| *comm != e.comm) {
+            return false;
+        }
+        if let Some(port) = self.port {
+            let bound = e.bound.map(|b| b.port);
+            if e.requested_port() != Some(port) && bound != Some(port) {
+                return false;
+            }
+        }
+        if self.errors_only && e.errno == 0 {
+            return false;
+        }
+        if self.netns.is_some_and(|ns| e.netns != Some(ns)) {
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,18 @@
+//! observer: an eBPF-assisted bind observer.
+//!
+//! The kernel programs (crate `observer-ebpf`) report every `bind()` and `listen()`; this
+//! library loads them ([`backend`]), drains and decodes what they report ([`collector`],
+//! [`decode`]) and prints it ([`sink`]).
+
+pub mod backend;
+pub mod btf;
+pub mod cli;
+pub mod collector;
+pub mod decode;
+pub mod errno;
+pub mod event;
+pub mod filter;
+pub mod offsets;
+pub mod sink;
+pub mod timefmt;
+pub mod tracefs;

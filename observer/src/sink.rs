@@ -1,0 +1,250 @@
+//! Where events go: one [`Sink`] interface, with a table sink for people and a JSON Lines sink
+//! for programs. Both print only to the writer they are given (stdout in the binary); neither
+//! flushes per event: the collector flushes after each batch it drains.
+
+use crate::event::{BindEvent, Endpoint, Requested};
+use serde::Serialize;
+use std::io::{self, Write};
+
+/// The first record: written once the programs are attached, so a reader that sees it knows
+/// every later call is observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartRecord {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// Observer version.
+    pub version: &'static str,
+    /// The backend in use, e.g. `"tracepoint"`.
+    pub backend: &'static str,
+    /// The kernel hooks attached, e.g. `"tracepoint:sys_exit_bind"`.
+    pub hooks: Vec<String>,
+    /// Backends not used, each with the reason.
+    pub skipped_backends: Vec<Skipped>,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The collector's pid (its own calls are not reported).
+    pub pid: u32,
+    /// Socket fields this kernel's BTF did not describe: reported as `null` in every event.
+    pub unknown_fields: Vec<String>,
+    /// Ring buffer size in bytes.
+    pub buffer_bytes: u32,
+}
+
+/// A backend that was not used, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub backend: &'static str,
+    pub reason: String,
+}
+
+/// Records the kernel had no room for since the previous report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostRecord {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// Newly lost records.
+    pub count: u64,
+    /// Lost since start.
+    pub total: u64,
+}
+
+/// The last record: what the run saw and what it missed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    pub duration_secs: f64,
+    /// Records received from the kernel.
+    pub received: u64,
+    /// Events printed (received, decoded and passing the filters).
+    pub events: u64,
+    /// Events the filters dropped.
+    pub filtered: u64,
+    /// Records the ring buffer had no room for.
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Calls whose entry was not seen (started before attach, or the pairing map evicted it).
+    pub unpaired: u64,
+    /// Calls the pairing map could not hold.
+    pub pair_full: u64,
+    /// Kernel memory reads that failed (fields reported as `null`).
+    pub read_errors: u64,
+    /// Events per result, e.g. `{"OK": 10, "EADDRINUSE": 2}`.
+    pub results: std::collections::BTreeMap<String, u64>,
+    /// Why the run ended: `"signal"`, `"duration"`, `"output closed"`.
+    pub reason: String,
+}
+
+/// One output format.
+pub trait Sink {
+    fn start(&mut self, start: &StartRecord) -> io::Result<()>;
+    fn event(&mut self, event: &BindEvent) -> io::Result<()>;
+    fn lost(&mut self, lost: &LostRecord) -> io::Result<()>;
+    fn summary(&mut self, summary: &Summary) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// JSON Lines: one object per line, each with a `"type"`.
+pub struct JsonSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W) -> Self {
+        JsonSink { out }
+    }
+
+    fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
+        self.out.write_all(b"\n")
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn start(&mut self, start: &StartRecord) -> io::Result<()> {
+        self.line(start)?;
+        // Readers wait for this line before they start their binds: never leave it buffered.
+        self.out.flush()
+    }
+    fn event(&mut self, event: &BindEvent) -> io::Result<()> {
+        self.line(event)
+    }
+    fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
+        self.line(lost)
+    }
+    fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        self.line(summary)?;
+        self.out.flush()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A table for people: events on `out`, start and summary lines on `diag` (stderr), so that
+/// `observer watch > file` keeps only events.
+pub struct TableSink<W: Write, D: Write> {
+    out: W,
+    diag: D,
+}
+
+/// Column header of the table; `OPTS` letters are explained in the README and by `--help`.
+pub const TABLE_HEADER: &str = "TIME            PID     COMM             OP     PROTO REQUESTED                    BOUND                        OPTS    RESULT";
+
+impl<W: Write, D: Write> TableSink<W, D> {
+    pub fn new(out: W, diag: D) -> Self {
+        TableSink { out, diag }
+    }
+}
+
+impl<W: Write, D: Write> Sink for TableSink<W, D> {
+    fn start(&mut self, s: &StartRecord) -> io::Result<()> {
+        writeln!(
+            self.diag,
+            "observer: watching bind() and listen() with the {} backend ({}); Ctrl-C to stop",
+            s.backend,
+            s.hooks.join(", ")
+        )?;
+        for skipped in &s.skipped_backends {
+            writeln!(self.diag, "observer: skipped {}: {}", skipped.backend, skipped.reason)?;
+        }
+        if !s.unknown_fields.is_empty() {
+            writeln!(
+                self.diag,
+                "observer: this kernel's BTF lacks {}; shown as '?'",
+                s.unknown_fields.join(", ")
+            )?;
+        }
+        writeln!(self.out, "{TABLE_HEADER}")?;
+        self.out.flush()
+    }
+
+    fn event(&mut self, e: &BindEvent) -> io::Result<()> {
+        let time = e.time.get(11..26).unwrap_or(&e.time);
+        let requested = match &e.requested {
+            Some(Requested::Inet(ep)) => endpoint(ep),
+            Some(Requested::Other { sa_family, addrlen }) => {
+                format!("af{sa_family} ({addrlen} bytes)")
+            }
+            None => "-".into(),
+        };
+        let bound = e.bound.as_ref().map_or_else(|| "-".into(), endpoint);
+        let proto = e.protocol.as_deref().unwrap_or("?");
+        let proto = match e.family.as_deref() {
+            Some("inet6") => format!("{proto}6"),
+            _ => proto.to_string(),
+        };
+        writeln!(
+            self.out,
+            "{time:<15} {:<7} {:<16} {:<6} {proto:<5} {requested:<28} {bound:<28} {} {}",
+            e.pid,
+            e.comm,
+            e.op.as_str(),
+            opts(e),
+            e.result
+        )
+    }
+
+    fn lost(&mut self, l: &LostRecord) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "*** {} events lost (ring buffer full; {} in total) ***",
+            l.count, l.total
+        )
+    }
+
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        self.out.flush()?;
+        writeln!(
+            self.diag,
+            "observer: {} events ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",
+            s.events,
+            s.filtered,
+            s.lost,
+            s.unpaired,
+            s.read_errors,
+            s.decode_errors,
+            s.duration_secs,
+            s.reason
+        )
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `addr:port`, IPv6 in brackets, with `%scope` when one was given.
+pub fn endpoint(ep: &Endpoint) -> String {
+    match (ep.addr, ep.scope_id) {
+        (std::net::IpAddr::V6(a), Some(scope)) => format!("[{a}%{scope}]:{}", ep.port),
+        (std::net::IpAddr::V6(a), None) => format!("[{a}]:{}", ep.port),
+        (a, _) => format!("{a}:{}", ep.port),
+    }
+}
+
+/// Option letters in bindsnoop's order plus `6`: `R` SO_REUSEADDR, `r` SO_REUSEPORT,
+/// `6` IPV6_V6ONLY, `F` IP_FREEBIND, `T` IP_TRANSPARENT, `N` IP_BIND_ADDRESS_NO_PORT;
+/// `.` not set, `?` unknown on this kernel.
+pub fn opts(e: &BindEvent) -> String {
+    let f = &e.flags;
+    [
+        (f.reuseaddr, 'R'),
+        (f.reuseport, 'r'),
+        (f.v6only, '6'),
+        (f.freebind, 'F'),
+        (f.transparent, 'T'),
+        (f.bind_address_no_port, 'N'),
+    ]
+    .iter()
+    .map(|(v, c)| match v {
+        Some(true) => *c,
+        Some(false) => '.',
+        None => '?',
+    })
+    .collect()
+}

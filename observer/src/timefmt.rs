@@ -1,0 +1,109 @@
+//! Turning the kernel's monotonic timestamps into wall-clock time for output.
+//!
+//! The programs stamp records with `bpf_ktime_get_ns` (CLOCK_MONOTONIC), which is cheap and
+//! never jumps; the offset to CLOCK_REALTIME is taken once at start.
+
+/// Converts CLOCK_MONOTONIC nanoseconds to UTC wall-clock text.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC at start, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl Clock {
+    /// Reads both clocks now.
+    pub fn now() -> Clock {
+        let real = clock_ns(libc::CLOCK_REALTIME);
+        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        Clock {
+            offset_ns: real - mono,
+        }
+    }
+
+    /// A clock with a fixed offset (tests).
+    pub fn with_offset(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
+    /// Unix time in nanoseconds of a monotonic timestamp.
+    pub fn unix_ns(&self, monotonic_ns: u64) -> i128 {
+        i128::from(monotonic_ns) + self.offset_ns
+    }
+
+    /// RFC 3339 UTC with microseconds, e.g. `2026-11-21T16:23:51.123456Z`.
+    pub fn format_monotonic(&self, monotonic_ns: u64) -> String {
+        format_unix_ns(self.unix_ns(monotonic_ns))
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds (the same clock as `bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; clock_gettime only writes to it.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// RFC 3339 UTC text for Unix nanoseconds.
+pub fn format_unix_ns(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let micros = unix_ns.rem_euclid(1_000_000_000) / 1_000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i128) -> (i128, i128, i128) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i128::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_unix_ns(0), "1970-01-01T00:00:00.000000Z");
+        // 2000-02-29 (a leap day in a century year divisible by 400).
+        assert_eq!(
+            format_unix_ns(951_782_400_000_000_000 + 1_234_567),
+            "2000-02-29T00:00:00.001234Z"
+        );
+        assert_eq!(
+            format_unix_ns(1_795_278_231_999_999_999),
+            "2026-11-21T16:23:51.999999Z"
+        );
+        assert_eq!(format_unix_ns(-1_000), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn clock_offsets_monotonic_time() {
+        let clock = Clock::with_offset(1_000_000_000);
+        assert_eq!(clock.unix_ns(5), 1_000_000_005);
+        assert_eq!(clock.format_monotonic(0), "1970-01-01T00:00:01.000000Z");
+    }
+}
