@@ -47,3 +47,7 @@ impl Filter {
         true
     }
 }
+
+#[cfg(test)]
+#[path = "filter_tests.rs"]
+mod tests;

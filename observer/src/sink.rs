@@ -248,3 +248,7 @@ pub fn opts(e: &BindEvent) -> String {
     })
     .collect()
 }
+
+#[cfg(test)]
+#[path = "sink_tests.rs"]
+mod tests;
