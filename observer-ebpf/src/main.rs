@@ -19,9 +19,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_PAIR_FULL,
-    COUNTER_UNPAIRED, Config, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN,
-    RECORD_BIND, SOCKADDR_LEN,
+    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_UNPAIRED,
+    Config, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND,
+    SOCKADDR_LEN,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -180,7 +180,8 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
         return Ok(());
     }
     // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
-    let ret: i64 = unsafe { ctx.read_at(cfg(&config().exit_ret_off) as usize) }.map_err(i64::from)?;
+    let ret: i64 =
+        unsafe { ctx.read_at(cfg(&config().exit_ret_off) as usize) }.map_err(i64::from)?;
 
     let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
         count(COUNTER_LOST);

@@ -2,9 +2,7 @@
 //! socket an fd names, and the socket's bound state and options.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use observer_common::{
-    BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, flag, known,
-};
+use observer_common::{BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, flag, known};
 
 use crate::{cfg, count};
 
@@ -153,8 +151,7 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
         rec.bound_dev_if = dev as u32;
         rec.sock_known |= known::DEV_IF;
     }
-    if let Some(inum) = note(pointer(sk, &c.sk_net)).and_then(|net| note(field(net, &c.net_inum)))
-    {
+    if let Some(inum) = note(pointer(sk, &c.sk_net)).and_then(|net| note(field(net, &c.net_inum))) {
         rec.netns = inum as u32;
         rec.sock_known |= known::NETNS;
     }

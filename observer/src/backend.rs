@@ -119,7 +119,9 @@ fn syscall_layout(tracefs: &Path) -> Result<(u32, u32), LoadError> {
     let listen_fd = tracefs::field(tracefs, "syscalls", "sys_enter_listen", "fd")?;
     let ret = tracefs::field(tracefs, "syscalls", "sys_exit_bind", "ret")?;
     let listen_ret = tracefs::field(tracefs, "syscalls", "sys_exit_listen", "ret")?;
-    let consecutive = [fd, addr, len, listen_fd, ret, listen_ret].iter().all(|f| f.size == 8)
+    let consecutive = [fd, addr, len, listen_fd, ret, listen_ret]
+        .iter()
+        .all(|f| f.size == 8)
         && addr.offset == fd.offset + 8
         && len.offset == fd.offset + 16
         && listen_fd.offset == fd.offset

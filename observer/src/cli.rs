@@ -16,7 +16,11 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "observer", version, about = "Watch every bind() and listen() on this host")]
+#[command(
+    name = "observer",
+    version,
+    about = "Watch every bind() and listen() on this host"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -9,9 +9,7 @@ use crate::sink::{LostRecord, Sink, StartRecord, Summary};
 use crate::timefmt::{self, Clock};
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use observer_common::{
-    COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED,
-};
+use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED};
 use std::io;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
@@ -50,7 +48,11 @@ impl State<'_> {
         match decode::decode(bytes, &self.clock) {
             Ok(event) if self.filter.matches(&event) => {
                 self.summary.events += 1;
-                *self.summary.results.entry(event.result.clone()).or_default() += 1;
+                *self
+                    .summary
+                    .results
+                    .entry(event.result.clone())
+                    .or_default() += 1;
                 self.sink.event(&event)
             }
             Ok(_) => {
@@ -108,10 +110,18 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut State<'_>) -> io::Result<()> {
 pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let clock = Clock::now();
-    let ring = RingBuf::try_from(loaded.ebpf.take_map("EVENTS").context("map EVENTS missing")?)
-        .context("opening the ring buffer")?;
+    let ring = RingBuf::try_from(
+        loaded
+            .ebpf
+            .take_map("EVENTS")
+            .context("map EVENTS missing")?,
+    )
+    .context("opening the ring buffer")?;
     let counters = PerCpuArray::<MapData, u64>::try_from(
-        loaded.ebpf.take_map("COUNTERS").context("map COUNTERS missing")?,
+        loaded
+            .ebpf
+            .take_map("COUNTERS")
+            .context("map COUNTERS missing")?,
     )
     .context("opening the counters")?;
     // SAFETY: the ring buffer owns its map fd (aya's `MapData` holds an `OwnedFd`) and the

@@ -48,7 +48,12 @@ impl Resolver<'_> {
     }
 
     /// An `inet_sock` option bit: the 6.6+ flags word, else the old bitfield.
-    fn inet_flag(&mut self, what: &str, enumerator: &str, bitfield: &str) -> Result<FieldLoc, BtfError> {
+    fn inet_flag(
+        &mut self,
+        what: &str,
+        enumerator: &str,
+        bitfield: &str,
+    ) -> Result<FieldLoc, BtfError> {
         if let (Ok(word), Ok(bit)) = (
             self.btf.member("inet_sock", "inet_flags"),
             self.btf.enum_value(enumerator),

@@ -150,7 +150,11 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
             s.hooks.join(", ")
         )?;
         for skipped in &s.skipped_backends {
-            writeln!(self.diag, "observer: skipped {}: {}", skipped.backend, skipped.reason)?;
+            writeln!(
+                self.diag,
+                "observer: skipped {}: {}",
+                skipped.backend, skipped.reason
+            )?;
         }
         if !s.unknown_fields.is_empty() {
             writeln!(

@@ -62,8 +62,17 @@ pub struct Field {
 }
 
 /// Reads `events/<category>/<name>/format` and returns the named field.
-pub fn field(tracefs: &Path, category: &str, name: &str, field: &str) -> Result<Field, TracefsError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
+pub fn field(
+    tracefs: &Path,
+    category: &str,
+    name: &str,
+    field: &str,
+) -> Result<Field, TracefsError> {
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
     let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::Read {
         path: path.display().to_string(),
         source,
@@ -119,15 +128,24 @@ format:
     fn parses_syscall_tracepoint_fields() {
         assert_eq!(
             parse_field(ENTER_BIND, "fd"),
-            Some(Field { offset: 16, size: 8 })
+            Some(Field {
+                offset: 16,
+                size: 8
+            })
         );
         assert_eq!(
             parse_field(ENTER_BIND, "umyaddr"),
-            Some(Field { offset: 24, size: 8 })
+            Some(Field {
+                offset: 24,
+                size: 8
+            })
         );
         assert_eq!(
             parse_field(ENTER_BIND, "addrlen"),
-            Some(Field { offset: 32, size: 8 })
+            Some(Field {
+                offset: 32,
+                size: 8
+            })
         );
         assert_eq!(parse_field(ENTER_BIND, "ret"), None);
         assert_eq!(parse_field("field:int x;\toffset:zz;\tsize:4;", "x"), None);
