@@ -25,7 +25,7 @@ fn field(base: *const u8, loc: &FieldLoc) -> Result<u64, Miss> {
     let shift = loc.bit_offset & 7;
     // Read only the bytes the field spans, so a field at the very end of an object never
     // reads past it.
-    let mut len = (shift + loc.bit_size + 7) / 8;
+    let mut len = (shift + loc.bit_size).div_ceil(8);
     if len > 8 {
         len = 8;
     }

@@ -1,1 +1,793 @@
 use super::*;
+use observer_common::COMM_LEN;
+use serde_json::json;
+use std::mem::{offset_of, size_of};
+
+/// `ts_ns` of the base record and the clock offset that turns it into [`TIME`].
+const TS_NS: u64 = 1_000_123_456;
+const CLOCK_OFFSET_NS: i128 = 1_795_278_230_000_000_000;
+const TIME: &str = "2026-11-21T16:23:51.000123Z";
+const NETNS: u32 = 4_026_531_840;
+
+fn clock() -> Clock {
+    Clock::with_offset(CLOCK_OFFSET_NS)
+}
+
+/// A `sockaddr_in` as the caller passes it: family native-endian, port big-endian.
+fn sockaddr_in(family: u16, port: u16, addr: [u8; 4]) -> [u8; SOCKADDR_LEN] {
+    let mut raw = [0u8; SOCKADDR_LEN];
+    raw[0..2].copy_from_slice(&family.to_ne_bytes());
+    raw[2..4].copy_from_slice(&port.to_be_bytes());
+    raw[4..8].copy_from_slice(&addr);
+    raw
+}
+
+/// A `sockaddr_in6`: family, port, flowinfo (left 0), address, scope id (native-endian).
+fn sockaddr_in6(port: u16, addr: Ipv6Addr, scope_id: u32) -> [u8; SOCKADDR_LEN] {
+    let mut raw = [0u8; SOCKADDR_LEN];
+    raw[0..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+    raw[2..4].copy_from_slice(&port.to_be_bytes());
+    raw[8..24].copy_from_slice(&addr.octets());
+    raw[24..28].copy_from_slice(&scope_id.to_ne_bytes());
+    raw
+}
+
+fn comm_bytes(name: &[u8]) -> [u8; COMM_LEN] {
+    let mut raw = [0u8; COMM_LEN];
+    raw[..name.len()].copy_from_slice(name);
+    raw
+}
+
+fn v4_bound(addr: [u8; 4]) -> [u8; 16] {
+    let mut raw = [0u8; 16];
+    raw[..4].copy_from_slice(&addr);
+    raw
+}
+
+/// A successful `bind(3, {AF_INET, 127.0.0.1:8080}, 16)` on a TCP socket with SO_REUSEADDR,
+/// on a kernel where every field is known.
+fn record() -> BindRecord {
+    BindRecord {
+        kind: RECORD_BIND,
+        op: OP_BIND,
+        hook: HOOK_TP_SYS_EXIT_BIND,
+        ts_ns: TS_NS,
+        pid: 4242,
+        tid: 4243,
+        uid: 1000,
+        sk_uid: 1001,
+        ret: 0,
+        fd: 3,
+        addrlen: 16,
+        netns: NETNS,
+        ino: 123_456,
+        flags: flag::REUSEADDR,
+        flags_known: flag::ALL,
+        sock_known: 0xff,
+        bound_dev_if: 0,
+        sock_family: AF_INET,
+        protocol: 6,
+        sock_type: 1,
+        bound_port: 8080,
+        bound_addr: v4_bound([127, 0, 0, 1]),
+        sockaddr: sockaddr_in(AF_INET, 8080, [127, 0, 0, 1]),
+        sockaddr_len: 16,
+        comm: comm_bytes(b"nginx"),
+    }
+}
+
+fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> Endpoint {
+    Endpoint {
+        addr: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+        port,
+        scope_id: None,
+    }
+}
+
+/// What [`record`] decodes to.
+fn expected() -> BindEvent {
+    BindEvent {
+        record_type: "bind",
+        time: TIME.to_string(),
+        op: Op::Bind,
+        pid: 4242,
+        tid: 4243,
+        uid: 1000,
+        comm: "nginx".to_string(),
+        netns: Some(NETNS),
+        family: Some("inet".to_string()),
+        protocol: Some("tcp".to_string()),
+        fd: 3,
+        requested: Some(Requested::Inet(v4(127, 0, 0, 1, 8080))),
+        bound: Some(v4(127, 0, 0, 1, 8080)),
+        flags: Flags {
+            reuseaddr: Some(true),
+            reuseport: Some(false),
+            v6only: Some(false),
+            freebind: Some(false),
+            transparent: Some(false),
+            bind_address_no_port: Some(false),
+        },
+        bound_dev_if: Some(0),
+        sock_uid: Some(1001),
+        sock_ino: Some(123_456),
+        result: "OK".to_string(),
+        errno: 0,
+        hook: "tracepoint:sys_exit_bind",
+    }
+}
+
+fn to_bytes(r: &BindRecord) -> Vec<u8> {
+    // SAFETY: `BindRecord` is `repr(C)` plain data with no padding (checked by
+    // `record_layout_has_no_padding`), so all `size_of::<BindRecord>()` bytes behind the
+    // reference are initialised, and they stay borrowed only for the copy.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (r as *const BindRecord).cast::<u8>(),
+            size_of::<BindRecord>(),
+        )
+    };
+    bytes.to_vec()
+}
+
+fn decoded(r: &BindRecord) -> BindEvent {
+    decode(&to_bytes(r), &clock()).expect("record decodes")
+}
+
+fn json_of(r: &BindRecord) -> serde_json::Value {
+    serde_json::to_value(decoded(r)).expect("event serialises")
+}
+
+#[test]
+fn record_layout_has_no_padding() {
+    let fields = 4 + 2 + 2 + 8 + 4 * 8 + 8 + 4 * 4 + 2 * 4 + 16 + SOCKADDR_LEN + 4 + COMM_LEN;
+    assert_eq!(fields, BIND_RECORD_SIZE);
+    assert_eq!(BIND_RECORD_SIZE, 144);
+    assert_eq!(offset_of!(BindRecord, ts_ns), 8);
+    assert_eq!(offset_of!(BindRecord, ino), 48);
+    assert_eq!(offset_of!(BindRecord, sockaddr), 96);
+    assert_eq!(offset_of!(BindRecord, comm), 128);
+}
+
+#[test]
+fn ipv4_tcp_bind_success_exact_json() {
+    assert_eq!(
+        json_of(&record()),
+        json!({
+            "type": "bind",
+            "time": TIME,
+            "op": "bind",
+            "pid": 4242,
+            "tid": 4243,
+            "uid": 1000,
+            "comm": "nginx",
+            "netns": NETNS,
+            "family": "inet",
+            "protocol": "tcp",
+            "fd": 3,
+            "requested": {"addr": "127.0.0.1", "port": 8080},
+            "bound": {"addr": "127.0.0.1", "port": 8080},
+            "reuseaddr": true,
+            "reuseport": false,
+            "v6only": false,
+            "freebind": false,
+            "transparent": false,
+            "bind_address_no_port": false,
+            "bound_dev_if": 0,
+            "sock_uid": 1001,
+            "sock_ino": 123_456,
+            "result": "OK",
+            "errno": 0,
+            "hook": "tracepoint:sys_exit_bind",
+        })
+    );
+    assert_eq!(decoded(&record()), expected());
+}
+
+/// Writes the record byte by byte at the documented offsets, without going through the struct.
+#[test]
+fn hand_written_bytes_decode() {
+    fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
+        buf[off..off + bytes.len()].copy_from_slice(bytes);
+    }
+    let mut buf = vec![0u8; BIND_RECORD_SIZE];
+    put(&mut buf, offset_of!(BindRecord, kind), &1u32.to_ne_bytes());
+    put(&mut buf, offset_of!(BindRecord, op), &1u16.to_ne_bytes());
+    put(&mut buf, offset_of!(BindRecord, hook), &1u16.to_ne_bytes());
+    put(
+        &mut buf,
+        offset_of!(BindRecord, ts_ns),
+        &TS_NS.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, pid),
+        &4242u32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, tid),
+        &4243u32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, uid),
+        &1000u32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, sk_uid),
+        &1001u32.to_ne_bytes(),
+    );
+    put(&mut buf, offset_of!(BindRecord, ret), &0i32.to_ne_bytes());
+    put(&mut buf, offset_of!(BindRecord, fd), &3i32.to_ne_bytes());
+    put(
+        &mut buf,
+        offset_of!(BindRecord, addrlen),
+        &16u32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, netns),
+        &NETNS.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, ino),
+        &123_456u64.to_ne_bytes(),
+    );
+    put(&mut buf, offset_of!(BindRecord, flags), &1u32.to_ne_bytes());
+    put(
+        &mut buf,
+        offset_of!(BindRecord, flags_known),
+        &0x3fu32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, sock_known),
+        &0xffu32.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, sock_family),
+        &2u16.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, protocol),
+        &6u16.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, sock_type),
+        &1u16.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, bound_port),
+        &8080u16.to_ne_bytes(),
+    );
+    put(
+        &mut buf,
+        offset_of!(BindRecord, bound_addr),
+        &[127, 0, 0, 1],
+    );
+    let sa = offset_of!(BindRecord, sockaddr);
+    put(&mut buf, sa, &2u16.to_ne_bytes());
+    put(&mut buf, sa + 2, &[0x1f, 0x90]); // 8080, network byte order
+    put(&mut buf, sa + 4, &[127, 0, 0, 1]);
+    put(
+        &mut buf,
+        offset_of!(BindRecord, sockaddr_len),
+        &16u32.to_ne_bytes(),
+    );
+    put(&mut buf, offset_of!(BindRecord, comm), b"nginx");
+
+    assert_eq!(decode(&buf, &clock()), Ok(expected()));
+    assert_eq!(buf, to_bytes(&record()));
+}
+
+#[test]
+fn decodes_from_unaligned_buffer() {
+    let mut buf = vec![0u8; 1];
+    buf.extend_from_slice(&to_bytes(&record()));
+    assert_eq!(decode(&buf[1..], &clock()), Ok(expected()));
+}
+
+#[test]
+fn ipv6_udp_with_scope_id() {
+    let ll: Ipv6Addr = "fe80::1".parse().unwrap();
+    let mut r = record();
+    r.sock_family = AF_INET6;
+    r.protocol = 17;
+    r.sock_type = 2;
+    r.flags = flag::V6ONLY | flag::REUSEPORT;
+    r.addrlen = 28;
+    r.sockaddr = sockaddr_in6(5353, ll, 2);
+    r.sockaddr_len = 28;
+    r.bound_port = 5353;
+    r.bound_addr = ll.octets();
+    r.bound_dev_if = 2;
+    let v = json_of(&r);
+    assert_eq!(v["family"], json!("inet6"));
+    assert_eq!(v["protocol"], json!("udp"));
+    assert_eq!(
+        v["requested"],
+        json!({"addr": "fe80::1", "port": 5353, "scope_id": 2})
+    );
+    assert_eq!(v["bound"], json!({"addr": "fe80::1", "port": 5353}));
+    assert_eq!(v["bound_dev_if"], json!(2));
+    assert_eq!(
+        (&v["reuseaddr"], &v["reuseport"], &v["v6only"]),
+        (&json!(false), &json!(true), &json!(true))
+    );
+}
+
+#[test]
+fn v4_mapped_ipv6_stays_ipv6_and_zero_scope_is_omitted() {
+    let mapped: Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
+    let mut r = record();
+    r.sock_family = AF_INET6;
+    r.addrlen = 28;
+    r.sockaddr = sockaddr_in6(8080, mapped, 0);
+    r.sockaddr_len = 28;
+    r.bound_addr = mapped.octets();
+    let e = decoded(&r);
+    let want = Endpoint {
+        addr: IpAddr::V6(mapped),
+        port: 8080,
+        scope_id: None,
+    };
+    assert_eq!(e.requested, Some(Requested::Inet(want)));
+    assert_eq!(e.bound, Some(want));
+    let v = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        v["requested"],
+        json!({"addr": "::ffff:127.0.0.1", "port": 8080})
+    );
+}
+
+#[test]
+fn eaddrinuse_has_no_bound_endpoint() {
+    let mut r = record();
+    r.ret = -98;
+    r.bound_port = 0;
+    r.bound_addr = [0; 16];
+    let mut want = expected();
+    want.result = "EADDRINUSE".to_string();
+    want.errno = 98;
+    want.bound = None;
+    assert_eq!(decoded(&r), want);
+    let v = json_of(&r);
+    assert_eq!(
+        (&v["result"], &v["errno"], &v["bound"]),
+        (&json!("EADDRINUSE"), &json!(98), &json!(null))
+    );
+}
+
+#[test]
+fn ret_edge_values() {
+    let cases = [
+        (-1, "EPERM", 1),
+        (-13, "EACCES", 13),
+        (-200, "E200", 200),
+        (i32::MIN, "E2147483647", i32::MAX),
+        (7, "OK", 0),
+    ];
+    for (ret, result, errno) in cases {
+        let mut r = record();
+        r.ret = ret;
+        let e = decoded(&r);
+        assert_eq!((e.result.as_str(), e.errno), (result, errno), "ret {ret}");
+    }
+}
+
+#[test]
+fn listen_has_no_requested_endpoint() {
+    let mut r = record();
+    r.op = OP_LISTEN;
+    r.hook = HOOK_TP_SYS_EXIT_LISTEN;
+    r.addrlen = 0;
+    r.sockaddr_len = 0;
+    let mut want = expected();
+    want.op = Op::Listen;
+    want.requested = None;
+    want.hook = "tracepoint:sys_exit_listen";
+    assert_eq!(decoded(&r), want);
+    // Even with sockaddr bytes present, listen() never reports a requested address.
+    r.sockaddr_len = 16;
+    r.addrlen = 16;
+    let v = json_of(&r);
+    assert_eq!(v["requested"], json!(null));
+    assert_eq!(v["op"], json!("listen"));
+    assert_eq!(v["hook"], json!("tracepoint:sys_exit_listen"));
+}
+
+#[test]
+fn unknown_flag_is_null() {
+    let mut r = record();
+    r.flags = flag::REUSEADDR | flag::FREEBIND;
+    r.flags_known = flag::ALL & !flag::FREEBIND;
+    let mut want = expected();
+    want.flags.freebind = None;
+    assert_eq!(decoded(&r), want);
+    assert_eq!(json_of(&r)["freebind"], json!(null));
+
+    r.flags_known = 0;
+    assert_eq!(decoded(&r).flags, Flags::default());
+}
+
+#[test]
+fn unknown_socket_nulls_every_socket_field() {
+    let mut r = record();
+    r.sock_known = 0xff & !known::SOCK;
+    let mut want = expected();
+    want.netns = None;
+    want.family = None;
+    want.protocol = None;
+    want.bound = None;
+    want.flags = Flags::default();
+    want.bound_dev_if = None;
+    want.sock_uid = None;
+    want.sock_ino = None;
+    assert_eq!(decoded(&r), want);
+    let v = json_of(&r);
+    for key in [
+        "netns",
+        "family",
+        "protocol",
+        "bound",
+        "reuseaddr",
+        "reuseport",
+        "v6only",
+        "freebind",
+        "transparent",
+        "bind_address_no_port",
+        "bound_dev_if",
+        "sock_uid",
+        "sock_ino",
+    ] {
+        assert_eq!(v[key], json!(null), "{key}");
+    }
+    assert_eq!(v["requested"], json!({"addr": "127.0.0.1", "port": 8080}));
+}
+
+#[test]
+fn each_known_bit_controls_only_its_fields() {
+    type Clear = fn(&mut BindEvent);
+    let cases: [(u32, Clear); 7] = [
+        (known::BOUND, |e| e.bound = None),
+        (known::PROTOCOL, |e| e.protocol = None),
+        (known::SK_UID, |e| e.sock_uid = None),
+        (known::NETNS, |e| e.netns = None),
+        (known::INODE, |e| e.sock_ino = None),
+        (known::DEV_IF, |e| e.bound_dev_if = None),
+        (known::FAMILY, |e| e.family = None),
+    ];
+    for (bit, clear) in cases {
+        let mut r = record();
+        r.sock_known = 0xff & !bit;
+        let mut want = expected();
+        clear(&mut want);
+        assert_eq!(decoded(&r), want, "known bit {bit:#x}");
+    }
+}
+
+fn requested_of(
+    sockaddr: [u8; SOCKADDR_LEN],
+    sockaddr_len: u32,
+    addrlen: u32,
+) -> Option<Requested> {
+    let mut r = record();
+    r.sockaddr = sockaddr;
+    r.sockaddr_len = sockaddr_len;
+    r.addrlen = addrlen;
+    decoded(&r).requested
+}
+
+#[test]
+fn af_unspec_inaddr_any_is_shown_as_inet() {
+    let sa = sockaddr_in(AF_UNSPEC, 9000, [0, 0, 0, 0]);
+    assert_eq!(
+        requested_of(sa, 16, 16),
+        Some(Requested::Inet(v4(0, 0, 0, 0, 9000)))
+    );
+}
+
+#[test]
+fn non_inet_and_short_sockaddrs_are_other() {
+    let mut unix = [0u8; SOCKADDR_LEN];
+    unix[0..2].copy_from_slice(&1u16.to_ne_bytes());
+    unix[2..].fill(b'/');
+    assert_eq!(
+        requested_of(unix, 28, 110),
+        Some(Requested::Other {
+            sa_family: 1,
+            addrlen: 110
+        })
+    );
+    let inet = sockaddr_in(AF_INET, 80, [10, 0, 0, 1]);
+    assert_eq!(
+        requested_of(inet, 8, 8),
+        Some(Requested::Other {
+            sa_family: 2,
+            addrlen: 8
+        })
+    );
+    // Only 4 bytes copied: family and port, no address.
+    assert_eq!(
+        requested_of(inet, 4, 16),
+        Some(Requested::Other {
+            sa_family: 2,
+            addrlen: 16
+        })
+    );
+    let inet6 = sockaddr_in6(80, Ipv6Addr::LOCALHOST, 0);
+    assert_eq!(
+        requested_of(inet6, 16, 16),
+        Some(Requested::Other {
+            sa_family: 10,
+            addrlen: 16
+        })
+    );
+    let mut r = record();
+    r.sockaddr = unix;
+    r.sockaddr_len = 28;
+    r.addrlen = 110;
+    assert_eq!(
+        json_of(&r)["requested"],
+        json!({"sa_family": 1, "addrlen": 110})
+    );
+}
+
+#[test]
+fn failed_or_truncated_copy_gives_no_requested() {
+    let sa = sockaddr_in(AF_INET, 8080, [127, 0, 0, 1]);
+    assert_eq!(requested_of(sa, 0, 16), None);
+    assert_eq!(requested_of(sa, 1, 16), None);
+    assert_eq!(
+        json_of(&BindRecord {
+            sockaddr_len: 0,
+            ..record()
+        })["requested"],
+        json!(null)
+    );
+}
+
+#[test]
+fn oversized_sockaddr_len_is_clamped() {
+    let sa = sockaddr_in6(443, Ipv6Addr::LOCALHOST, 5);
+    let want = Some(Requested::Inet(Endpoint {
+        addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        port: 443,
+        scope_id: Some(5),
+    }));
+    for len in [28, 29, 1000, u32::MAX] {
+        assert_eq!(requested_of(sa, len, 28), want, "sockaddr_len {len}");
+        assert_eq!(parse_sockaddr(&sa, len, u32::MAX), want);
+    }
+    // 24 bytes is a valid (RFC 2133) sockaddr_in6 without a scope id.
+    let no_scope = Some(Requested::Inet(Endpoint {
+        addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        port: 443,
+        scope_id: None,
+    }));
+    assert_eq!(parse_sockaddr(&sa, 24, 24), no_scope);
+}
+
+#[test]
+fn length_errors_are_exact() {
+    let bytes = to_bytes(&record());
+    let n = BIND_RECORD_SIZE;
+    for got in [0, 1, n - 1, n + 1, 2 * n] {
+        let mut buf = bytes.clone();
+        buf.resize(got, 0);
+        assert_eq!(
+            decode(&buf, &clock()),
+            Err(DecodeError::Length { got, expected: n })
+        );
+    }
+    assert_eq!(
+        DecodeError::Length {
+            got: 0,
+            expected: n
+        }
+        .to_string(),
+        format!("record of 0 bytes, expected {n}")
+    );
+}
+
+#[test]
+fn unknown_type_and_op() {
+    for kind in [0, 2, u32::MAX] {
+        let r = BindRecord { kind, ..record() };
+        assert_eq!(
+            decode(&to_bytes(&r), &clock()),
+            Err(DecodeError::UnknownType(kind))
+        );
+    }
+    for op in [0, 3, 9, u16::MAX] {
+        let r = BindRecord { op, ..record() };
+        assert_eq!(
+            decode(&to_bytes(&r), &clock()),
+            Err(DecodeError::UnknownOp(op))
+        );
+    }
+    assert_eq!(DecodeError::UnknownOp(9).to_string(), "unknown op 9");
+    assert_eq!(
+        DecodeError::UnknownType(7).to_string(),
+        "unknown record type 7"
+    );
+}
+
+#[test]
+fn unknown_hook_is_named_unknown() {
+    let r = BindRecord {
+        hook: 77,
+        ..record()
+    };
+    assert_eq!(decoded(&r).hook, "unknown");
+}
+
+#[test]
+fn comm_edge_cases() {
+    let full = BindRecord {
+        comm: *b"abcdefghijklmnop",
+        ..record()
+    };
+    assert_eq!(decoded(&full).comm, "abcdefghijklmnop");
+
+    let invalid = BindRecord {
+        comm: comm_bytes(&[b'a', 0xff, b'b', 0xc3]),
+        ..record()
+    };
+    assert_eq!(decoded(&invalid).comm, "a\u{fffd}b\u{fffd}");
+
+    let mut after_nul = comm_bytes(b"sshd");
+    after_nul[5..9].copy_from_slice(b"junk");
+    assert_eq!(
+        decoded(&BindRecord {
+            comm: after_nul,
+            ..record()
+        })
+        .comm,
+        "sshd"
+    );
+
+    assert_eq!(
+        decoded(&BindRecord {
+            comm: [0; COMM_LEN],
+            ..record()
+        })
+        .comm,
+        ""
+    );
+}
+
+#[test]
+fn time_uses_the_clock_offset() {
+    let r = BindRecord {
+        ts_ns: 0,
+        ..record()
+    };
+    assert_eq!(
+        decode(&to_bytes(&r), &Clock::with_offset(0)).unwrap().time,
+        "1970-01-01T00:00:00.000000Z"
+    );
+    let r = BindRecord {
+        ts_ns: u64::MAX,
+        ..record()
+    };
+    assert!(decode(&to_bytes(&r), &clock()).is_ok());
+}
+
+/// Small deterministic PRNG (xorshift64*), so the property test needs no extra crate.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn random_buffers_never_panic() {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let clock = clock();
+    for _ in 0..20_000 {
+        let len = rng.below(2 * BIND_RECORD_SIZE as u64 + 1) as usize;
+        let buf = rng.bytes(len);
+        let result = decode(&buf, &clock);
+        if len != BIND_RECORD_SIZE {
+            let want = DecodeError::Length {
+                got: len,
+                expected: BIND_RECORD_SIZE,
+            };
+            assert_eq!(result, Err(want));
+        }
+    }
+}
+
+#[test]
+fn random_valid_records_decode_consistently() {
+    let mut rng = XorShift(0x0123_4567_89ab_cdef);
+    let clock = clock();
+    for i in 0..20_000 {
+        let mut buf = rng.bytes(BIND_RECORD_SIZE);
+        buf[offset_of!(BindRecord, kind)..][..4].copy_from_slice(&RECORD_BIND.to_ne_bytes());
+        let op = match i % 8 {
+            0 => rng.next() as u16,
+            n if n % 2 == 0 => OP_BIND,
+            _ => OP_LISTEN,
+        };
+        buf[offset_of!(BindRecord, op)..][..2].copy_from_slice(&op.to_ne_bytes());
+        // Make realistic sockaddrs common: random families rarely hit AF_INET/AF_INET6.
+        let family = [AF_UNSPEC, AF_INET, AF_INET6, rng.next() as u16][i % 4];
+        buf[offset_of!(BindRecord, sockaddr)..][..2].copy_from_slice(&family.to_ne_bytes());
+
+        let r = parse_record(&buf).expect("right length and kind");
+        match decode(&buf, &clock) {
+            Err(e) => {
+                assert_ne!(op, OP_BIND);
+                assert_ne!(op, OP_LISTEN);
+                assert_eq!(e, DecodeError::UnknownOp(op));
+            }
+            Ok(e) => {
+                serde_json::to_string(&e).expect("serialises");
+                assert!(e.errno >= 0);
+                assert_eq!(e.result == "OK", r.ret >= 0);
+                assert!(e.comm.chars().count() <= COMM_LEN);
+                assert_eq!(e.pid, r.pid);
+                assert_eq!(e.fd, r.fd);
+                if op == OP_LISTEN {
+                    assert_eq!(e.requested, None);
+                }
+                if r.sock_known & known::SOCK == 0 {
+                    assert_eq!((e.family, e.bound, e.flags), (None, None, Flags::default()));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn names_of_numbers() {
+    assert_eq!(family_name(2), "inet");
+    assert_eq!(family_name(10), "inet6");
+    assert_eq!(family_name(1), "unix");
+    assert_eq!(family_name(16), "netlink");
+    assert_eq!(family_name(17), "packet");
+    assert_eq!(family_name(0), "af0");
+    assert_eq!(family_name(44), "af44");
+    assert_eq!(family_name(u16::MAX), "af65535");
+
+    assert_eq!(protocol_name(0), "ip");
+    assert_eq!(protocol_name(1), "icmp");
+    assert_eq!(protocol_name(6), "tcp");
+    assert_eq!(protocol_name(17), "udp");
+    assert_eq!(protocol_name(58), "icmpv6");
+    assert_eq!(protocol_name(132), "sctp");
+    assert_eq!(protocol_name(136), "udplite");
+    assert_eq!(protocol_name(255), "raw");
+    assert_eq!(protocol_name(262), "mptcp");
+    assert_eq!(protocol_name(33), "33");
+
+    assert_eq!(hook_name(HOOK_TP_SYS_EXIT_BIND), "tracepoint:sys_exit_bind");
+    assert_eq!(
+        hook_name(HOOK_TP_SYS_EXIT_LISTEN),
+        "tracepoint:sys_exit_listen"
+    );
+    assert_eq!(hook_name(0), "unknown");
+    assert_eq!(hook_name(3), "unknown");
+}
