@@ -59,7 +59,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         Op::Listen => None,
     };
     let family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
-    let bound = (sock && has(known::BOUND) && r.bound_port != 0)
+    let bound = (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0)
         .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port));
     let errno = r.ret.checked_neg().unwrap_or(i32::MAX).max(0);
     Ok(BindEvent {
@@ -99,11 +99,15 @@ pub fn parse_sockaddr(raw: &[u8; SOCKADDR_LEN], len: u32, addrlen: u32) -> Optio
     match family {
         // The kernel reads an AF_UNSPEC sockaddr_in as AF_INET when the address is INADDR_ANY
         // (compatibility with old callers), so show what it will use.
-        AF_INET | AF_UNSPEC if len >= 8 && addrlen >= 16 => Some(Requested::Inet(Endpoint {
-            addr: IpAddr::V4(Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7])),
-            port: port?,
-            scope_id: None,
-        })),
+        AF_INET | AF_UNSPEC
+            if len >= 8 && addrlen >= 16 && (family == AF_INET || raw[4..8] == [0; 4]) =>
+        {
+            Some(Requested::Inet(Endpoint {
+                addr: IpAddr::V4(Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7])),
+                port: port?,
+                scope_id: None,
+            }))
+        }
         AF_INET6 if len >= 24 && addrlen >= 24 => {
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&raw[8..24]);

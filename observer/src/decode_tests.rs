@@ -462,7 +462,11 @@ fn each_known_bit_controls_only_its_fields() {
         (known::NETNS, |e| e.netns = None),
         (known::INODE, |e| e.sock_ino = None),
         (known::DEV_IF, |e| e.bound_dev_if = None),
-        (known::FAMILY, |e| e.family = None),
+        // Without the family the bound address cannot be told IPv4 from IPv6: both go.
+        (known::FAMILY, |e| {
+            e.family = None;
+            e.bound = None;
+        }),
     ];
     for (bit, clear) in cases {
         let mut r = record();

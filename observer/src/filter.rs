@@ -3,7 +3,7 @@
 //! Filters run in userspace on decoded events: the kernel side stays one code path for every
 //! filter combination, and what a filter drops is still counted in the summary.
 
-use crate::event::BindEvent;
+use crate::event::{BindEvent, Requested};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -22,8 +22,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Hides only what is known to be another family: a call on an fd that is not a socket
+    /// (EBADF, ENOTSOCK) has no socket family and stays visible unless its sockaddr says
+    /// otherwise.
+    fn inet_or_unknown(&self, e: &BindEvent) -> bool {
+        match (&e.family, &e.requested) {
+            (Some(_), _) => e.is_inet(),
+            (None, Some(Requested::Other { sa_family, .. })) => !matches!(*sa_family, 1 | 16 | 17),
+            (None, _) => true,
+        }
+    }
+
     pub fn matches(&self, e: &BindEvent) -> bool {
-        if !self.all_families && !e.is_inet() {
+        if !self.all_families && !self.inet_or_unknown(e) {
             return false;
         }
         if self.pid.is_some_and(|pid| pid != e.pid) {

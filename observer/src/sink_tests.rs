@@ -1,1 +1,392 @@
 use super::*;
+use crate::event::{Flags, Op};
+use serde_json::{Value, json};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const TIME: &str = "2026-11-21T16:23:51.000123Z";
+
+fn v4(port: u16) -> Endpoint {
+    Endpoint {
+        addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port,
+        scope_id: None,
+    }
+}
+
+fn v6(addr: &str, port: u16, scope_id: Option<u32>) -> Endpoint {
+    Endpoint {
+        addr: IpAddr::V6(addr.parse::<Ipv6Addr>().unwrap()),
+        port,
+        scope_id,
+    }
+}
+
+const REUSEADDR_ONLY: Flags = Flags {
+    reuseaddr: Some(true),
+    reuseport: Some(false),
+    v6only: Some(false),
+    freebind: Some(false),
+    transparent: Some(false),
+    bind_address_no_port: Some(false),
+};
+
+/// A successful TCP bind of 127.0.0.1:8080 with SO_REUSEADDR.
+fn event() -> BindEvent {
+    BindEvent {
+        record_type: "bind",
+        time: TIME.to_string(),
+        op: Op::Bind,
+        pid: 4242,
+        tid: 4242,
+        uid: 1000,
+        comm: "nginx".to_string(),
+        netns: Some(4_026_531_840),
+        family: Some("inet".to_string()),
+        protocol: Some("tcp".to_string()),
+        fd: 3,
+        requested: Some(Requested::Inet(v4(8080))),
+        bound: Some(v4(8080)),
+        flags: REUSEADDR_ONLY,
+        bound_dev_if: Some(0),
+        sock_uid: Some(1000),
+        sock_ino: Some(123_456),
+        result: "OK".to_string(),
+        errno: 0,
+        hook: "tracepoint:sys_exit_bind",
+    }
+}
+
+fn start() -> StartRecord {
+    StartRecord {
+        record_type: "start",
+        time: TIME.to_string(),
+        version: "0.1.0",
+        backend: "tracepoint",
+        hooks: vec![
+            "tracepoint:sys_exit_bind".to_string(),
+            "tracepoint:sys_exit_listen".to_string(),
+        ],
+        skipped_backends: vec![Skipped {
+            backend: "fentry",
+            reason: "no BTF".to_string(),
+        }],
+        kernel: "6.8.0-test".to_string(),
+        pid: 77,
+        unknown_fields: vec!["freebind".to_string()],
+        buffer_bytes: 262_144,
+    }
+}
+
+fn lost() -> LostRecord {
+    LostRecord {
+        record_type: "lost",
+        time: TIME.to_string(),
+        count: 3,
+        total: 10,
+    }
+}
+
+fn summary() -> Summary {
+    Summary {
+        record_type: "summary",
+        time: TIME.to_string(),
+        duration_secs: 12.34,
+        received: 9,
+        events: 5,
+        filtered: 4,
+        lost: 10,
+        decode_errors: 1,
+        unpaired: 2,
+        pair_full: 0,
+        read_errors: 6,
+        results: [("OK".to_string(), 4), ("EADDRINUSE".to_string(), 1)]
+            .into_iter()
+            .collect(),
+        reason: "signal".to_string(),
+    }
+}
+
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("UTF-8 output")
+}
+
+/// The table line for one event, on `out`; `diag` must stay empty.
+fn table_line(e: &BindEvent) -> String {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    TableSink::new(&mut out, &mut diag).event(e).unwrap();
+    assert!(diag.is_empty());
+    let line = text(&out).to_string();
+    assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+    line
+}
+
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+#[test]
+fn json_sink_writes_one_typed_line_per_record() {
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    let failed = BindEvent {
+        result: "EADDRINUSE".to_string(),
+        errno: 98,
+        bound: None,
+        ..event()
+    };
+    sink.start(&start()).unwrap();
+    sink.event(&event()).unwrap();
+    sink.event(&failed).unwrap();
+    sink.lost(&lost()).unwrap();
+    sink.summary(&summary()).unwrap();
+    sink.flush().unwrap();
+
+    let out = text(&out);
+    assert!(out.ends_with('\n'));
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("valid JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 5);
+    let types: Vec<&str> = lines.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["start", "bind", "bind", "lost", "summary"]);
+
+    assert_eq!(lines[1], serde_json::to_value(event()).unwrap());
+    assert_eq!(lines[2]["result"], json!("EADDRINUSE"));
+    assert_eq!(lines[2]["bound"], json!(null));
+    assert_eq!(
+        lines[0]["skipped_backends"],
+        json!([{"backend": "fentry", "reason": "no BTF"}])
+    );
+    assert_eq!(lines[0]["unknown_fields"], json!(["freebind"]));
+    assert_eq!(
+        lines[3],
+        json!({"type": "lost", "time": TIME, "count": 3, "total": 10})
+    );
+    assert_eq!(lines[4]["results"], json!({"EADDRINUSE": 1, "OK": 4}));
+    assert_eq!(lines[4]["duration_secs"], json!(12.34));
+    assert_eq!(lines[4]["reason"], json!("signal"));
+}
+
+/// Counts flushes, to check which records the sink flushes on its own.
+#[derive(Default)]
+struct FlushCounter {
+    data: Vec<u8>,
+    flushes: usize,
+}
+
+impl Write for FlushCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn json_sink_flushes_start_and_summary_but_not_events() {
+    let mut w = FlushCounter::default();
+    let mut sink = JsonSink::new(&mut w);
+    sink.start(&start()).unwrap();
+    sink.event(&event()).unwrap();
+    sink.lost(&lost()).unwrap();
+    let mid = sink.out.flushes;
+    sink.summary(&summary()).unwrap();
+    assert_eq!((mid, w.flushes), (1, 2));
+}
+
+#[test]
+fn table_start_prints_header_on_out_and_messages_on_diag() {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    TableSink::new(&mut out, &mut diag).start(&start()).unwrap();
+    assert_eq!(text(&out), format!("{TABLE_HEADER}\n"));
+    assert_eq!(
+        text(&diag),
+        "observer: watching bind() and listen() with the tracepoint backend \
+         (tracepoint:sys_exit_bind, tracepoint:sys_exit_listen); Ctrl-C to stop\n\
+         observer: skipped fentry: no BTF\n\
+         observer: this kernel's BTF lacks freebind; shown as '?'\n"
+    );
+
+    let quiet = StartRecord {
+        skipped_backends: vec![],
+        unknown_fields: vec![],
+        ..start()
+    };
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    TableSink::new(&mut out, &mut diag).start(&quiet).unwrap();
+    assert_eq!(text(&out), format!("{TABLE_HEADER}\n"));
+    assert_eq!(text(&diag).lines().count(), 1);
+}
+
+#[test]
+fn table_event_line_for_ipv4() {
+    let line = table_line(&event());
+    assert_eq!(
+        line,
+        "16:23:51.000123 4242    nginx            bind   tcp   127.0.0.1:8080               \
+         127.0.0.1:8080               R..... OK\n"
+    );
+    // The columns line up with the header.
+    let header_bound = TABLE_HEADER.find("BOUND").unwrap();
+    assert_eq!(
+        line.find("127.0.0.1:8080").unwrap(),
+        TABLE_HEADER.find("REQUESTED").unwrap()
+    );
+    assert_eq!(line.rfind("127.0.0.1:8080").unwrap(), header_bound);
+    assert_eq!(
+        line.find("R.....").unwrap(),
+        TABLE_HEADER.find("OPTS").unwrap()
+    );
+}
+
+#[test]
+fn table_event_line_for_ipv6_and_failures() {
+    let e = BindEvent {
+        family: Some("inet6".to_string()),
+        protocol: Some("udp".to_string()),
+        requested: Some(Requested::Inet(v6("fe80::1", 8080, Some(2)))),
+        bound: Some(v6("::1", 53, None)),
+        result: "EADDRINUSE".to_string(),
+        errno: 98,
+        ..event()
+    };
+    assert_eq!(
+        columns(&table_line(&e)),
+        [
+            "16:23:51.000123",
+            "4242",
+            "nginx",
+            "bind",
+            "udp6",
+            "[fe80::1%2]:8080",
+            "[::1]:53",
+            "R.....",
+            "EADDRINUSE"
+        ]
+    );
+
+    let listen = BindEvent {
+        op: Op::Listen,
+        requested: None,
+        bound: None,
+        protocol: None,
+        family: None,
+        flags: Flags::default(),
+        ..event()
+    };
+    assert_eq!(
+        columns(&table_line(&listen))[3..],
+        ["listen", "?", "-", "-", "??????", "OK"]
+    );
+
+    let unix = BindEvent {
+        requested: Some(Requested::Other {
+            sa_family: 1,
+            addrlen: 110,
+        }),
+        ..event()
+    };
+    assert!(table_line(&unix).contains(" af1 (110 bytes) "));
+}
+
+#[test]
+fn table_time_column_tolerates_odd_time_text() {
+    let short = BindEvent {
+        time: "bogus".to_string(),
+        ..event()
+    };
+    assert!(table_line(&short).starts_with("bogus "));
+    // Byte 11 inside a multi-byte character: no slicing panic, the whole text is used.
+    let odd = BindEvent {
+        time: "ééééééééééééééé".to_string(),
+        ..event()
+    };
+    assert!(table_line(&odd).starts_with("ééééééééééééééé "));
+}
+
+#[test]
+fn opts_letters() {
+    assert_eq!(opts(&event()), "R.....");
+    let all = Flags {
+        reuseaddr: Some(true),
+        reuseport: Some(true),
+        v6only: Some(true),
+        freebind: Some(true),
+        transparent: Some(true),
+        bind_address_no_port: Some(true),
+    };
+    assert_eq!(
+        opts(&BindEvent {
+            flags: all,
+            ..event()
+        }),
+        "Rr6FTN"
+    );
+    assert_eq!(
+        opts(&BindEvent {
+            flags: Flags::default(),
+            ..event()
+        }),
+        "??????"
+    );
+    let mixed = Flags {
+        reuseport: Some(true),
+        freebind: None,
+        bind_address_no_port: Some(true),
+        ..REUSEADDR_ONLY
+    };
+    assert_eq!(
+        opts(&BindEvent {
+            flags: mixed,
+            ..event()
+        }),
+        "Rr.?.N"
+    );
+}
+
+#[test]
+fn table_lost_goes_to_out_and_summary_to_diag() {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    let mut sink = TableSink::new(&mut out, &mut diag);
+    sink.lost(&lost()).unwrap();
+    sink.summary(&summary()).unwrap();
+    sink.flush().unwrap();
+    assert_eq!(
+        text(&out),
+        "*** 3 events lost (ring buffer full; 10 in total) ***\n"
+    );
+    assert_eq!(
+        text(&diag),
+        "observer: 5 events (4 filtered), 10 lost, 2 unpaired, 6 read errors, \
+         1 undecodable in 12.3s (signal)\n"
+    );
+}
+
+#[test]
+fn endpoint_text() {
+    assert_eq!(endpoint(&v4(8080)), "127.0.0.1:8080");
+    assert_eq!(endpoint(&v4(0)), "127.0.0.1:0");
+    // A scope id on an IPv4 endpoint has no meaning and is not shown.
+    assert_eq!(
+        endpoint(&Endpoint {
+            scope_id: Some(3),
+            ..v4(1)
+        }),
+        "127.0.0.1:1"
+    );
+    assert_eq!(endpoint(&v6("::1", 53, None)), "[::1]:53");
+    assert_eq!(endpoint(&v6("::", 443, None)), "[::]:443");
+    assert_eq!(endpoint(&v6("fe80::1", 8080, Some(2))), "[fe80::1%2]:8080");
+    assert_eq!(
+        endpoint(&v6("::ffff:127.0.0.1", 80, None)),
+        "[::ffff:127.0.0.1]:80"
+    );
+    assert_eq!(
+        endpoint(&v6("2001:db8::dead:beef", 65535, None)),
+        "[2001:db8::dead:beef]:65535"
+    );
+}

@@ -1,0 +1,143 @@
+//! The scenario workload: each documented claim about `bind()` from the notes in
+//! `shared/seeds/`, played for real with `socket2` in a private network namespace.
+//!
+//! A [`Scenario`] declares the note it comes from, the note's claim, and a list of socket
+//! operations with the result Linux gives for each. [`run`] performs them and records what the
+//! kernel returned and what it then reports through `getsockname`/`getsockopt` — an account of
+//! the calls that does not depend on the observer, so the observer can be checked against it.
+
+pub mod catalog;
+pub mod check;
+pub mod netns;
+pub mod report;
+mod run;
+
+pub use run::{StepOutcome, run};
+
+/// A socket option a step can set (to 1) before binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opt {
+    ReuseAddr,
+    ReusePort,
+    V6Only,
+    FreeBind,
+    Transparent,
+    BindAddressNoPort,
+}
+
+impl Opt {
+    pub fn name(self) -> &'static str {
+        match self {
+            Opt::ReuseAddr => "SO_REUSEADDR",
+            Opt::ReusePort => "SO_REUSEPORT",
+            Opt::V6Only => "IPV6_V6ONLY",
+            Opt::FreeBind => "IP_FREEBIND",
+            Opt::Transparent => "IP_TRANSPARENT",
+            Opt::BindAddressNoPort => "IP_BIND_ADDRESS_NO_PORT",
+        }
+    }
+}
+
+/// The kind of socket a step creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp4,
+    Tcp6,
+    Udp4,
+    Udp6,
+}
+
+/// One socket operation. Sockets are named by a letter (`'A'`, `'B'`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Act {
+    /// Create socket `sock`, as `uid` when given (the thread switches to that uid for the
+    /// socket's creation and every later call on it).
+    Socket { kind: Kind, uid: Option<u32> },
+    /// Set an option to 1.
+    Set(Opt),
+    /// `bind(addr, port)`.
+    Bind { addr: &'static str, port: u16 },
+    /// `listen(128)`.
+    Listen,
+    /// `connect(addr, port)` (TCP, loopback only).
+    Connect { addr: &'static str, port: u16 },
+    /// `accept()` on `sock`, the new connection becoming socket `into`.
+    Accept { into: char },
+    /// `close()`.
+    Close,
+    /// Reads until end of stream (the peer closed).
+    ReadEof,
+    /// Waits (bounded) until a connection on `port` in this namespace is in TIME_WAIT.
+    AwaitTimeWait { port: u16 },
+}
+
+impl Act {
+    /// The observer reports these calls.
+    pub fn is_observed(&self) -> bool {
+        matches!(self, Act::Bind { .. } | Act::Listen)
+    }
+}
+
+/// One step: an operation on a socket and Linux's result for it (0 = success, else errno).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub sock: char,
+    pub act: Act,
+    pub expect: i32,
+}
+
+/// Extra setup of the scenario's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup {
+    /// Loopback only.
+    Loopback,
+    /// Loopback plus [`OTHER_LOCAL_V4`] as a second local address on `lo`.
+    SecondAddress,
+}
+
+/// A local address other than 127.0.0.1, added to `lo` in scenarios that need one (TEST-NET-1,
+/// RFC 5737: never routed, and local only inside the scenario's namespace).
+pub const OTHER_LOCAL_V4: &str = "192.0.2.10";
+/// An address no interface has (TEST-NET-2, RFC 5737).
+pub const NON_LOCAL_V4: &str = "198.51.100.7";
+/// The uid unprivileged steps run as (`nobody`).
+pub const NOBODY: u32 = 65534;
+
+/// A documented claim, played for real.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    /// The seed note it comes from (file name in `shared/seeds/`).
+    pub note: &'static str,
+    /// What the note claims, in one line.
+    pub claim: &'static str,
+    /// What Linux does, in one line (the rule behind the expected results).
+    pub linux: &'static str,
+    /// Whether Linux agrees with the claim.
+    pub claim_holds: bool,
+    pub setup: Setup,
+    pub steps: Vec<Step>,
+}
+
+/// Finds scenarios by name; unknown names are an error naming them.
+pub fn select(names: &[String]) -> Result<Vec<Scenario>, String> {
+    let all = catalog::all();
+    if names.is_empty() {
+        return Ok(all);
+    }
+    let unknown: Vec<&str> = names
+        .iter()
+        .filter(|n| !all.iter().any(|s| s.name == n.as_str()))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "unknown scenario {} (see `observer scenarios list`)",
+            unknown.join(", ")
+        ));
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| names.iter().any(|n| n == s.name))
+        .collect())
+}

@@ -1,0 +1,106 @@
+//! Private network namespaces for the scenario workload: one per scenario, with loopback up
+//! and any extra local address the scenario needs added to `lo`, so that no scenario ever
+//! touches a real service or sends a packet anywhere but loopback.
+//!
+//! Network namespaces belong to threads: [`enter_private`] moves only the calling thread, and
+//! every socket created on that thread afterwards lives in the new namespace.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+/// Moves the calling thread into a new network namespace with `lo` up; returns its inode.
+pub fn enter_private() -> io::Result<u64> {
+    // SAFETY: unshare has no memory-safety preconditions; it affects only this thread's
+    // network namespace.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    set_up("lo")?;
+    current_inode()
+}
+
+/// Inode of the calling thread's network namespace (what events carry as `netns`).
+pub fn current_inode() -> io::Result<u64> {
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+fn ioctl_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "interface name too long"));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn ioctl(fd: &OwnedFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: `req` is a valid, writable ifreq for the duration of the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), request, req as *mut libc::ifreq) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Brings an interface up.
+fn set_up(name: &str) -> io::Result<()> {
+    let sock = ioctl_socket()?;
+    let mut req = ifreq(name)?;
+    ioctl(&sock, libc::SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    ioctl(&sock, libc::SIOCSIFFLAGS, &mut req)
+}
+
+/// Adds an IPv4 address to loopback as the alias `lo:<n>` (a /32: the address alone becomes
+/// local, no route to anywhere else appears).
+pub fn add_local_v4(alias: u8, addr: Ipv4Addr) -> io::Result<()> {
+    let sock = ioctl_socket()?;
+    let mut req = ifreq(&format!("lo:{alias}"))?;
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(addr).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in the ifreq union's sockaddr member (both 16 bytes).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&sin as *const libc::sockaddr_in).cast::<u8>(),
+            (&mut req.ifr_ifru.ifru_addr as *mut libc::sockaddr).cast::<u8>(),
+            std::mem::size_of::<libc::sockaddr_in>(),
+        );
+    }
+    ioctl(&sock, libc::SIOCSIFADDR, &mut req)?;
+    let mut mask = req;
+    let sin_mask = libc::sockaddr_in {
+        sin_addr: libc::in_addr { s_addr: u32::MAX },
+        ..sin
+    };
+    // SAFETY: as above.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (&sin_mask as *const libc::sockaddr_in).cast::<u8>(),
+            (&mut mask.ifr_ifru.ifru_netmask as *mut libc::sockaddr).cast::<u8>(),
+            std::mem::size_of::<libc::sockaddr_in>(),
+        );
+    }
+    ioctl(&sock, libc::SIOCSIFNETMASK, &mut mask)
+}
