@@ -2,11 +2,13 @@
 
 use crate::backend;
 use crate::collector::{self, RunOptions};
+use crate::errno;
 use crate::filter::Filter;
+use crate::scenarios;
 use crate::sink::{JsonSink, Sink, TableSink};
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -31,6 +33,36 @@ pub enum Command {
     /// Print every bind() and listen() attempt as it happens.
     #[command(after_help = OPTS_HELP)]
     Watch(WatchArgs),
+    /// The scenario workload: each claim of the notes about bind(), played on real sockets.
+    #[command(subcommand)]
+    Scenarios(ScenariosCommand),
+    /// Run every scenario under the observer and show the claim, Linux's result, the kernel's
+    /// result and what the observer saw, side by side.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenariosCommand {
+    /// List the scenarios with the note and claim each comes from.
+    List,
+    /// Run scenarios (all when none is named), each in a private network namespace; exit 1 if
+    /// the kernel gives any step another result than the one declared.
+    Run {
+        /// Print one JSON record per step.
+        #[arg(long)]
+        json: bool,
+        /// Scenario names.
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Scenario names (all when none is named).
+    pub names: Vec<String>,
+    /// Ring buffer size (as for `watch`).
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
+    pub buffer_size: u32,
 }
 
 const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
@@ -114,7 +146,12 @@ pub fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Differences) => ExitCode::from(EXIT_FAILURE),
+        Err(err) if err.is::<UsageError>() => {
+            eprintln!("observer: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(err) => {
             eprintln!("observer: {err:#}");
             ExitCode::from(EXIT_FAILURE)
@@ -122,10 +159,81 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// What a subcommand found, beyond success or failure of the run itself.
+enum Outcome {
+    /// Everything as expected.
+    Clean,
+    /// The run worked but found a difference (a step's result, an observer mismatch).
+    Differences,
+}
+
+fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Watch(args) => watch(args),
+        Command::Watch(args) => watch(args).map(|()| Outcome::Clean),
+        Command::Scenarios(ScenariosCommand::List) => {
+            for s in scenarios::catalog::all() {
+                println!("{:<40} {}  {}", s.name, s.note, s.claim);
+            }
+            Ok(Outcome::Clean)
+        }
+        Command::Scenarios(ScenariosCommand::Run { json, names }) => scenarios_run(json, &names),
+        Command::Demo(args) => demo(args),
     }
+}
+
+fn select(names: &[String]) -> Result<Vec<scenarios::Scenario>> {
+    scenarios::select(names).map_err(|msg| anyhow::Error::new(UsageError(msg)))
+}
+
+/// A usage error found after parsing (an unknown scenario name): exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn scenarios_run(json: bool, names: &[String]) -> Result<Outcome> {
+    let selected = select(names)?;
+    let outcomes = scenarios::demo::run_workload(&selected)?;
+    let mut out = io::stdout().lock();
+    for o in &outcomes {
+        if json {
+            serde_json::to_writer(&mut out, o)?;
+            writeln!(out)?;
+        } else if o.op.is_some() || o.errno != o.expect {
+            let verdict = if o.errno == o.expect { "ok" } else { "DIFFERS" };
+            writeln!(
+                out,
+                "{:<40} {} {:<28} declared {:<13} kernel {:<13} {verdict}",
+                o.scenario,
+                o.sock,
+                o.call,
+                errno::name(o.expect),
+                errno::name(o.errno)
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(if outcomes.iter().all(|o| o.errno == o.expect) {
+        Outcome::Clean
+    } else {
+        Outcome::Differences
+    })
+}
+
+fn demo(args: DemoArgs) -> Result<Outcome> {
+    let selected = select(&args.names)?;
+    let run = scenarios::demo::run(&args.names, args.buffer_size)?;
+    print!("{}", scenarios::report::render(&selected, &run.checked));
+    if run.summary.lost > 0 {
+        println!(
+            "observer: {} events lost (ring buffer full)",
+            run.summary.lost
+        );
+    }
+    Ok(if run.checked.observer_right() && run.summary.lost == 0 {
+        Outcome::Clean
+    } else {
+        Outcome::Differences
+    })
 }
 
 fn watch(args: WatchArgs) -> Result<()> {
@@ -154,6 +262,7 @@ fn watch(args: WatchArgs) -> Result<()> {
     let opts = RunOptions {
         filter,
         duration: args.duration,
+        until: None,
     };
     runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
     Ok(())

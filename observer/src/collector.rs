@@ -11,6 +11,7 @@ use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED};
 use std::io;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -23,6 +24,9 @@ pub struct RunOptions {
     pub filter: Filter,
     /// Stop after this long.
     pub duration: Option<Duration>,
+    /// Stop when this completes. It is first polled after the start record is written, so it
+    /// may start the work to observe (the demo starts its workload there).
+    pub until: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 /// Kernel-side counters, summed over CPUs.
@@ -107,7 +111,7 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut State<'_>) -> io::Result<()> {
 }
 
 /// Runs until a signal, the deadline, or a closed output. Returns the summary it printed.
-pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, opts: RunOptions) -> Result<Summary> {
+pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let clock = Clock::now();
     let ring = RingBuf::try_from(
@@ -170,6 +174,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, opts: RunOptions) -> R
                 _ = sigint.recv() => return Ok("signal"),
                 _ = sigterm.recv() => return Ok("signal"),
                 _ = sleep_until(deadline) => return Ok("duration"),
+                _ = until(&mut opts.until) => return Ok("done"),
             }
         }
     }
@@ -203,6 +208,13 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, opts: RunOptions) -> R
     match end {
         Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err).context("writing events"),
         _ => Ok(summary),
+    }
+}
+
+async fn until(stop: &mut Option<Pin<Box<dyn Future<Output = ()>>>>) {
+    match stop {
+        Some(stop) => stop.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 

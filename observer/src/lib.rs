@@ -13,6 +13,7 @@ pub mod errno;
 pub mod event;
 pub mod filter;
 pub mod offsets;
+pub mod scenarios;
 pub mod sink;
 pub mod timefmt;
 pub mod tracefs;

@@ -222,6 +222,34 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
     }
 }
 
+/// Keeps events in memory (the demo checks them after the run); start, lost and summary
+/// records are not kept: the run's summary is returned by the collector.
+#[derive(Debug, Default)]
+pub struct CollectSink {
+    pub events: Vec<BindEvent>,
+    pub lost: u64,
+}
+
+impl Sink for CollectSink {
+    fn start(&mut self, _: &StartRecord) -> io::Result<()> {
+        Ok(())
+    }
+    fn event(&mut self, event: &BindEvent) -> io::Result<()> {
+        self.events.push(event.clone());
+        Ok(())
+    }
+    fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
+        self.lost = lost.total;
+        Ok(())
+    }
+    fn summary(&mut self, _: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// `addr:port`, IPv6 in brackets, with `%scope` when one was given.
 pub fn endpoint(ep: &Endpoint) -> String {
     match (ep.addr, ep.scope_id) {

@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod demo;
 pub mod netns;
 pub mod report;
 mod run;

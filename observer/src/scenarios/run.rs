@@ -142,8 +142,15 @@ fn perform(step: &Step, socks: &mut BTreeMap<char, Sock>) -> i32 {
             Err(err) => err.raw_os_error().unwrap_or(libc::EIO),
         };
     }
+    if let Act::AwaitTimeWait { port } = step.act {
+        return errno_of(await_time_wait(port));
+    }
     if let Act::Close = step.act {
-        return if socks.remove(&step.sock).is_some() { 0 } else { libc::EBADF };
+        return if socks.remove(&step.sock).is_some() {
+            0
+        } else {
+            libc::EBADF
+        };
     }
     let Some(sock) = socks.get(&step.sock) else {
         return libc::EBADF;
@@ -153,9 +160,7 @@ fn perform(step: &Step, socks: &mut BTreeMap<char, Sock>) -> i32 {
         Act::Set(opt) => errno_of(set_option(s, sock.kind, *opt)),
         Act::Bind { addr, port } => errno_of(sockaddr(addr, *port).and_then(|a| s.bind(&a))),
         Act::Listen => errno_of(s.listen(128)),
-        Act::Connect { addr, port } => {
-            errno_of(sockaddr(addr, *port).and_then(|a| s.connect(&a)))
-        }
+        Act::Connect { addr, port } => errno_of(sockaddr(addr, *port).and_then(|a| s.connect(&a))),
         Act::Accept { into } => match s.accept() {
             Ok((socket, _)) => {
                 let (kind, uid) = (sock.kind, sock.uid);
@@ -165,8 +170,7 @@ fn perform(step: &Step, socks: &mut BTreeMap<char, Sock>) -> i32 {
             Err(err) => err.raw_os_error().unwrap_or(libc::EIO),
         },
         Act::ReadEof => errno_of(read_eof(s)),
-        Act::AwaitTimeWait { port } => errno_of(await_time_wait(*port)),
-        Act::Socket { .. } | Act::Close => unreachable_errno(),
+        Act::Socket { .. } | Act::Close | Act::AwaitTimeWait { .. } => unreachable_errno(),
     }
 }
 
@@ -180,8 +184,8 @@ fn set_option(s: &Socket, kind: Kind, opt: Opt) -> io::Result<()> {
         Opt::ReuseAddr => s.set_reuse_address(true),
         Opt::ReusePort => s.set_reuse_port(true),
         Opt::V6Only => s.set_only_v6(true),
-        Opt::FreeBind if matches!(kind, Kind::Tcp6 | Kind::Udp6) => s.set_freebind_ipv6(true),
-        Opt::FreeBind => s.set_freebind(true),
+        Opt::FreeBind if matches!(kind, Kind::Tcp6 | Kind::Udp6) => s.set_freebind_v6(true),
+        Opt::FreeBind => s.set_freebind_v4(true),
         Opt::Transparent => s.set_ip_transparent_v4(true),
         Opt::BindAddressNoPort => setsockopt_int(s, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1),
     }
@@ -209,7 +213,13 @@ fn getsockopt_bool(s: &Socket, level: i32, name: i32) -> Option<bool> {
     let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
     // SAFETY: `value` and `len` are valid and writable; the kernel writes at most `len` bytes.
     let rc = unsafe {
-        libc::getsockopt(s.as_raw_fd(), level, name, (&mut value as *mut i32).cast(), &mut len)
+        libc::getsockopt(
+            s.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
     };
     (rc == 0).then_some(value != 0)
 }
@@ -224,14 +234,30 @@ fn options(sock: &Sock) -> BTreeMap<String, bool> {
             map.insert(key.to_string(), value);
         }
     };
-    put("reuseaddr", getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEADDR));
-    put("reuseport", getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEPORT));
+    put(
+        "reuseaddr",
+        getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    );
+    put(
+        "reuseport",
+        getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEPORT),
+    );
     put(
         "v6only",
-        if v6 { getsockopt_bool(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) } else { Some(false) },
+        if v6 {
+            getsockopt_bool(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
+        } else {
+            Some(false)
+        },
     );
-    put("freebind", getsockopt_bool(s, libc::SOL_IP, libc::IP_FREEBIND));
-    put("transparent", getsockopt_bool(s, libc::SOL_IP, libc::IP_TRANSPARENT));
+    put(
+        "freebind",
+        getsockopt_bool(s, libc::SOL_IP, libc::IP_FREEBIND),
+    );
+    put(
+        "transparent",
+        getsockopt_bool(s, libc::SOL_IP, libc::IP_TRANSPARENT),
+    );
     put(
         "bind_address_no_port",
         getsockopt_bool(s, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT),

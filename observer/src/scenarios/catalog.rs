@@ -1,0 +1,479 @@
+//! The scenarios: each claim the notes in `shared/seeds/` make about `bind()`, as steps with
+//! Linux's result. The expected results follow the kernel's conflict checks
+//! (`inet_csk_bind_conflict` / `inet_bind_conflict` for TCP, `udp_lib_lport_inuse` for UDP,
+//! `inet_bind_sk` / `__inet6_bind` for addresses and privileged ports), and are checked against
+//! the running kernel by the tests.
+
+use super::{Act, Kind, NOBODY, NON_LOCAL_V4, OTHER_LOCAL_V4, Opt, Scenario, Setup, Step};
+use libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EINVAL};
+
+const OK: i32 = 0;
+const NOTE_ANY: &str = "000_6b51aaa822b7bfaa.txt";
+const NOTE_REUSEADDR: &str = "002_a3672dce97014c81.txt";
+const NOTE_TWO_PROCESSES: &str = "003_e951d6b44d1d5051.txt";
+
+fn step(sock: char, act: Act, expect: i32) -> Step {
+    Step { sock, act, expect }
+}
+fn socket(sock: char, kind: Kind) -> Step {
+    step(sock, Act::Socket { kind, uid: None }, OK)
+}
+fn socket_as(sock: char, kind: Kind, uid: u32) -> Step {
+    step(
+        sock,
+        Act::Socket {
+            kind,
+            uid: Some(uid),
+        },
+        OK,
+    )
+}
+fn set(sock: char, opt: Opt) -> Step {
+    step(sock, Act::Set(opt), OK)
+}
+fn bind(sock: char, addr: &'static str, port: u16, expect: i32) -> Step {
+    step(sock, Act::Bind { addr, port }, expect)
+}
+fn listen(sock: char, expect: i32) -> Step {
+    step(sock, Act::Listen, expect)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scenario(
+    name: &'static str,
+    note: &'static str,
+    claim: &'static str,
+    linux: &'static str,
+    claim_holds: bool,
+    setup: Setup,
+    steps: Vec<Step>,
+) -> Scenario {
+    Scenario {
+        name,
+        note,
+        claim,
+        linux,
+        claim_holds,
+        setup,
+        steps,
+    }
+}
+
+/// A server on 127.0.0.1:`port` (with `old` options) whose accepted connection is closed by
+/// the server first, leaving it in TIME_WAIT; then a new server socket (with `new` options)
+/// binds the same address.
+fn time_wait_restart(port: u16, old: &[Opt], new: &[Opt], expect: i32) -> Vec<Step> {
+    let mut steps = vec![socket('A', Kind::Tcp4)];
+    steps.extend(old.iter().map(|o| set('A', *o)));
+    steps.extend([
+        bind('A', "127.0.0.1", port, OK),
+        listen('A', OK),
+        socket('C', Kind::Tcp4),
+        step(
+            'C',
+            Act::Connect {
+                addr: "127.0.0.1",
+                port,
+            },
+            OK,
+        ),
+        step('A', Act::Accept { into: 'S' }, OK),
+        step('S', Act::Close, OK),
+        step('C', Act::ReadEof, OK),
+        step('C', Act::Close, OK),
+        step('S', Act::AwaitTimeWait { port }, OK),
+        step('A', Act::Close, OK),
+        socket('N', Kind::Tcp4),
+    ]);
+    steps.extend(new.iter().map(|o| set('N', *o)));
+    steps.push(bind('N', "127.0.0.1", port, expect));
+    steps
+}
+
+/// Every scenario, in the order the demo shows them.
+pub fn all() -> Vec<Scenario> {
+    use Kind::{Tcp4, Tcp6, Udp4};
+    use Opt::{FreeBind, ReuseAddr, ReusePort, V6Only};
+    use Setup::{Loopback, SecondAddress};
+    const TW_CLAIM: &str =
+        "SO_REUSEADDR lets a restarted server bind a port whose old connection is in TIME_WAIT";
+    vec![
+        scenario(
+            "any-address",
+            NOTE_ANY,
+            "INADDR_ANY (0.0.0.0) is every local address: one socket serves all interfaces",
+            "binds the wildcard; the socket accepts on every local address of its namespace",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "0.0.0.0", 5000, OK),
+                listen('A', OK),
+            ],
+        ),
+        scenario(
+            "loopback",
+            NOTE_ANY,
+            "127.0.0.1 can be bound; only this host can reach it",
+            "127.0.0.1 is local on lo in every namespace",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "127.0.0.1", 5000, OK),
+                listen('A', OK),
+            ],
+        ),
+        scenario(
+            "loopback-range",
+            NOTE_ANY,
+            "the only addresses bind() accepts are 0.0.0.0, 127.0.0.1 and the host's own IP",
+            "all of 127.0.0.0/8 is local (lo has 127.0.0.1/8), so 127.0.0.2 binds too",
+            false,
+            Loopback,
+            vec![socket('A', Tcp4), bind('A', "127.0.0.2", 5000, OK)],
+        ),
+        scenario(
+            "other-local-address",
+            NOTE_ANY,
+            "binding one of the host's own addresses works, and serves that address only",
+            "any address configured on an interface of the namespace is local (RTN_LOCAL)",
+            true,
+            SecondAddress,
+            vec![
+                socket('A', Tcp4),
+                bind('A', OTHER_LOCAL_V4, 5000, OK),
+                listen('A', OK),
+            ],
+        ),
+        scenario(
+            "non-local-address",
+            NOTE_ANY,
+            "binding an address the host does not have fails: \"Cannot assign requested address\"",
+            "inet_bind_sk refuses a non-local address with EADDRNOTAVAIL",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', NON_LOCAL_V4, 5000, EADDRNOTAVAIL),
+            ],
+        ),
+        scenario(
+            "non-local-freebind",
+            NOTE_ANY,
+            "no socket can bind an address the host does not have",
+            "IP_FREEBIND (or net.ipv4.ip_nonlocal_bind) lets a socket bind a non-local address",
+            false,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', FreeBind),
+                bind('A', NON_LOCAL_V4, 5000, OK),
+            ],
+        ),
+        scenario(
+            "two-specific-addresses",
+            NOTE_REUSEADDR,
+            "two servers can use the same port on two different specific addresses",
+            "different specific addresses never conflict",
+            true,
+            SecondAddress,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "127.0.0.1", 6666, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                bind('B', OTHER_LOCAL_V4, 6666, OK),
+                listen('B', OK),
+            ],
+        ),
+        scenario(
+            "any-then-loopback",
+            NOTE_REUSEADDR,
+            "INADDR_ANY then 127.0.0.1 on the same port: \"Address already in use\"",
+            "the wildcard overlaps every specific address; without reuse flags they conflict",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "0.0.0.0", 6666, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                bind('B', "127.0.0.1", 6666, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "any-then-loopback-reuseaddr-listening",
+            NOTE_REUSEADDR,
+            "with SO_REUSEADDR on both, a listening INADDR_ANY server and a 127.0.0.1 one share the port",
+            "not on Linux (BSD and macOS allow it): SO_REUSEADDR never shares a port with a LISTEN socket on an overlapping address",
+            false,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReuseAddr),
+                bind('A', "0.0.0.0", 6666, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                set('B', ReuseAddr),
+                bind('B', "127.0.0.1", 6666, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "any-then-loopback-reuseaddr-bound",
+            NOTE_REUSEADDR,
+            "with SO_REUSEADDR on both, INADDR_ANY and 127.0.0.1 can both bind the port",
+            "both binds succeed while neither listens; the check runs again at listen(), and the second listen() fails",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReuseAddr),
+                bind('A', "0.0.0.0", 6666, OK),
+                socket('B', Tcp4),
+                set('B', ReuseAddr),
+                bind('B', "127.0.0.1", 6666, OK),
+                listen('A', OK),
+                listen('B', EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "time-wait-no-reuseaddr",
+            NOTE_TWO_PROCESSES,
+            "without SO_REUSEADDR a restarted server cannot bind while the old connection is in TIME_WAIT",
+            "the TIME_WAIT socket still holds the port; without reuse flags that conflicts",
+            true,
+            Loopback,
+            time_wait_restart(10013, &[], &[], EADDRINUSE),
+        ),
+        scenario(
+            "time-wait-reuseaddr-both",
+            NOTE_TWO_PROCESSES,
+            TW_CLAIM,
+            "it does when both the old and the new server socket set it",
+            true,
+            Loopback,
+            time_wait_restart(10013, &[ReuseAddr], &[ReuseAddr], OK),
+        ),
+        scenario(
+            "time-wait-reuseaddr-new-only",
+            NOTE_TWO_PROCESSES,
+            TW_CLAIM,
+            "only if the old socket had it too: a TIME_WAIT socket keeps its socket's SO_REUSEADDR, and both sides need it",
+            false,
+            Loopback,
+            time_wait_restart(10013, &[], &[ReuseAddr], EADDRINUSE),
+        ),
+        scenario(
+            "time-wait-reuseaddr-old-only",
+            NOTE_TWO_PROCESSES,
+            TW_CLAIM,
+            "the new socket must set it as well: both sides need SO_REUSEADDR",
+            false,
+            Loopback,
+            time_wait_restart(10013, &[ReuseAddr], &[], EADDRINUSE),
+        ),
+        scenario(
+            "reuseport-both",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEPORT allows a completely duplicate bind when every socket sets it",
+            "two listeners share the port; the kernel balances connections between them",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReusePort),
+                bind('A', "127.0.0.1", 7000, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                set('B', ReusePort),
+                bind('B', "127.0.0.1", 7000, OK),
+                listen('B', OK),
+            ],
+        ),
+        scenario(
+            "reuseport-one-side",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEPORT works only if every socket binding the port sets it",
+            "a socket without SO_REUSEPORT conflicts with one that has it",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReusePort),
+                bind('A', "127.0.0.1", 7000, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                bind('B', "127.0.0.1", 7000, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "reuseport-two-users",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEPORT allows a completely duplicate bind when every socket sets it",
+            "only between sockets of the same owner uid: another user's socket gets EADDRINUSE",
+            false,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReusePort),
+                bind('A', "127.0.0.1", 7000, OK),
+                listen('A', OK),
+                socket_as('B', Tcp4, NOBODY),
+                set('B', ReusePort),
+                bind('B', "127.0.0.1", 7000, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "udp-multicast-reuseaddr",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEADDR allows a completely duplicate bind for UDP multicast",
+            "two UDP sockets with SO_REUSEADDR bind the same group and port",
+            true,
+            Loopback,
+            vec![
+                socket('A', Udp4),
+                set('A', ReuseAddr),
+                bind('A', "239.1.2.3", 5353, OK),
+                socket('B', Udp4),
+                set('B', ReuseAddr),
+                bind('B', "239.1.2.3", 5353, OK),
+            ],
+        ),
+        scenario(
+            "udp-multicast-no-reuseaddr",
+            NOTE_TWO_PROCESSES,
+            "a duplicate multicast bind needs SO_REUSEADDR",
+            "without it on both sockets the second bind fails",
+            true,
+            Loopback,
+            vec![
+                socket('A', Udp4),
+                bind('A', "239.1.2.3", 5353, OK),
+                socket('B', Udp4),
+                set('B', ReuseAddr),
+                bind('B', "239.1.2.3", 5353, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "multicast-reuseport",
+            NOTE_TWO_PROCESSES,
+            "for a multicast address SO_REUSEPORT is equivalent to SO_REUSEADDR",
+            "SO_REUSEPORT on both UDP sockets (same uid) also allows the duplicate bind",
+            true,
+            Loopback,
+            vec![
+                socket('A', Udp4),
+                set('A', ReusePort),
+                bind('A', "239.1.2.3", 5353, OK),
+                socket('B', Udp4),
+                set('B', ReusePort),
+                bind('B', "239.1.2.3", 5353, OK),
+            ],
+        ),
+        scenario(
+            "udp-unicast-reuseaddr",
+            NOTE_TWO_PROCESSES,
+            "a completely duplicate bind with SO_REUSEADDR works only for multicast",
+            "Linux allows it for any UDP address when both sockets set SO_REUSEADDR",
+            false,
+            Loopback,
+            vec![
+                socket('A', Udp4),
+                set('A', ReuseAddr),
+                bind('A', "127.0.0.1", 5353, OK),
+                socket('B', Udp4),
+                set('B', ReuseAddr),
+                bind('B', "127.0.0.1", 5353, OK),
+            ],
+        ),
+        scenario(
+            "tcp-duplicate-reuseaddr",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEADDR's completely duplicate bind is not for TCP",
+            "two TCP sockets with SO_REUSEADDR can bind the same address while neither listens; the second listen() fails",
+            false,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                set('A', ReuseAddr),
+                bind('A', "127.0.0.1", 8000, OK),
+                socket('B', Tcp4),
+                set('B', ReuseAddr),
+                bind('B', "127.0.0.1", 8000, OK),
+                listen('A', OK),
+                listen('B', EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "v6-any-then-v4-any",
+            NOTE_ANY,
+            "INADDR_ANY is every address, so [::] and 0.0.0.0 are separate wildcards",
+            "an IPv6 wildcard socket without IPV6_V6ONLY also covers IPv4: it conflicts with 0.0.0.0",
+            false,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "0.0.0.0", 9000, OK),
+                listen('A', OK),
+                socket('B', Tcp6),
+                bind('B', "::", 9000, EADDRINUSE),
+            ],
+        ),
+        scenario(
+            "v6-any-v6only-then-v4-any",
+            NOTE_ANY,
+            "INADDR_ANY is every address, so [::] and 0.0.0.0 are separate wildcards",
+            "with IPV6_V6ONLY the IPv6 wildcard covers IPv6 only and shares the port with 0.0.0.0",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "0.0.0.0", 9000, OK),
+                listen('A', OK),
+                socket('B', Tcp6),
+                set('B', V6Only),
+                bind('B', "::", 9000, OK),
+                listen('B', OK),
+            ],
+        ),
+        scenario(
+            "privileged-port-unprivileged",
+            NOTE_ANY,
+            "ports below 1024 are for root",
+            "binding a port below net.ipv4.ip_unprivileged_port_start needs CAP_NET_BIND_SERVICE: EACCES",
+            true,
+            Loopback,
+            vec![
+                socket_as('A', Tcp4, NOBODY),
+                bind('A', "127.0.0.1", 80, EACCES),
+            ],
+        ),
+        scenario(
+            "bind-twice",
+            NOTE_REUSEADDR,
+            "a socket is bound to one address",
+            "a second bind() on a bound socket fails with EINVAL; the first binding stays",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "127.0.0.1", 5000, OK),
+                bind('A', "127.0.0.1", 5001, EINVAL),
+            ],
+        ),
+        scenario(
+            "port-zero",
+            NOTE_REUSEADDR,
+            "a server is given a fixed port",
+            "port 0 asks the kernel for a free port from ip_local_port_range at bind()",
+            true,
+            Loopback,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "127.0.0.1", 0, OK),
+                listen('A', OK),
+            ],
+        ),
+    ]
+}

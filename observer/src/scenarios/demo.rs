@@ -1,0 +1,88 @@
+//! `observer demo`: attach the programs, run the scenario workload in a child process (the
+//! collector never reports its own process), and check every observed call against what the
+//! kernel told the workload.
+
+use super::check::{self, Checked};
+use super::{Scenario, StepOutcome};
+use crate::backend;
+use crate::collector::{self, RunOptions};
+use crate::filter::Filter;
+use crate::sink::{CollectSink, Summary};
+use anyhow::{Context as _, Result, bail};
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What the demo found.
+pub struct DemoRun {
+    pub checked: Checked,
+    pub summary: Summary,
+}
+
+/// Runs `scenarios` (all of them when empty) under the observer.
+pub fn run(names: &[String], buffer_bytes: u32) -> Result<DemoRun> {
+    let loaded = backend::load_tracepoint(buffer_bytes)?;
+    let exe = std::env::current_exe().context("finding the observer binary")?;
+    let output: Rc<RefCell<Option<std::io::Result<std::process::Output>>>> = Rc::default();
+    let slot = output.clone();
+    let names_owned = names.to_vec();
+    // Polled only once the programs are attached: the workload starts after that.
+    let workload = async move {
+        let result = tokio::process::Command::new(exe)
+            .args(["scenarios", "run", "--json"])
+            .args(&names_owned)
+            .kill_on_drop(true)
+            .output()
+            .await;
+        *slot.borrow_mut() = Some(result);
+    };
+    let mut sink = CollectSink::default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
+    let opts = RunOptions {
+        filter: Filter::default(),
+        duration: None,
+        until: Some(Box::pin(workload)),
+    };
+    let summary = runtime.block_on(collector::run(loaded, &mut sink, opts))?;
+    let output = output
+        .borrow_mut()
+        .take()
+        .context("the workload did not run")?
+        .context("starting the scenario workload")?;
+    if !output.status.success() && output.stdout.is_empty() {
+        bail!(
+            "the scenario workload failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let outcomes = parse_outcomes(&output.stdout)?;
+    Ok(DemoRun {
+        checked: check::check(&outcomes, &sink.events),
+        summary,
+    })
+}
+
+/// The workload's `step` records (other record types are skipped).
+pub fn parse_outcomes(stdout: &[u8]) -> Result<Vec<StepOutcome>> {
+    let text = std::str::from_utf8(stdout).context("workload output is not UTF-8")?;
+    let mut outcomes = Vec::new();
+    for line in text.lines().filter(|l| l.contains("\"type\":\"step\"")) {
+        outcomes
+            .push(serde_json::from_str(line).with_context(|| format!("bad step record {line}"))?);
+    }
+    Ok(outcomes)
+}
+
+/// Runs scenarios in this process without the observer.
+pub fn run_workload(scenarios: &[Scenario]) -> Result<Vec<StepOutcome>> {
+    let mut all = Vec::new();
+    for scenario in scenarios {
+        let outcomes = super::run(scenario)
+            .with_context(|| format!("scenario {}: setting up", scenario.name))?;
+        all.extend(outcomes);
+    }
+    Ok(all)
+}
