@@ -22,6 +22,11 @@ enum Command {
     Setup,
     /// Set up, then run formatting and lint checks and every test (root needed).
     Test,
+    /// Set up, build, and run every scenario under the observer (root needed).
+    Demo {
+        /// Scenario names (all when none is named).
+        names: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
     let result: Result<()> = match cli.command {
         Command::Setup => setup::all(),
         Command::Test => setup::all().and_then(|()| test()),
+        Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,6 +43,20 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the observer (and its kernel programs, through build.rs) and runs its demo.
+fn demo(names: &[String]) -> Result<()> {
+    use util::{cargo, run};
+    run(cargo().args(["build", "--release", "--package", "observer"]))?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))?;
+    run(
+        std::process::Command::new(root.join("target/release/observer"))
+            .arg("demo")
+            .args(names),
+    )
 }
 
 /// Formatting, lints on both sides, then the unit and root integration tests.

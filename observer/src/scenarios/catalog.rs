@@ -477,3 +477,65 @@ pub fn all() -> Vec<Scenario> {
         ),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn catalog_is_well_formed() {
+        let all = all();
+        let names: BTreeSet<&str> = all.iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), all.len(), "scenario names are unique");
+        for s in &all {
+            assert!(
+                [NOTE_ANY, NOTE_REUSEADDR, NOTE_TWO_PROCESSES].contains(&s.note),
+                "{}: unknown note",
+                s.name
+            );
+            assert!(
+                s.steps.iter().any(|st| st.act.is_observed()),
+                "{}: observes nothing",
+                s.name
+            );
+            // Every socket is created before it is used.
+            let mut created = BTreeSet::new();
+            for st in &s.steps {
+                match &st.act {
+                    Act::Socket { .. } => {
+                        created.insert(st.sock);
+                    }
+                    Act::Accept { into } => {
+                        assert!(
+                            created.contains(&st.sock),
+                            "{}: {} used first",
+                            s.name,
+                            st.sock
+                        );
+                        created.insert(*into);
+                    }
+                    Act::AwaitTimeWait { .. } => {}
+                    _ => assert!(
+                        created.contains(&st.sock),
+                        "{}: {} used first",
+                        s.name,
+                        st.sock
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn selection_by_name() {
+        assert_eq!(super::super::select(&[]).map(|v| v.len()), Ok(all().len()));
+        let one = super::super::select(&["bind-twice".to_string()]).expect("known");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, "bind-twice");
+        assert_eq!(
+            super::super::select(&["nope".to_string()]).map(|v| v.len()),
+            Err("unknown scenario nope (see `observer scenarios list`)".to_string())
+        );
+    }
+}
