@@ -133,7 +133,7 @@ pub struct TableSink<W: Write, D: Write> {
 }
 
 /// Column header of the table; `OPTS` letters are explained in the README and by `--help`.
-pub const TABLE_HEADER: &str = "TIME            PID     COMM             OP     PROTO REQUESTED                    BOUND                        OPTS    RESULT";
+pub const TABLE_HEADER: &str = "TIME            PID     COMM             OP     PROTO REQUESTED                    BOUND                        OPTS   RESULT";
 
 impl<W: Write, D: Write> TableSink<W, D> {
     pub fn new(out: W, diag: D) -> Self {

@@ -241,6 +241,10 @@ fn table_event_line_for_ipv4() {
         line.find("R.....").unwrap(),
         TABLE_HEADER.find("OPTS").unwrap()
     );
+    assert_eq!(
+        line.find(" OK").unwrap() + 1,
+        TABLE_HEADER.find("RESULT").unwrap()
+    );
 }
 
 #[test]
