@@ -22,7 +22,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long any wait may last before the test fails.
 pub const BOUND: Duration = Duration::from_secs(20);
@@ -34,8 +35,8 @@ pub const NOBODY: u32 = 65534;
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
+    assert!(
+        euid == 0,
         "these tests load eBPF programs and must run as root (euid is {euid})"
     );
 }
@@ -127,6 +128,20 @@ fn raw_socket(family: libc::c_int, ty: libc::c_int) -> OwnedFd {
     assert!(fd >= 0, "socket: {}", last_error());
     // SAFETY: `fd` was just opened and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `fork()` copies every descriptor of this process into the child, and `spawn` does until the
+/// child execs. Such a copy of an observer's stdout read end keeps that pipe open after a test
+/// closed its own. Every fork and spawn here holds this lock until the copies are gone (spawn
+/// returned after exec, the forked child reaped), so a test holding it knows that no other
+/// process has its descriptors.
+static FORK_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds off every fork and spawn of this test process (see [`FORK_LOCK`]).
+pub fn no_forks() -> MutexGuard<'static, ()> {
+    FORK_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn last_error() -> std::io::Error {
@@ -335,6 +350,7 @@ pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
         },
         sin_zero: [0; 8],
     };
+    let no_forks = no_forks();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -368,6 +384,7 @@ pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
     let mut status = 0;
     // SAFETY: reaps our own child.
     unsafe { libc::waitpid(pid, &mut status, 0) };
+    drop(no_forks);
     assert!(exited, "the child {pid} did not exit within {BOUND:?}");
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
@@ -590,6 +607,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], stdout: Stdout) -> Proc {
+        let no_forks = no_forks();
         let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
             .args(args)
             .stdin(Stdio::null())
@@ -597,6 +615,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting the observer binary");
+        drop(no_forks);
         let pidfd = pidfd_open(child.id());
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
@@ -768,6 +787,8 @@ pub struct Observer {
     records: Vec<Value>,
     /// The bind records handed out by [`Observer::expect`].
     events: Vec<Value>,
+    /// Wall clock when the observer was started, in Unix microseconds.
+    started_us: i64,
 }
 
 impl Observer {
@@ -782,6 +803,7 @@ impl Observer {
     /// `observer <args>`, waiting (bounded) for its start record.
     pub fn start(args: &[&str], stdout: Stdout) -> Observer {
         require_root();
+        let started_us = unix_micros_now();
         let mut proc = Proc::spawn(args, stdout);
         let deadline = Instant::now() + BOUND;
         let start = match proc.next_line(deadline) {
@@ -813,6 +835,7 @@ impl Observer {
             start,
             records: Vec::new(),
             events: Vec::new(),
+            started_us,
         }
     }
 
@@ -867,16 +890,20 @@ impl Observer {
                 ),
             }
         }
+        check_times(&got, self.started_us);
         for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
             compare_event(i, &want.json(), got);
         }
         self.events.extend(got);
     }
 
-    /// SIGTERM, then [`Observer::finish`] with no further event allowed.
+    /// SIGTERM, then reads to the summary (reason `"signal"`): no event may arrive besides
+    /// those [`Observer::expect`] took. Returns the summary.
     pub fn stop(mut self) -> Value {
         self.proc.signal(libc::SIGTERM);
-        self.end(true)
+        let summary = self.end(true);
+        assert_eq!(summary["reason"], "signal", "summary: {summary}");
+        summary
     }
 
     /// Waits for the observer to end by itself (e.g. `--duration`); events it prints on the
@@ -960,19 +987,67 @@ fn parse_record(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}"))
 }
 
-/// Compares one event with the expected one: every field but `time` exactly; `time` must be an
-/// RFC 3339 UTC timestamp with microseconds.
+/// Microseconds since the Unix epoch, now.
+fn unix_micros_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    since.as_micros() as i64
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (RFC 3339, UTC, microseconds) to Unix microseconds.
+fn parse_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let shape = b.len() == 27
+        && [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ]
+        .iter()
+        .all(|&(i, c)| b[i] == c);
+    if !shape {
+        return None;
+    }
+    let num = |from: usize, to: usize| text.get(from..to)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss, us) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us)
+}
+
+/// Checks each event's `time`: RFC 3339 UTC with microseconds, within the run (from `since`
+/// to now, give or take a second) and never before the previous event's.
+fn check_times(events: &[Value], since_us: i64) {
+    let now_us = unix_micros_now();
+    let mut previous = since_us - 1_000_000;
+    for event in events {
+        let text = event["time"].as_str().unwrap_or_default();
+        let Some(t) = parse_time(text) else {
+            panic!("bad time {:?} in {event}", event["time"]);
+        };
+        assert!(
+            t >= previous && t <= now_us + 1_000_000,
+            "time {text} out of order or outside the run (started {since_us} us, now {now_us} \
+             us): {event}"
+        );
+        previous = t;
+    }
+}
+
+/// Compares one event with the expected one: every field but `time` exactly.
 fn compare_event(index: usize, want: &Value, got: &Value) {
-    let time = got["time"].as_str().unwrap_or_default();
-    let shape_ok = time.len() == 27
-        && time.ends_with('Z')
-        && time.as_bytes()[10] == b'T'
-        && time.as_bytes()[19] == b'.';
-    assert!(
-        shape_ok,
-        "event #{index}: bad time {:?} in {got}",
-        got["time"]
-    );
     let mut got = got.clone();
     got.as_object_mut().unwrap().remove("time");
     if *want != got {
