@@ -5,6 +5,9 @@ use which::which;
 fn main() {
     match which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
-        Err(_) => println!("cargo:warning=bpf-linker not found on PATH (run `cargo xtask setup`)"),
+        Err(_) => {
+            println!("cargo:rerun-if-env-changed=PATH");
+            println!("cargo:warning=bpf-linker not found on PATH (run `cargo xtask setup`)");
+        }
     }
 }

@@ -139,10 +139,18 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() { EXIT_USAGE } else { 0 };
+        Err(err) if !err.use_stderr() => {
+            // --help, --version.
             let _ = err.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // One line: clap's first line says what is wrong; its hints follow in --help.
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("observer: {first} (see `observer --help`)");
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(cli) {
@@ -262,7 +270,7 @@ fn watch(args: WatchArgs) -> Result<()> {
     let opts = RunOptions {
         filter,
         duration: args.duration,
-        until: None,
+        until: Some(collector::stdout_closed()),
     };
     runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
     Ok(())

@@ -26,8 +26,12 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Stop when this completes. It is first polled after the start record is written, so it
     /// may start the work to observe (the demo starts its workload there).
-    pub until: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The future's output is the end reason reported in the summary.
+    pub until: Option<Until>,
 }
+
+/// A future that ends the run, yielding the reason.
+pub type Until = Pin<Box<dyn Future<Output = &'static str>>>;
 
 /// Kernel-side counters, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -174,7 +178,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 _ = sigint.recv() => return Ok("signal"),
                 _ = sigterm.recv() => return Ok("signal"),
                 _ = sleep_until(deadline) => return Ok("duration"),
-                _ = until(&mut opts.until) => return Ok("done"),
+                reason = until(&mut opts.until) => return Ok(reason),
             }
         }
     }
@@ -211,11 +215,39 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     }
 }
 
-async fn until(stop: &mut Option<Pin<Box<dyn Future<Output = ()>>>>) {
+async fn until(stop: &mut Option<Until>) -> &'static str {
     match stop {
         Some(stop) => stop.as_mut().await,
         None => std::future::pending().await,
     }
+}
+
+/// Completes when stdout is a pipe or socket whose reader has gone (EPOLLERR), so that an
+/// idle `observer watch | head -1` ends when `head` does, not at the next bind on the host.
+/// Never completes for a file or a terminal.
+pub fn stdout_closed() -> Until {
+    struct Stdout;
+    impl std::os::fd::AsRawFd for Stdout {
+        fn as_raw_fd(&self) -> std::os::fd::RawFd {
+            libc::STDOUT_FILENO
+        }
+    }
+    Box::pin(async {
+        // SAFETY: fstat writes only into `st`.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let is_stream = unsafe { libc::fstat(libc::STDOUT_FILENO, &mut st) } == 0
+            && matches!(st.st_mode & libc::S_IFMT, libc::S_IFIFO | libc::S_IFSOCK);
+        if is_stream {
+            // SAFETY: fd 1 stays open for the whole process; the registration only watches it
+            // and is removed when the AsyncFd drops, without closing the fd.
+            if let Ok(fd) = unsafe { AsyncFd::register_with_interest(Stdout, Interest::ERROR) } {
+                if fd.ready(Interest::ERROR).await.is_ok() {
+                    return "output closed";
+                }
+            }
+        }
+        std::future::pending().await
+    })
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const AF_UNSPEC: u16 = 0;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const SOCK_RAW: u16 = 3;
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +60,15 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         Op::Listen => None,
     };
     let family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
-    let bound = (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0)
-        .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port));
+    let bound = if r.sock_type == SOCK_RAW {
+        // A raw socket keeps its protocol number where others keep the port: it has an
+        // address at most.
+        (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_addr != [0; 16])
+            .then(|| bound_endpoint(r.sock_family, &r.bound_addr, 0))
+    } else {
+        (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0)
+            .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port))
+    };
     let errno = r.ret.checked_neg().unwrap_or(i32::MAX).max(0);
     Ok(BindEvent {
         record_type: "bind",

@@ -795,3 +795,22 @@ fn names_of_numbers() {
     assert_eq!(hook_name(0), "unknown");
     assert_eq!(hook_name(3), "unknown");
 }
+
+#[test]
+fn raw_socket_protocol_is_not_a_port() {
+    let mut r = record();
+    r.sock_type = 3; // SOCK_RAW
+    r.protocol = 1; // IPPROTO_ICMP, which the kernel keeps in the port field
+    r.bound_port = 1;
+    let e = decoded(&r);
+    assert_eq!(
+        e.bound,
+        Some(Endpoint {
+            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            scope_id: None
+        })
+    );
+    r.bound_addr = [0; 16];
+    assert_eq!(decoded(&r).bound, None);
+}

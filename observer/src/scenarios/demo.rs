@@ -34,6 +34,7 @@ pub fn run(names: &[String], buffer_bytes: u32) -> Result<DemoRun> {
             .output()
             .await;
         *slot.borrow_mut() = Some(result);
+        "workload finished"
     };
     let mut sink = CollectSink::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
