@@ -15,12 +15,12 @@ const MAGIC: u16 = 0xEB9F;
 /// (cyclic) blob yields an error instead of looping forever or overflowing the stack.
 const MAX_DEPTH: usize = 64;
 
-const INT: u32 = 1;
-const PTR: u32 = 2;
+pub(crate) const INT: u32 = 1;
+pub(crate) const PTR: u32 = 2;
 const ARRAY: u32 = 3;
-const STRUCT: u32 = 4;
-const UNION: u32 = 5;
-const ENUM: u32 = 6;
+pub(crate) const STRUCT: u32 = 4;
+pub(crate) const UNION: u32 = 5;
+pub(crate) const ENUM: u32 = 6;
 const FWD: u32 = 7;
 const TYPEDEF: u32 = 8;
 const VOLATILE: u32 = 9;
@@ -381,28 +381,31 @@ impl Btf {
     }
 }
 
+/// Builds BTF blobs by hand, for tests here and in modules that resolve offsets.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod blob {
+    use super::MAGIC;
+    pub(crate) use super::{ENUM, INT, PTR, STRUCT, UNION};
 
-    const KFLAG: u32 = 1 << 31;
+    /// kind_flag bit of a btf_type info word (bitfield offsets in members).
+    pub(crate) const KFLAG: u32 = 1 << 31;
 
     /// Emits little-endian BTF blobs for the tests.
-    struct Builder {
+    pub(crate) struct Builder {
         types: Vec<u8>,
         strs: Vec<u8>,
         n: u32,
     }
 
     impl Builder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Builder {
                 types: vec![],
                 strs: vec![0],
                 n: 0,
             }
         }
-        fn s(&mut self, name: &str) -> u32 {
+        pub(crate) fn s(&mut self, name: &str) -> u32 {
             if name.is_empty() {
                 return 0;
             }
@@ -411,21 +414,33 @@ mod tests {
             off
         }
         /// `info` is the raw btf_type info word: kind << 24, kind_flag, vlen.
-        fn ty(&mut self, info: u32, name: &str, size_or_type: u32, extra: &[u32]) -> u32 {
+        pub(crate) fn ty(
+            &mut self,
+            info: u32,
+            name: &str,
+            size_or_type: u32,
+            extra: &[u32],
+        ) -> u32 {
             let head = [self.s(name), info, size_or_type];
             self.types
                 .extend(head.iter().chain(extra).flat_map(|w| w.to_le_bytes()));
             self.n += 1;
             self.n
         }
-        fn int(&mut self, name: &str, size: u32, bits: u32, shift: u32) -> u32 {
+        pub(crate) fn int(&mut self, name: &str, size: u32, bits: u32, shift: u32) -> u32 {
             self.ty(INT << 24, name, size, &[shift << 16 | bits])
         }
-        fn aggr(&mut self, info: u32, name: &str, size: u32, m: &[(&str, u32, u32)]) -> u32 {
+        pub(crate) fn aggr(
+            &mut self,
+            info: u32,
+            name: &str,
+            size: u32,
+            m: &[(&str, u32, u32)],
+        ) -> u32 {
             let extra: Vec<u32> = m.iter().flat_map(|&(n, t, o)| [self.s(n), t, o]).collect();
             self.ty(info << 24 | m.len() as u32, name, size, &extra)
         }
-        fn build(&self) -> Vec<u8> {
+        pub(crate) fn build(&self) -> Vec<u8> {
             let (tl, sl) = (self.types.len() as u32, self.strs.len() as u32);
             let hdr = [u32::from(MAGIC) | 1 << 16, 24, 0, tl, tl, sl];
             let mut out: Vec<u8> = hdr.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -434,6 +449,12 @@ mod tests {
             out
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blob::{Builder, KFLAG};
+    use super::*;
 
     fn fixture() -> Vec<u8> {
         let mut b = Builder::new();

@@ -153,6 +153,173 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btf::blob::{Builder, ENUM, INT, KFLAG, PTR, STRUCT, UNION};
+
+    /// Which `inet_sock` option layout the hand-made kernel has.
+    #[derive(Clone, Copy)]
+    enum Layout {
+        /// Before 6.6: one-bit bitfields in `inet_sock`.
+        Bitfields,
+        /// 6.6 and later: bits of `inet_sock.inet_flags`, numbered by `INET_FLAGS_*`.
+        FlagsWord,
+    }
+
+    /// A BTF blob with every struct the programs read, laid out like a real x86_64 kernel
+    /// (offsets in bits), with the option bits in `layout`; without `sock.sk_uid` when
+    /// `with_uid` is false.
+    fn kernel(layout: Layout, with_uid: bool) -> Btf {
+        let mut b = Builder::new();
+        let u8_ = b.int("unsigned char", 1, 8, 0);
+        let u16_ = b.int("unsigned short", 2, 16, 0);
+        let u32_ = b.int("unsigned int", 4, 32, 0);
+        let u64_ = b.int("long unsigned int", 8, 64, 0);
+        let ptr = b.ty(PTR << 24, "", 0, &[]);
+        b.aggr(STRUCT, "task_struct", 4096, &[("files", ptr, 128)]);
+        b.aggr(STRUCT, "files_struct", 64, &[("fdt", ptr, 256)]);
+        b.aggr(
+            STRUCT,
+            "fdtable",
+            32,
+            &[("max_fds", u32_, 0), ("fd", ptr, 64)],
+        );
+        b.aggr(
+            STRUCT,
+            "file",
+            256,
+            &[("private_data", ptr, 192), ("f_inode", ptr, 256)],
+        );
+        b.aggr(STRUCT, "inode", 512, &[("i_ino", u64_, 512)]);
+        b.aggr(
+            STRUCT,
+            "socket",
+            128,
+            &[("file", ptr, 128), ("sk", ptr, 192)],
+        );
+        let ns = b.aggr(STRUCT, "ns_common", 24, &[("inum", u32_, 128)]);
+        b.aggr(STRUCT, "net", 4096, &[("ns", ns, 960)]);
+        let in6 = b.aggr(STRUCT, "in6_addr", 16, &[]);
+        let possible_net = b.aggr(STRUCT, "", 8, &[("net", ptr, 0)]);
+        let ports = b.aggr(
+            STRUCT,
+            "",
+            4,
+            &[("skc_dport", u16_, 0), ("skc_num", u16_, 16)],
+        );
+        let portpair = b.aggr(UNION, "", 4, &[("skc_portpair", u32_, 0), ("", ports, 0)]);
+        let common = b.aggr(
+            STRUCT | KFLAG >> 24,
+            "sock_common",
+            136,
+            &[
+                ("skc_rcv_saddr", u32_, 32),
+                ("", portpair, 96),
+                ("skc_family", u16_, 128),
+                ("skc_reuse", u8_, 4 << 24 | 152),
+                ("skc_reuseport", u8_, 1 << 24 | 156),
+                ("skc_ipv6only", u8_, 1 << 24 | 157),
+                ("skc_bound_dev_if", u32_, 160),
+                ("skc_net", possible_net, 384),
+                ("skc_v6_rcv_saddr", in6, 448),
+            ],
+        );
+        let mut sock_members = vec![
+            ("__sk_common", common, 0),
+            ("sk_protocol", u16_, 4256),
+            ("sk_type", u16_, 4272),
+        ];
+        if with_uid {
+            sock_members.push(("sk_uid", u32_, 4224));
+        }
+        let sock = b.aggr(STRUCT, "sock", 6400, &sock_members);
+        match layout {
+            Layout::Bitfields => {
+                b.aggr(
+                    STRUCT | KFLAG >> 24,
+                    "inet_sock",
+                    7000,
+                    &[
+                        ("sk", sock, 0),
+                        ("freebind", u8_, 1 << 24 | 6600),
+                        ("transparent", u8_, 1 << 24 | 6603),
+                        ("bind_address_no_port", u8_, 1 << 24 | 6605),
+                    ],
+                );
+            }
+            Layout::FlagsWord => {
+                b.aggr(
+                    STRUCT,
+                    "inet_sock",
+                    7000,
+                    &[("sk", sock, 0), ("inet_flags", u64_, 6400)],
+                );
+                let names = [
+                    ("INET_FLAGS_PKTINFO", 0),
+                    ("INET_FLAGS_FREEBIND", 11),
+                    ("INET_FLAGS_TRANSPARENT", 15),
+                    ("INET_FLAGS_BIND_ADDRESS_NO_PORT", 18),
+                ];
+                let words: Vec<u32> = names.iter().flat_map(|&(n, v)| [b.s(n), v]).collect();
+                b.ty(ENUM << 24 | names.len() as u32, "", 4, &words);
+            }
+        }
+        Btf::from_bytes(&b.build()).expect("hand-made BTF parses")
+    }
+
+    fn bit(bit_offset: u32) -> FieldLoc {
+        FieldLoc {
+            bit_offset,
+            bit_size: 1,
+        }
+    }
+
+    #[test]
+    fn resolves_the_pre_6_6_bitfield_layout() {
+        let r = resolve(&kernel(Layout::Bitfields, true)).expect("resolve");
+        assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+        let expected = [
+            FieldLoc {
+                bit_offset: 152,
+                bit_size: 4,
+            },
+            bit(156),
+            bit(157),
+            bit(6600),
+            bit(6603),
+            bit(6605),
+        ];
+        assert_eq!(r.config.flag_locs, expected);
+        assert_eq!(
+            r.config.sk_num,
+            FieldLoc {
+                bit_offset: 112,
+                bit_size: 16
+            },
+            "skc_num sits in an anonymous struct in an anonymous union"
+        );
+        assert_eq!(
+            r.config.net_inum,
+            FieldLoc {
+                bit_offset: 1088,
+                bit_size: 32
+            }
+        );
+        assert_eq!(r.config.sk_v6_rcv_saddr.bit_size, 128);
+    }
+
+    #[test]
+    fn resolves_the_6_6_flags_word_layout() {
+        let r = resolve(&kernel(Layout::FlagsWord, true)).expect("resolve");
+        assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+        assert_eq!(r.config.flag_locs[3..], [bit(6411), bit(6415), bit(6418)]);
+    }
+
+    #[test]
+    fn a_missing_field_is_named_and_left_unknown() {
+        let r = resolve(&kernel(Layout::FlagsWord, false)).expect("resolve");
+        assert_eq!(r.unknown, vec!["sock_uid (sock.sk_uid)".to_string()]);
+        assert!(!r.config.sk_uid.is_known());
+        assert_eq!(r.config.version, CONFIG_VERSION);
+    }
 
     /// On the running kernel (every kernel this project supports has BTF at this path).
     #[test]
