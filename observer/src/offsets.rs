@@ -153,7 +153,7 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btf::blob::{Builder, ENUM, INT, KFLAG, PTR, STRUCT, UNION};
+    use crate::btf::blob::{Builder, ENUM, KFLAG, PTR, STRUCT, UNION};
 
     /// Which `inet_sock` option layout the hand-made kernel has.
     #[derive(Clone, Copy)]
