@@ -27,6 +27,28 @@ pub enum Opt {
 }
 
 impl Opt {
+    /// Every option, in the order of the observer's flag fields.
+    pub const ALL: [Opt; 6] = [
+        Opt::ReuseAddr,
+        Opt::ReusePort,
+        Opt::V6Only,
+        Opt::FreeBind,
+        Opt::Transparent,
+        Opt::BindAddressNoPort,
+    ];
+
+    /// The JSON key the observer reports this option under.
+    pub fn key(self) -> &'static str {
+        match self {
+            Opt::ReuseAddr => "reuseaddr",
+            Opt::ReusePort => "reuseport",
+            Opt::V6Only => "v6only",
+            Opt::FreeBind => "freebind",
+            Opt::Transparent => "transparent",
+            Opt::BindAddressNoPort => "bind_address_no_port",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Opt::ReuseAddr => "SO_REUSEADDR",

@@ -1,0 +1,167 @@
+//! Expected events: the exact-JSON [`Expect`] builder for one `"type":"bind"` record, and the
+//! checks a received record must pass (every field but `time` equal; `time` well formed, within
+//! the run and in order).
+
+use super::sock::parse_addr;
+use super::{Caller, Opt, SockId};
+use serde_json::{Map, Value, json};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One expected `"type":"bind"` record, every field but `time` (checked for shape only).
+#[derive(Debug, Clone)]
+pub struct Expect(Map<String, Value>);
+
+/// The event of a `bind(requested)` call by `caller` on `sock`; by default it succeeded, left
+/// nothing bound and every option clear: state what differs with the methods below.
+pub fn bind_event(caller: &Caller, sock: impl AsRef<SockId>, requested: &str) -> Expect {
+    Expect::new(caller, sock.as_ref(), "bind", endpoint(requested))
+}
+
+/// The event of a `listen()` call (no requested address).
+pub fn listen_event(caller: &Caller, sock: impl AsRef<SockId>) -> Expect {
+    Expect::new(caller, sock.as_ref(), "listen", Value::Null)
+}
+
+fn endpoint(addr: &str) -> Value {
+    let addr = parse_addr(addr);
+    json!({"addr": addr.ip().to_string(), "port": addr.port()})
+}
+
+impl Expect {
+    fn new(caller: &Caller, sock: &SockId, op: &str, requested: Value) -> Expect {
+        let mut v = json!({
+            "type": "bind",
+            "op": op,
+            "pid": caller.pid,
+            "tid": caller.tid,
+            "uid": caller.uid,
+            "comm": caller.comm,
+            "netns": caller.netns,
+            "family": sock.family,
+            "protocol": sock.protocol,
+            "fd": sock.fd,
+            "requested": requested,
+            "bound": null,
+            "bound_dev_if": 0,
+            "sock_uid": sock.uid,
+            "sock_ino": sock.ino,
+            "result": "OK",
+            "errno": 0,
+            "hook": format!("tracepoint:sys_exit_{op}"),
+        });
+        let map = v.as_object_mut().unwrap();
+        for opt in Opt::ALL {
+            map.insert(opt.key().into(), false.into());
+        }
+        Expect(map.clone())
+    }
+
+    /// What the socket holds after the call, e.g. `"127.0.0.1:5000"`.
+    pub fn bound(mut self, addr: &str) -> Expect {
+        self.0.insert("bound".into(), endpoint(addr));
+        self
+    }
+
+    /// This option is set on the socket after the call.
+    pub fn flag(mut self, opt: Opt) -> Expect {
+        self.0.insert(opt.key().into(), true.into());
+        self
+    }
+
+    /// The call failed with this errno (`result` is its name).
+    pub fn fails(mut self, name: &str, errno: i32) -> Expect {
+        self.0.insert("result".into(), name.into());
+        self.0.insert("errno".into(), errno.into());
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        Value::Object(self.0.clone())
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub(super) fn unix_micros_now() -> i64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    since.as_micros() as i64
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (RFC 3339, UTC, microseconds) to Unix microseconds.
+fn parse_time(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let shape = b.len() == 27
+        && [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ]
+        .iter()
+        .all(|&(i, c)| b[i] == c);
+    if !shape {
+        return None;
+    }
+    let num = |from: usize, to: usize| text.get(from..to)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss, us) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 to y-m-d (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us)
+}
+
+/// Checks each event's `time`: RFC 3339 UTC with microseconds, within the run (from `since`
+/// to now, give or take a second) and never before the previous event's.
+pub(super) fn check_times(events: &[Value], since_us: i64) {
+    let now_us = unix_micros_now();
+    let mut previous = since_us - 1_000_000;
+    for event in events {
+        let text = event["time"].as_str().unwrap_or_default();
+        let Some(t) = parse_time(text) else {
+            panic!("bad time {:?} in {event}", event["time"]);
+        };
+        assert!(
+            t >= previous && t <= now_us + 1_000_000,
+            "time {text} out of order or outside the run (started {since_us} us, now {now_us} \
+             us): {event}"
+        );
+        previous = t;
+    }
+}
+
+/// Compares one event with the expected one: every field but `time` exactly.
+pub(super) fn compare_event(index: usize, want: &Value, got: &Value) {
+    let mut got = got.clone();
+    got.as_object_mut().unwrap().remove("time");
+    if *want != got {
+        let (w, g) = (want.as_object().unwrap(), got.as_object().unwrap());
+        let mut keys: Vec<&String> = w.keys().chain(g.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter(|k| w.get(*k) != g.get(*k))
+            .map(|k| {
+                format!(
+                    "  {k}: expected {}, got {}",
+                    w.get(k).map_or("(absent)".into(), Value::to_string),
+                    g.get(k).map_or("(absent)".into(), Value::to_string)
+                )
+            })
+            .collect();
+        panic!(
+            "event #{index} differs:\n{}\nexpected: {want}\ngot:      {got}",
+            diffs.join("\n")
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! A running `observer watch --json` (or any `observer` command that prints a start record):
+//! started and checked up to its start record, its events taken with a bound and compared
+//! with [`Expect`]ations, then stopped and its summary checked against what was taken.
+
+use super::expect::{Expect, check_times, compare_event, unix_micros_now};
+use super::proc::{Next, Proc, Stdout};
+use super::{BOUND, Caller, require_root};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::Instant;
+
+/// A running `observer watch --json`, past its start record.
+pub struct Observer {
+    proc: Proc,
+    /// The start record.
+    pub start: Value,
+    /// Every record after the start record, for failure messages.
+    records: Vec<Value>,
+    /// The bind records handed out by [`Observer::expect`].
+    events: Vec<Value>,
+    /// Wall clock when the observer was started, in Unix microseconds.
+    started_us: i64,
+}
+
+impl Observer {
+    /// `observer watch --json --netns <caller's netns> <extra...>`, started and ready.
+    pub fn watch(caller: &Caller, extra: &[&str]) -> Observer {
+        let netns = caller.netns.to_string();
+        let mut args = vec!["watch", "--json", "--netns", &netns];
+        args.extend_from_slice(extra);
+        Observer::start(&args, Stdout::Read)
+    }
+
+    /// `observer <args>`, waiting (bounded) for its start record.
+    pub fn start(args: &[&str], stdout: Stdout) -> Observer {
+        require_root();
+        let started_us = unix_micros_now();
+        let mut proc = Proc::spawn(args, stdout);
+        let deadline = Instant::now() + BOUND;
+        let start = match proc.next_line(deadline) {
+            Next::Line(line) => parse_record(&line),
+            other => {
+                let status = proc.wait_exit(Instant::now());
+                panic!(
+                    "no start record from `observer {}` ({other:?}, exit {status:?}); stderr:\n{}",
+                    args.join(" "),
+                    proc.stderr()
+                )
+            }
+        };
+        assert_eq!(start["type"], "start", "first record: {start}");
+        assert_eq!(start["pid"], proc.pid(), "start record pid: {start}");
+        assert_eq!(start["backend"], "tracepoint", "{start}");
+        assert_eq!(
+            start["hooks"],
+            json!(["tracepoint:sys_exit_bind", "tracepoint:sys_exit_listen"]),
+            "{start}"
+        );
+        assert_eq!(
+            start["unknown_fields"],
+            json!([]),
+            "this kernel's BTF lacks fields the tests assert: {start}"
+        );
+        Observer {
+            proc,
+            start,
+            records: Vec::new(),
+            events: Vec::new(),
+            started_us,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The next record, or a panic that says what arrived so far.
+    fn next_record(&mut self, deadline: Instant, waiting_for: &str) -> Value {
+        match self.proc.next_line(deadline) {
+            Next::Line(line) => {
+                let record = parse_record(&line);
+                self.records.push(record.clone());
+                record
+            }
+            other => {
+                let status = self.proc.wait_exit(Instant::now());
+                panic!(
+                    "waiting for {waiting_for}: {other:?} (bound {BOUND:?}, exit {status:?})\n\
+                     records so far:\n{}\nstderr:\n{}",
+                    self.dump(),
+                    self.proc.stderr()
+                )
+            }
+        }
+    }
+
+    fn dump(&self) -> String {
+        if self.records.is_empty() {
+            return "  (none)".into();
+        }
+        self.records
+            .iter()
+            .map(|r| format!("  {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits (bounded) for exactly the next `expected.len()` events and compares each, in
+    /// order, field by field.
+    pub fn expect(&mut self, expected: &[Expect]) {
+        let deadline = Instant::now() + BOUND;
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            let what = format!("{} events, {} so far", expected.len(), got.len());
+            let record = self.next_record(deadline, &what);
+            match record["type"].as_str() {
+                Some("bind") => got.push(record),
+                _ => panic!(
+                    "unexpected record while {what}: {record}\nall:\n{}",
+                    self.dump()
+                ),
+            }
+        }
+        check_times(&got, self.started_us);
+        for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+            compare_event(i, &want.json(), got);
+        }
+        self.events.extend(got);
+    }
+
+    /// SIGTERM, then reads to the summary (reason `"signal"`): no event may arrive besides
+    /// those [`Observer::expect`] took. Returns the summary.
+    pub fn stop(mut self) -> Value {
+        self.proc.signal(libc::SIGTERM);
+        let summary = self.end(true);
+        assert_eq!(summary["reason"], "signal", "summary: {summary}");
+        summary
+    }
+
+    /// Waits for the observer to end by itself (e.g. `--duration`); events it prints on the
+    /// way are not checked.
+    pub fn finish(mut self) -> Value {
+        self.end(false)
+    }
+
+    /// Reads to the summary and checks it, the exit status and that nothing follows. With
+    /// `strict`, no event may arrive besides those [`Observer::expect`] took, and the summary
+    /// must count exactly those.
+    fn end(&mut self, strict: bool) -> Value {
+        let deadline = Instant::now() + BOUND;
+        let mut extra = Vec::new();
+        let summary = loop {
+            let record = self.next_record(deadline, "the summary record");
+            match record["type"].as_str() {
+                Some("summary") => break record,
+                Some("bind") => extra.push(record),
+                _ => panic!("unexpected record: {record}\nall:\n{}", self.dump()),
+            }
+        };
+        let (status, rest, stderr) = self.proc.wait_end(deadline);
+        assert!(
+            status.success(),
+            "observer exited with {status:?} (signal {:?}); stderr:\n{stderr}",
+            status.signal()
+        );
+        assert!(rest.is_empty(), "output after the summary: {rest:?}");
+        assert_eq!(summary["lost"], 0, "summary: {summary}");
+        assert_eq!(summary["decode_errors"], 0, "summary: {summary}");
+        if strict {
+            assert!(
+                extra.is_empty(),
+                "events beyond the expected ones:\n{}",
+                extra
+                    .iter()
+                    .map(|r| format!("  {r}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            assert_eq!(summary["events"], self.events.len(), "summary: {summary}");
+            let mut results: BTreeMap<String, u64> = BTreeMap::new();
+            for event in &self.events {
+                *results
+                    .entry(event["result"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+            assert_eq!(summary["results"], json!(results), "summary: {summary}");
+        }
+        summary
+    }
+
+    /// For a closed output: waits (bounded) for the end of the observer, returns its status
+    /// and its stderr.
+    pub fn wait_exit(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + BOUND;
+        match self.proc.wait_exit(deadline) {
+            Some(status) => {
+                let stderr = self.proc.stderr().to_string();
+                (status, stderr)
+            }
+            None => panic!(
+                "observer {} still running after {BOUND:?}; stderr:\n{}",
+                self.pid(),
+                self.proc.stderr()
+            ),
+        }
+    }
+
+    /// For [`Stdout::CloseAfterStart`]: waits (bounded) until the read end is closed.
+    pub fn wait_stdout_closed(&mut self) {
+        match self.proc.next_line(Instant::now() + BOUND) {
+            Next::Closed => {}
+            other => panic!("expected the closed stdout, got {other:?}"),
+        }
+    }
+}
+
+fn parse_record(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}"))
+}
