@@ -47,6 +47,8 @@ struct State<'a> {
     filter: &'a Filter,
     clock: Clock,
     summary: Summary,
+    /// Events per errno (0 = OK); named only once, in the summary.
+    by_errno: std::collections::BTreeMap<i32, u64>,
     reported_lost: u64,
 }
 
@@ -56,11 +58,7 @@ impl State<'_> {
         match decode::decode(bytes, &self.clock) {
             Ok(event) if self.filter.matches(&event) => {
                 self.summary.events += 1;
-                *self
-                    .summary
-                    .results
-                    .entry(event.result.clone())
-                    .or_default() += 1;
+                *self.by_errno.entry(event.errno).or_default() += 1;
                 self.sink.event(&event)
             }
             Ok(_) => {
@@ -150,6 +148,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
             record_type: "summary",
             ..Summary::default()
         },
+        by_errno: Default::default(),
         reported_lost: 0,
     };
     let start = StartRecord {
@@ -199,6 +198,11 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         end = state.report_lost(c.lost);
     }
     let mut summary = state.summary;
+    summary.results = state
+        .by_errno
+        .iter()
+        .map(|(errno, n)| (crate::errno::name(*errno).into_owned(), *n))
+        .collect();
     summary.time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
     summary.duration_secs = started.elapsed().as_secs_f64();
     summary.lost = c.lost;
