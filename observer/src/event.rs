@@ -58,6 +58,20 @@ pub struct Flags {
     pub bind_address_no_port: Option<bool>,
 }
 
+impl Flags {
+    /// The six values in `observer_common::flag` bit order (the order of `scenarios::Opt::ALL`).
+    pub fn in_order(&self) -> [Option<bool>; 6] {
+        [
+            self.reuseaddr,
+            self.reuseport,
+            self.v6only,
+            self.freebind,
+            self.transparent,
+            self.bind_address_no_port,
+        ]
+    }
+}
+
 /// One `bind()` or `listen()` attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindEvent {

@@ -263,22 +263,16 @@ pub fn endpoint(ep: &Endpoint) -> String {
 /// `6` IPV6_V6ONLY, `F` IP_FREEBIND, `T` IP_TRANSPARENT, `N` IP_BIND_ADDRESS_NO_PORT;
 /// `.` not set, `?` unknown on this kernel.
 pub fn opts(e: &BindEvent) -> String {
-    let f = &e.flags;
-    [
-        (f.reuseaddr, 'R'),
-        (f.reuseport, 'r'),
-        (f.v6only, '6'),
-        (f.freebind, 'F'),
-        (f.transparent, 'T'),
-        (f.bind_address_no_port, 'N'),
-    ]
-    .iter()
-    .map(|(v, c)| match v {
-        Some(true) => *c,
-        Some(false) => '.',
-        None => '?',
-    })
-    .collect()
+    e.flags
+        .in_order()
+        .iter()
+        .zip("Rr6FTN".chars())
+        .map(|(v, c)| match v {
+            Some(true) => c,
+            Some(false) => '.',
+            None => '?',
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! kernel told the workload through the socket API. Any other event from a scenario's
 //! namespace is an extra and fails the check.
 
-use super::StepOutcome;
+use super::{Opt, StepOutcome};
 use crate::event::{BindEvent, Requested};
 use std::collections::BTreeSet;
 
@@ -120,21 +120,14 @@ fn compare(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
     }
     let bound = e.bound.map(|b| (b.addr, b.port));
     differ("bound", format!("{:?}", o.bound), format!("{bound:?}"));
-    let f = &e.flags;
-    for (key, value) in [
-        ("reuseaddr", f.reuseaddr),
-        ("reuseport", f.reuseport),
-        ("v6only", f.v6only),
-        ("freebind", f.freebind),
-        ("transparent", f.transparent),
-        ("bind_address_no_port", f.bind_address_no_port),
-    ] {
-        if let Some(kernel) = o.options.get(key) {
-            differ(
-                key,
-                kernel.to_string(),
-                format!("{value:?}").replace("Some(", "").replace(')', ""),
-            );
+    for (opt, event) in Opt::ALL.iter().zip(e.flags.in_order()) {
+        if let Some(&kernel) = o.options.get(opt.key())
+            && Some(kernel) != event
+        {
+            diffs.push(format!(
+                "{}: kernel {kernel}, observer {event:?}",
+                opt.key()
+            ));
         }
     }
     diffs

@@ -49,6 +49,20 @@ impl Opt {
         }
     }
 
+    /// `(level, name)` for `setsockopt`/`getsockopt`; an IPv6 socket takes `IPV6_FREEBIND`,
+    /// the IPv6 spelling of the same option.
+    pub fn sockopt(self, v6: bool) -> (libc::c_int, libc::c_int) {
+        match self {
+            Opt::ReuseAddr => (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+            Opt::ReusePort => (libc::SOL_SOCKET, libc::SO_REUSEPORT),
+            Opt::V6Only => (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+            Opt::FreeBind if v6 => (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND),
+            Opt::FreeBind => (libc::IPPROTO_IP, libc::IP_FREEBIND),
+            Opt::Transparent => (libc::IPPROTO_IP, libc::IP_TRANSPARENT),
+            Opt::BindAddressNoPort => (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Opt::ReuseAddr => "SO_REUSEADDR",

@@ -180,15 +180,12 @@ fn unreachable_errno() -> i32 {
 }
 
 fn set_option(s: &Socket, kind: Kind, opt: Opt) -> io::Result<()> {
-    match opt {
-        Opt::ReuseAddr => s.set_reuse_address(true),
-        Opt::ReusePort => s.set_reuse_port(true),
-        Opt::V6Only => s.set_only_v6(true),
-        Opt::FreeBind if matches!(kind, Kind::Tcp6 | Kind::Udp6) => s.set_freebind_v6(true),
-        Opt::FreeBind => s.set_freebind_v4(true),
-        Opt::Transparent => s.set_ip_transparent_v4(true),
-        Opt::BindAddressNoPort => setsockopt_int(s, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1),
-    }
+    let (level, name) = opt.sockopt(is_v6(kind));
+    setsockopt_int(s, level, name, 1)
+}
+
+fn is_v6(kind: Kind) -> bool {
+    matches!(kind, Kind::Tcp6 | Kind::Udp6)
 }
 
 fn setsockopt_int(s: &Socket, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -226,43 +223,20 @@ fn getsockopt_bool(s: &Socket, level: i32, name: i32) -> Option<bool> {
 
 /// The six options the observer reports, read back through `getsockopt`.
 fn options(sock: &Sock) -> BTreeMap<String, bool> {
-    let s = &sock.socket;
-    let v6 = matches!(sock.kind, Kind::Tcp6 | Kind::Udp6);
-    let mut map = BTreeMap::new();
-    let mut put = |key: &str, value: Option<bool>| {
-        if let Some(value) = value {
-            map.insert(key.to_string(), value);
-        }
-    };
-    put(
-        "reuseaddr",
-        getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEADDR),
-    );
-    put(
-        "reuseport",
-        getsockopt_bool(s, libc::SOL_SOCKET, libc::SO_REUSEPORT),
-    );
-    put(
-        "v6only",
-        if v6 {
-            getsockopt_bool(s, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
-        } else {
-            Some(false)
-        },
-    );
-    put(
-        "freebind",
-        getsockopt_bool(s, libc::SOL_IP, libc::IP_FREEBIND),
-    );
-    put(
-        "transparent",
-        getsockopt_bool(s, libc::SOL_IP, libc::IP_TRANSPARENT),
-    );
-    put(
-        "bind_address_no_port",
-        getsockopt_bool(s, libc::SOL_IP, libc::IP_BIND_ADDRESS_NO_PORT),
-    );
-    map
+    let v6 = is_v6(sock.kind);
+    Opt::ALL
+        .iter()
+        .filter_map(|&opt| {
+            // An IPv4 socket has no IPV6_V6ONLY; the kernel's flag for it is clear.
+            let value = if opt == Opt::V6Only && !v6 {
+                Some(false)
+            } else {
+                let (level, name) = opt.sockopt(v6);
+                getsockopt_bool(&sock.socket, level, name)
+            };
+            value.map(|v| (opt.key().to_string(), v))
+        })
+        .collect()
 }
 
 fn read_eof(s: &Socket) -> io::Result<()> {

@@ -1,22 +1,10 @@
 //! Sockets of the calling thread (and so of its network namespace): [`Sock`] makes the calls a
 //! test asserts on and returns their errno; [`SockId`] is what identifies a socket in an event.
-//! Also owns how each [`Opt`] is set with `setsockopt`.
+//! Options are set with the library's `Opt::sockopt` table.
 
 use super::{Opt, errno_of, last_error};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-
-/// `(level, name)` of an option for setsockopt.
-fn sockopt(opt: Opt) -> (libc::c_int, libc::c_int) {
-    match opt {
-        Opt::ReuseAddr => (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-        Opt::ReusePort => (libc::SOL_SOCKET, libc::SO_REUSEPORT),
-        Opt::V6Only => (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
-        Opt::FreeBind => (libc::IPPROTO_IP, libc::IP_FREEBIND),
-        Opt::Transparent => (libc::IPPROTO_IP, libc::IP_TRANSPARENT),
-        Opt::BindAddressNoPort => (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT),
-    }
-}
 
 /// What identifies a socket in an event.
 #[derive(Debug, Clone)]
@@ -83,7 +71,7 @@ impl Sock {
 
     /// Sets (`on`) or clears an option; panics if the kernel refuses.
     pub fn set(self, opt: Opt, on: bool) -> Sock {
-        let (level, name) = sockopt(opt);
+        let (level, name) = opt.sockopt(self.id.family == "inet6");
         let value: libc::c_int = on.into();
         // SAFETY: `value` is a c_int that outlives the call; its size is passed.
         let rc = unsafe {
