@@ -19,6 +19,33 @@ pub const HOOK_TP_SYS_EXIT_BIND: u16 = 1;
 /// `BindRecord::hook`: `syscalls:sys_exit_listen` (paired with `sys_enter_listen`).
 pub const HOOK_TP_SYS_EXIT_LISTEN: u16 = 2;
 
+/// `BindRecord::op`: a port allocation (`inet_csk_get_port` / `udp_lib_get_port`), inside a
+/// `bind()` or `listen()` (same `call_id`) or on its own (e.g. a UDP autobind).
+pub const OP_GET_PORT: u16 = 3;
+
+/// `BindRecord::hook`: fexit on `inet_bind`.
+pub const HOOK_FEXIT_INET_BIND: u16 = 3;
+/// `BindRecord::hook`: fexit on `inet6_bind`.
+pub const HOOK_FEXIT_INET6_BIND: u16 = 4;
+/// `BindRecord::hook`: fexit on `inet_listen`.
+pub const HOOK_FEXIT_INET_LISTEN: u16 = 5;
+/// `BindRecord::hook`: fexit on `inet_csk_get_port` (TCP port allocation).
+pub const HOOK_FEXIT_INET_CSK_GET_PORT: u16 = 6;
+/// `BindRecord::hook`: fexit on `udp_lib_get_port` (UDP port allocation).
+pub const HOOK_FEXIT_UDP_LIB_GET_PORT: u16 = 7;
+/// `BindRecord::hook`: kretprobe on `inet_bind` (paired with its kprobe).
+pub const HOOK_KRETPROBE_INET_BIND: u16 = 8;
+/// `BindRecord::hook`: kretprobe on `inet6_bind`.
+pub const HOOK_KRETPROBE_INET6_BIND: u16 = 9;
+/// `BindRecord::hook`: kretprobe on `inet_listen`.
+pub const HOOK_KRETPROBE_INET_LISTEN: u16 = 10;
+/// `BindRecord::hook`: kretprobe on `inet_csk_get_port`.
+pub const HOOK_KRETPROBE_INET_CSK_GET_PORT: u16 = 11;
+/// `BindRecord::hook`: kretprobe on `udp_lib_get_port`.
+pub const HOOK_KRETPROBE_UDP_LIB_GET_PORT: u16 = 12;
+/// Number of hook ids (one past the largest): the size of the `FIRED` counters.
+pub const HOOK_COUNT: u32 = 13;
+
 /// Socket option bits in `BindRecord::flags` / `BindRecord::flags_known`.
 pub mod flag {
     /// `SO_REUSEADDR` (`sk_reuse != SK_NO_REUSE`).
@@ -55,6 +82,9 @@ pub mod known {
     pub const DEV_IF: u32 = 1 << 6;
     /// `sock_family`.
     pub const FAMILY: u32 = 1 << 7;
+    /// `fd`: always valid for the tracepoint hooks; a kernel-function hook sets it when the
+    /// call came from the `bind()`/`listen()` system call (not from io_uring or the kernel).
+    pub const FD: u32 = 1 << 8;
 }
 
 /// Size of the copy of the caller's `sockaddr` (large enough for `sockaddr_in6`).
@@ -116,6 +146,13 @@ pub struct BindRecord {
     pub sockaddr_len: u32,
     /// The caller's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+    /// One user action: a port allocation and the `bind()`/`listen()` it happened inside share
+    /// it (kernel-function hooks). Unique per thread; 0 from programs that do not set it.
+    pub call_id: u64,
+    /// For [`OP_GET_PORT`]: the port asked for (host order, 0 = pick an ephemeral one).
+    pub snum: u16,
+    /// Padding, always zero.
+    pub _pad: [u8; 6],
 }
 
 /// Size of [`BindRecord`] on the wire.
@@ -199,6 +236,16 @@ pub struct Config {
     pub sk_uid: FieldLoc,
     /// One location per bit of [`flag`], in bit order (`REUSEADDR` first), relative to `struct sock`.
     pub flag_locs: [FieldLoc; FLAG_COUNT],
+    /// `sock.sk_socket` (from a `struct sock` back to its `struct socket`).
+    pub sk_socket: FieldLoc,
+    /// `pt_regs.orig_ax` (x86_64): the system call number of the task's user registers.
+    pub regs_syscall_nr: FieldLoc,
+    /// `pt_regs.di` (x86_64): the first system call argument (the fd of `bind`/`listen`).
+    pub regs_arg0: FieldLoc,
+    /// The `bind` system call number on this architecture.
+    pub nr_bind: u32,
+    /// The `listen` system call number on this architecture.
+    pub nr_listen: u32,
 }
 
 impl Config {
@@ -229,6 +276,11 @@ impl Config {
         sk_type: FieldLoc::MISSING,
         sk_uid: FieldLoc::MISSING,
         flag_locs: [FieldLoc::MISSING; FLAG_COUNT],
+        sk_socket: FieldLoc::MISSING,
+        regs_syscall_nr: FieldLoc::MISSING,
+        regs_arg0: FieldLoc::MISSING,
+        nr_bind: 0,
+        nr_listen: 0,
     };
 }
 
@@ -236,7 +288,7 @@ impl Config {
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;

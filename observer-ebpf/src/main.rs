@@ -7,9 +7,14 @@
 //!
 //! No kernel struct offset is compiled in: every field is read through a `FieldLoc` that the
 //! collector derived from the running kernel's BTF and wrote into `CONFIG` before load.
+//!
+//! The kernel-function backends live beside it: `fexit` and `kprobe`, sharing `kfunc`.
 #![no_std]
 #![no_main]
 
+mod fexit;
+mod kfunc;
+mod kprobe;
 mod read;
 
 use aya_ebpf::{

@@ -7,7 +7,7 @@ use observer_common::{BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, Field
 use crate::{cfg, count};
 
 /// Why a read did not produce a value.
-enum Miss {
+pub(crate) enum Miss {
     /// The field does not exist on this kernel (its `FieldLoc` is unknown).
     Unknown,
     /// The kernel memory read failed.
@@ -17,7 +17,7 @@ enum Miss {
 /// Reads the field at `loc` in the object at `base`, as an unsigned integer of up to 64 bits.
 /// One routine for plain members, bitfields and single bits of a flags word.
 #[inline(always)]
-fn field(base: *const u8, loc: &FieldLoc) -> Result<u64, Miss> {
+pub(crate) fn field(base: *const u8, loc: &FieldLoc) -> Result<u64, Miss> {
     let loc = cfg(loc);
     if loc.bit_size == 0 || loc.bit_size > 64 {
         return Err(Miss::Unknown);
@@ -117,16 +117,51 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
     if back != file {
         return;
     }
+    socket_file_fields(rec, socket, Some(file), c);
+}
+
+/// Fills the socket fields of `rec` from a `struct socket` (and its file, for the inode).
+#[inline(always)]
+pub(crate) fn socket_file_fields(
+    rec: &mut BindRecord,
+    socket: *const u8,
+    file: Option<*const u8>,
+    c: &Config,
+) {
     let Some(sk) = note(pointer(socket, &c.socket_sk)) else {
         return;
     };
-    rec.sock_known |= known::SOCK;
-
-    if let Some(ino) = note(pointer(file, &c.file_inode)).and_then(|i| note(field(i, &c.inode_ino)))
+    if let Some(file) = file
+        && let Some(ino) =
+            note(pointer(file, &c.file_inode)).and_then(|i| note(field(i, &c.inode_ino)))
     {
         rec.ino = ino;
         rec.sock_known |= known::INODE;
     }
+    sock_fields(rec, sk, c);
+}
+
+/// From a `struct socket`: its file (for the inode), then the socket fields.
+#[inline(always)]
+pub(crate) fn from_socket(rec: &mut BindRecord, socket: *const u8, c: &Config) {
+    let file = pointer(socket, &c.socket_file).ok();
+    socket_file_fields(rec, socket, file, c);
+}
+
+/// From a `struct sock`: up to its `struct socket` and file when BTF says how, else the
+/// `struct sock` fields alone.
+#[inline(always)]
+pub(crate) fn from_sk(rec: &mut BindRecord, sk: *const u8, c: &Config) {
+    match pointer(sk, &c.sk_socket) {
+        Ok(socket) => from_socket(rec, socket, c),
+        Err(_) => sock_fields(rec, sk, c),
+    }
+}
+
+/// Fills the `struct sock` fields of `rec` (everything but the inode).
+#[inline(always)]
+fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
+    rec.sock_known |= known::SOCK;
     if let Some(family) = note(field(sk, &c.sk_family)) {
         rec.sock_family = family as u16;
         rec.sock_known |= known::FAMILY;

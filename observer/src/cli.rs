@@ -63,6 +63,12 @@ pub struct DemoArgs {
     /// Ring buffer size (as for `watch`).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
+    /// Kernel hooks to use (as for `watch`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: backend::Choice,
+    /// Print one JSON verdict per scenario instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
@@ -97,6 +103,10 @@ pub struct WatchArgs {
     /// Ring buffer size: a power of two, at least the page size (e.g. 4M, 512K).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
+    /// Kernel hooks: fexit (BPF trampolines), kprobe (kprobe/kretprobe), tracepoint (syscall
+    /// tracepoints), or auto (the first of those three that loads, attaches and fires here).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: backend::Choice,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -229,8 +239,15 @@ fn scenarios_run(json: bool, names: &[String]) -> Result<Outcome> {
 
 fn demo(args: DemoArgs) -> Result<Outcome> {
     let selected = select(&args.names)?;
-    let run = scenarios::demo::run(&args.names, args.buffer_size)?;
-    print!("{}", scenarios::report::render(&selected, &run.checked));
+    let run = scenarios::demo::run(&args.names, args.buffer_size, args.backend)?;
+    if args.json {
+        print!(
+            "{}",
+            scenarios::report::verdicts(&selected, &run.checked, &run.backend)
+        );
+    } else {
+        print!("{}", scenarios::report::render(&selected, &run.checked));
+    }
     if run.summary.lost > 0 {
         println!(
             "observer: {} events lost (ring buffer full)",
@@ -253,7 +270,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         netns: args.netns,
         all_families: args.all_families,
     };
-    let loaded = backend::load_tracepoint(args.buffer_size)?;
+    let loaded = backend::load(args.backend, args.buffer_size)?;
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");
     }

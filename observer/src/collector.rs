@@ -157,7 +157,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         version: env!("CARGO_PKG_VERSION"),
         backend: loaded.backend,
         hooks: loaded.hooks.clone(),
-        skipped_backends: Vec::new(),
+        skipped_backends: loaded.skipped.clone(),
         kernel: kernel_release(),
         pid: std::process::id(),
         unknown_fields: loaded.unknown_fields.clone(),

@@ -7,8 +7,12 @@ use crate::errno;
 use crate::event::{BindEvent, Endpoint, Flags, Op, Requested};
 use crate::timefmt::Clock;
 use observer_common::{
-    BIND_RECORD_SIZE, BindRecord, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND,
-    OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, flag, known,
+    BIND_RECORD_SIZE, BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT,
+    HOOK_FEXIT_INET_LISTEN, HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT,
+    HOOK_KRETPROBE_INET_BIND, HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN,
+    HOOK_KRETPROBE_INET6_BIND, HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, flag,
+    known,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -51,13 +55,18 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
     let op = match r.op {
         OP_BIND => Op::Bind,
         OP_LISTEN => Op::Listen,
+        OP_GET_PORT => Op::GetPort,
         other => return Err(DecodeError::UnknownOp(other)),
     };
+    let tracepoint = matches!(r.hook, HOOK_TP_SYS_EXIT_BIND | HOOK_TP_SYS_EXIT_LISTEN);
     let has = |bit: u32| r.sock_known & bit != 0;
     let sock = has(known::SOCK);
     let requested = match op {
         Op::Bind => parse_sockaddr(&r.sockaddr, r.sockaddr_len, r.addrlen),
         Op::Listen => None,
+        // The port asked for, on the address the socket holds (set before the allocation).
+        Op::GetPort => (sock && has(known::FAMILY) && has(known::BOUND))
+            .then(|| Requested::Inet(bound_endpoint(r.sock_family, &r.bound_addr, r.snum))),
     };
     let family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
     let bound = if r.sock_type == SOCK_RAW {
@@ -69,7 +78,14 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0)
             .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port))
     };
-    let errno = r.ret.checked_neg().unwrap_or(i32::MAX).max(0);
+    // A port allocation returns 0 or 1 ("not available"), which both of its callers turn
+    // into EADDRINUSE; show it as that.
+    let ret = if op == Op::GetPort && r.ret > 0 {
+        -libc::EADDRINUSE
+    } else {
+        r.ret
+    };
+    let errno = ret.checked_neg().unwrap_or(i32::MAX).max(0);
     Ok(BindEvent {
         record_type: "bind",
         time: clock.format_monotonic(r.ts_ns),
@@ -81,20 +97,21 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         netns: (sock && has(known::NETNS)).then_some(r.netns),
         family,
         protocol: (sock && has(known::PROTOCOL)).then(|| protocol_name(r.protocol)),
-        fd: r.fd,
+        fd: (tracepoint || has(known::FD)).then_some(r.fd),
         requested,
         bound,
         flags: flags(&r, sock),
         bound_dev_if: (sock && has(known::DEV_IF)).then_some(r.bound_dev_if),
         sock_uid: (sock && has(known::SK_UID)).then_some(r.sk_uid),
         sock_ino: (sock && has(known::INODE)).then_some(r.ino),
-        result: if r.ret >= 0 {
+        result: if ret >= 0 {
             "OK".to_string()
         } else {
             errno::name(errno).into_owned()
         },
         errno,
         hook: hook_name(r.hook),
+        call_id: (!tracepoint && r.call_id != 0).then_some(r.call_id),
     })
 }
 
@@ -197,6 +214,16 @@ pub fn hook_name(hook: u16) -> &'static str {
     match hook {
         HOOK_TP_SYS_EXIT_BIND => "tracepoint:sys_exit_bind",
         HOOK_TP_SYS_EXIT_LISTEN => "tracepoint:sys_exit_listen",
+        HOOK_FEXIT_INET_BIND => "fexit:inet_bind",
+        HOOK_FEXIT_INET6_BIND => "fexit:inet6_bind",
+        HOOK_FEXIT_INET_LISTEN => "fexit:inet_listen",
+        HOOK_FEXIT_INET_CSK_GET_PORT => "fexit:inet_csk_get_port",
+        HOOK_FEXIT_UDP_LIB_GET_PORT => "fexit:udp_lib_get_port",
+        HOOK_KRETPROBE_INET_BIND => "kretprobe:inet_bind",
+        HOOK_KRETPROBE_INET6_BIND => "kretprobe:inet6_bind",
+        HOOK_KRETPROBE_INET_LISTEN => "kretprobe:inet_listen",
+        HOOK_KRETPROBE_INET_CSK_GET_PORT => "kretprobe:inet_csk_get_port",
+        HOOK_KRETPROBE_UDP_LIB_GET_PORT => "kretprobe:udp_lib_get_port",
         _ => "unknown",
     }
 }

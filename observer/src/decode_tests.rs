@@ -1,5 +1,5 @@
 use super::*;
-use observer_common::COMM_LEN;
+use observer_common::{COMM_LEN, HOOK_COUNT};
 use serde_json::json;
 use std::mem::{offset_of, size_of};
 
@@ -73,6 +73,9 @@ fn record() -> BindRecord {
         sockaddr: sockaddr_in(AF_INET, 8080, [127, 0, 0, 1]),
         sockaddr_len: 16,
         comm: comm_bytes(b"nginx"),
+        call_id: 0,
+        snum: 0,
+        _pad: [0; 6],
     }
 }
 
@@ -97,7 +100,7 @@ fn expected() -> BindEvent {
         netns: Some(NETNS),
         family: Some("inet".to_string()),
         protocol: Some("tcp".to_string()),
-        fd: 3,
+        fd: Some(3),
         requested: Some(Requested::Inet(v4(127, 0, 0, 1, 8080))),
         bound: Some(v4(127, 0, 0, 1, 8080)),
         flags: Flags {
@@ -114,6 +117,7 @@ fn expected() -> BindEvent {
         result: "OK".to_string(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
+        call_id: None,
     }
 }
 
@@ -140,9 +144,12 @@ fn json_of(r: &BindRecord) -> serde_json::Value {
 
 #[test]
 fn record_layout_has_no_padding() {
-    let fields = 4 + 2 + 2 + 8 + 4 * 8 + 8 + 4 * 4 + 2 * 4 + 16 + SOCKADDR_LEN + 4 + COMM_LEN;
+    let fields =
+        4 + 2 + 2 + 8 + 4 * 8 + 8 + 4 * 4 + 2 * 4 + 16 + SOCKADDR_LEN + 4 + COMM_LEN + 8 + 2 + 6;
     assert_eq!(fields, BIND_RECORD_SIZE);
-    assert_eq!(BIND_RECORD_SIZE, 144);
+    assert_eq!(BIND_RECORD_SIZE, 160);
+    assert_eq!(offset_of!(BindRecord, call_id), 144);
+    assert_eq!(offset_of!(BindRecord, snum), 152);
     assert_eq!(offset_of!(BindRecord, ts_ns), 8);
     assert_eq!(offset_of!(BindRecord, ino), 48);
     assert_eq!(offset_of!(BindRecord, sockaddr), 96);
@@ -179,6 +186,7 @@ fn ipv4_tcp_bind_success_exact_json() {
             "result": "OK",
             "errno": 0,
             "hook": "tracepoint:sys_exit_bind",
+            "call_id": null,
         })
     );
     assert_eq!(decoded(&record()), expected());
@@ -610,7 +618,7 @@ fn unknown_type_and_op() {
             Err(DecodeError::UnknownType(kind))
         );
     }
-    for op in [0, 3, 9, u16::MAX] {
+    for op in [0, 4, 9, u16::MAX] {
         let r = BindRecord { op, ..record() };
         assert_eq!(
             decode(&to_bytes(&r), &clock()),
@@ -745,15 +753,19 @@ fn random_valid_records_decode_consistently() {
             Err(e) => {
                 assert_ne!(op, OP_BIND);
                 assert_ne!(op, OP_LISTEN);
+                assert_ne!(op, OP_GET_PORT);
                 assert_eq!(e, DecodeError::UnknownOp(op));
             }
             Ok(e) => {
                 serde_json::to_string(&e).expect("serialises");
                 assert!(e.errno >= 0);
-                assert_eq!(e.result == "OK", r.ret >= 0);
+                assert_eq!(
+                    e.result == "OK",
+                    r.ret == 0 || (r.ret > 0 && op != OP_GET_PORT)
+                );
                 assert!(e.comm.chars().count() <= COMM_LEN);
                 assert_eq!(e.pid, r.pid);
-                assert_eq!(e.fd, r.fd);
+                assert!(e.fd.is_none_or(|fd| fd == r.fd));
                 if op == OP_LISTEN {
                     assert_eq!(e.requested, None);
                 }
@@ -793,7 +805,15 @@ fn names_of_numbers() {
         "tracepoint:sys_exit_listen"
     );
     assert_eq!(hook_name(0), "unknown");
-    assert_eq!(hook_name(3), "unknown");
+    assert_eq!(hook_name(HOOK_COUNT as u16), "unknown");
+    assert_eq!(
+        hook_name(HOOK_FEXIT_UDP_LIB_GET_PORT),
+        "fexit:udp_lib_get_port"
+    );
+    assert_eq!(
+        hook_name(HOOK_KRETPROBE_INET_LISTEN),
+        "kretprobe:inet_listen"
+    );
 }
 
 #[test]
@@ -813,4 +833,66 @@ fn raw_socket_protocol_is_not_a_port() {
     );
     r.bound_addr = [0; 16];
     assert_eq!(decoded(&r).bound, None);
+}
+
+/// An fexit `inet_bind` record from a bind() system call: the fd is known, the call linked.
+#[test]
+fn kernel_function_bind_has_fd_and_call_id() {
+    let mut r = record();
+    r.hook = HOOK_FEXIT_INET_BIND;
+    r.sock_known |= known::FD;
+    r.call_id = 77;
+    let e = decoded(&r);
+    assert_eq!(e.hook, "fexit:inet_bind");
+    assert_eq!(e.fd, Some(3));
+    assert_eq!(e.call_id, Some(77));
+}
+
+/// A kretprobe record of a call that did not come from the system call (io_uring): no fd.
+#[test]
+fn kernel_function_bind_without_syscall_has_no_fd() {
+    let mut r = record();
+    r.hook = HOOK_KRETPROBE_INET6_BIND;
+    r.fd = -1;
+    r.call_id = 5;
+    let e = decoded(&r);
+    assert_eq!(e.hook, "kretprobe:inet6_bind");
+    assert_eq!(e.fd, None);
+}
+
+/// A port allocation that found no port: the kernel's 1 is shown as EADDRINUSE, the port
+/// asked for is `requested`, on the address the socket holds.
+#[test]
+fn get_port_failure_is_eaddrinuse() {
+    let mut r = record();
+    r.op = OP_GET_PORT;
+    r.hook = HOOK_FEXIT_INET_CSK_GET_PORT;
+    r.ret = 1;
+    r.snum = 8080;
+    r.bound_port = 0;
+    r.call_id = 9;
+    let e = decoded(&r);
+    assert_eq!(e.op, Op::GetPort);
+    assert_eq!(e.op.as_str(), "get_port");
+    assert_eq!(e.hook, "fexit:inet_csk_get_port");
+    assert_eq!(e.result, "EADDRINUSE");
+    assert_eq!(e.errno, 98);
+    assert_eq!(e.requested, Some(Requested::Inet(v4(127, 0, 0, 1, 8080))));
+    assert_eq!(e.bound, None);
+}
+
+/// An ephemeral allocation: asked for 0, got a port.
+#[test]
+fn get_port_ephemeral() {
+    let mut r = record();
+    r.op = OP_GET_PORT;
+    r.hook = HOOK_KRETPROBE_UDP_LIB_GET_PORT;
+    r.snum = 0;
+    r.bound_port = 40000;
+    r.call_id = 3;
+    let e = decoded(&r);
+    assert_eq!(e.hook, "kretprobe:udp_lib_get_port");
+    assert_eq!(e.result, "OK");
+    assert_eq!(e.requested_port(), Some(0));
+    assert_eq!(e.bound, Some(v4(127, 0, 0, 1, 40000)));
 }

@@ -13,6 +13,10 @@ use std::net::IpAddr;
 pub enum Op {
     Bind,
     Listen,
+    /// A port allocation (kernel-function backends): `requested.port` is the port asked for
+    /// (0 = ephemeral), `bound` what the socket holds after it; `call_id` links it to the
+    /// `bind`/`listen` it ran inside.
+    GetPort,
 }
 
 impl Op {
@@ -20,6 +24,7 @@ impl Op {
         match self {
             Op::Bind => "bind",
             Op::Listen => "listen",
+            Op::GetPort => "get_port",
         }
     }
 }
@@ -92,7 +97,9 @@ pub struct BindEvent {
     pub family: Option<String>,
     /// `"tcp"`, `"udp"`, or another IANA protocol name / number.
     pub protocol: Option<String>,
-    pub fd: i32,
+    /// The fd the call named; `None` when the call did not come from the `bind`/`listen`
+    /// system call (io_uring, the kernel itself), which only kernel-function hooks see.
+    pub fd: Option<i32>,
     /// What the caller asked for (`None` for `listen()`, or when the sockaddr could not be read).
     pub requested: Option<Requested>,
     /// What the socket holds after the call (`None` when no port is bound, or unknown).
@@ -111,6 +118,9 @@ pub struct BindEvent {
     pub errno: i32,
     /// Kernel hook that produced the event, e.g. `"tracepoint:sys_exit_bind"`.
     pub hook: &'static str,
+    /// One user action: a `get_port` event and the `bind`/`listen` it ran inside share it
+    /// (with `tid`). `None` from the tracepoint backend, which sees no port allocation.
+    pub call_id: Option<u64>,
 }
 
 impl BindEvent {

@@ -25,7 +25,7 @@ fn event() -> BindEvent {
         netns: Some(NETNS),
         family: Some("inet".to_string()),
         protocol: Some("tcp".to_string()),
-        fd: 6,
+        fd: Some(6),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
         flags: Flags::default(),
@@ -35,6 +35,7 @@ fn event() -> BindEvent {
         result: "OK".to_string(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
+        call_id: None,
     }
 }
 

@@ -128,6 +128,12 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
         )?,
     ];
     c.flag_locs = flags;
+    // Read only by the kernel-function backends; without them those backends report the
+    // inode / fd as unknown, so they are not listed among the socket fields this kernel lacks.
+    let quiet = |root: &str, path: &str| btf.member(root, path).map_or(FieldLoc::MISSING, to_loc);
+    c.sk_socket = quiet("sock", "sk_socket");
+    c.regs_syscall_nr = quiet("pt_regs", "orig_ax");
+    c.regs_arg0 = quiet("pt_regs", "di");
     // A pointer the programs follow must be a whole, byte-aligned 64-bit word.
     for (name, loc) in [
         ("task_struct.files", c.task_files),

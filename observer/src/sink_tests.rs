@@ -43,7 +43,7 @@ fn event() -> BindEvent {
         netns: Some(4_026_531_840),
         family: Some("inet".to_string()),
         protocol: Some("tcp".to_string()),
-        fd: 3,
+        fd: Some(3),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
         flags: REUSEADDR_ONLY,
@@ -53,6 +53,7 @@ fn event() -> BindEvent {
         result: "OK".to_string(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
+        call_id: None,
     }
 }
 

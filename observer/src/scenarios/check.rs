@@ -4,10 +4,16 @@
 //! thread, fd and op (in order), whose result, addresses, owner and options equal what the
 //! kernel told the workload through the socket API. Any other event from a scenario's
 //! namespace is an extra and fails the check.
+//!
+//! Under a kernel-function backend a call also yields the port allocations it made
+//! (`get_port`, same `tid` and `call_id`): each is checked against the call (same result; on
+//! success the port the socket got), and a successful `bind` to port 0 and a `listen` on a
+//! socket without a port must show one.
 
 use super::{Opt, StepOutcome};
-use crate::event::{BindEvent, Requested};
+use crate::event::{BindEvent, Op, Requested};
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 /// One step and what the observer saw of it.
 #[derive(Debug, Clone)]
@@ -15,6 +21,8 @@ pub struct StepCheck {
     pub outcome: StepOutcome,
     /// The matching event (observed steps only).
     pub event: Option<BindEvent>,
+    /// Port allocations linked to the event.
+    pub get_port: Vec<BindEvent>,
     /// Differences between event and kernel (empty = the observer was right).
     pub mismatches: Vec<String>,
 }
@@ -48,8 +56,9 @@ impl Checked {
     }
 }
 
-/// Matches `events` (everything observed during the run) to `outcomes`.
-pub fn check(outcomes: &[StepOutcome], events: &[BindEvent]) -> Checked {
+/// Matches `events` (everything observed during the run) to `outcomes`. `allocations`: the
+/// backend reports port allocations (the kernel-function backends do).
+pub fn check(outcomes: &[StepOutcome], events: &[BindEvent], allocations: bool) -> Checked {
     let namespaces: BTreeSet<u64> = outcomes.iter().map(|o| o.netns).collect();
     let mut used = vec![false; events.len()];
     let mut steps = Vec::with_capacity(outcomes.len());
@@ -58,6 +67,7 @@ pub fn check(outcomes: &[StepOutcome], events: &[BindEvent]) -> Checked {
             steps.push(StepCheck {
                 outcome: outcome.clone(),
                 event: None,
+                get_port: Vec::new(),
                 mismatches: Vec::new(),
             });
             continue;
@@ -66,19 +76,34 @@ pub fn check(outcomes: &[StepOutcome], events: &[BindEvent]) -> Checked {
             !used[i]
                 && e.netns.map(u64::from) == Some(outcome.netns)
                 && e.tid == outcome.tid
-                && e.fd == outcome.fd
+                && e.fd == Some(outcome.fd)
                 && e.op.as_str() == op
         });
-        let (event, mismatches) = match found {
+        let (event, mut mismatches) = match found {
             Some(i) => {
                 used[i] = true;
                 (Some(events[i].clone()), compare(outcome, &events[i]))
             }
             None => (None, vec!["no event".to_string()]),
         };
+        let mut get_port = Vec::new();
+        if let Some(id) = event.as_ref().and_then(|e| e.call_id) {
+            for (i, e) in events.iter().enumerate() {
+                if !used[i] && e.op == Op::GetPort && e.tid == outcome.tid && e.call_id == Some(id)
+                {
+                    used[i] = true;
+                    get_port.push(e.clone());
+                }
+            }
+        }
+        if allocations && event.is_some() {
+            let before = bound_before(outcomes, outcome);
+            mismatches.extend(compare_allocations(outcome, before, &get_port));
+        }
         steps.push(StepCheck {
             outcome: outcome.clone(),
             event,
+            get_port,
             mismatches,
         });
     }
@@ -89,6 +114,53 @@ pub fn check(outcomes: &[StepOutcome], events: &[BindEvent]) -> Checked {
         .map(|(e, _)| e.clone())
         .collect();
     Checked { steps, extra }
+}
+
+/// What the step's socket held before the step (the last earlier step on it says).
+fn bound_before(outcomes: &[StepOutcome], step: &StepOutcome) -> Option<(IpAddr, u16)> {
+    outcomes
+        .iter()
+        .take_while(|o| !std::ptr::eq(*o, step))
+        .filter(|o| o.scenario == step.scenario && o.sock == step.sock)
+        .last()
+        .and_then(|o| o.bound)
+}
+
+/// The port allocations of one call against what the kernel told the workload.
+fn compare_allocations(
+    o: &StepOutcome,
+    before: Option<(IpAddr, u16)>,
+    get_port: &[BindEvent],
+) -> Vec<String> {
+    let mut diffs = Vec::new();
+    for g in get_port {
+        if g.errno != o.errno {
+            diffs.push(format!(
+                "get_port errno: call {}, get_port {}",
+                o.errno, g.errno
+            ));
+        }
+        if o.errno == 0 && g.bound.map(|b| b.port) != o.bound.map(|b| b.1) {
+            diffs.push(format!(
+                "get_port port: kernel {:?}, observer {:?}",
+                o.bound.map(|b| b.1),
+                g.bound.map(|b| b.port)
+            ));
+        }
+    }
+    let ephemeral_bind = o.op.as_deref() == Some("bind")
+        && o.requested.is_some_and(|r| r.1 == 0)
+        && !o
+            .options
+            .get("bind_address_no_port")
+            .copied()
+            .unwrap_or(false);
+    let autobind = o.op.as_deref() == Some("listen") && before.is_none();
+    let asked_any = get_port.iter().any(|g| g.requested_port() == Some(0));
+    if o.errno == 0 && (ephemeral_bind || autobind) && !asked_any {
+        diffs.push("no get_port event for port 0".to_string());
+    }
+    diffs
 }
 
 /// Every field the workload knows independently of the observer.

@@ -16,11 +16,17 @@ use std::rc::Rc;
 pub struct DemoRun {
     pub checked: Checked,
     pub summary: Summary,
+    /// The backend that observed the run.
+    pub backend: String,
 }
 
 /// Runs `scenarios` (all of them when empty) under the observer.
-pub fn run(names: &[String], buffer_bytes: u32) -> Result<DemoRun> {
-    let loaded = backend::load_tracepoint(buffer_bytes)?;
+pub fn run(names: &[String], buffer_bytes: u32, choice: backend::Choice) -> Result<DemoRun> {
+    let loaded = backend::load(choice, buffer_bytes)?;
+    for skipped in &loaded.skipped {
+        eprintln!("observer: skipped {}: {}", skipped.backend, skipped.reason);
+    }
+    let backend_name = loaded.backend.to_string();
     let exe = std::env::current_exe().context("finding the observer binary")?;
     let output: Rc<RefCell<Option<std::io::Result<std::process::Output>>>> = Rc::default();
     let slot = output.clone();
@@ -61,8 +67,9 @@ pub fn run(names: &[String], buffer_bytes: u32) -> Result<DemoRun> {
     }
     let outcomes = parse_outcomes(&output.stdout)?;
     Ok(DemoRun {
-        checked: check::check(&outcomes, &sink.events),
+        checked: check::check(&outcomes, &sink.events, backend_name != "tracepoint"),
         summary,
+        backend: backend_name,
     })
 }
 

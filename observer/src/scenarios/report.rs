@@ -30,6 +30,15 @@ fn verdict(check: &StepCheck) -> String {
     }
 }
 
+/// The checked steps of one scenario.
+fn steps_of<'a>(checked: &'a Checked, scenario: &str) -> Vec<&'a StepCheck> {
+    checked
+        .steps
+        .iter()
+        .filter(|s| s.outcome.scenario == scenario)
+        .collect()
+}
+
 /// Renders the report for `scenarios` from the check of the whole run.
 pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
     let mut out = String::new();
@@ -38,11 +47,7 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
     let mut kernel_ok = 0;
     let mut claims_fail = Vec::new();
     for scenario in scenarios {
-        let steps: Vec<&StepCheck> = checked
-            .steps
-            .iter()
-            .filter(|s| s.outcome.scenario == scenario.name)
-            .collect();
+        let steps = steps_of(checked, scenario.name);
         let holds = if scenario.claim_holds {
             "claim holds on Linux"
         } else {
@@ -94,7 +99,7 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
             e.op.as_str(),
             e.result,
             e.pid,
-            e.fd,
+            e.fd.map_or_else(|| "?".into(), |fd| fd.to_string()),
             e.comm
         );
     }
@@ -108,5 +113,45 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
         claims_fail.len(),
         claims_fail.join(", ")
     );
+    out
+}
+
+/// One JSON line per scenario: whether the observer matched the kernel in every observed call
+/// (and the scenario's namespace had no extra event), with the differences. For `vm-test`.
+pub fn verdicts(scenarios: &[Scenario], checked: &Checked, backend: &str) -> String {
+    let mut out = String::new();
+    for scenario in scenarios {
+        let steps = steps_of(checked, scenario.name);
+        let netns: Vec<u64> = steps.iter().map(|s| s.outcome.netns).collect();
+        let mut mismatches: Vec<String> = steps
+            .iter()
+            .flat_map(|s| {
+                s.mismatches
+                    .iter()
+                    .map(move |m| format!("step {} {}: {m}", s.outcome.step, s.outcome.call))
+            })
+            .collect();
+        for e in &checked.extra {
+            if e.netns.is_some_and(|n| netns.contains(&u64::from(n))) {
+                mismatches.push(format!(
+                    "extra event: {} {} ({})",
+                    e.op.as_str(),
+                    e.result,
+                    e.hook
+                ));
+            }
+        }
+        let record = serde_json::json!({
+            "type": "verdict",
+            "scenario": scenario.name,
+            "backend": backend,
+            "observed": steps.iter().filter(|s| s.outcome.op.is_some()).count(),
+            "get_port": steps.iter().map(|s| s.get_port.len()).sum::<usize>(),
+            "kernel_as_declared": steps.iter().all(|s| s.kernel_as_declared()),
+            "pass": mismatches.is_empty(),
+            "mismatches": mismatches,
+        });
+        let _ = writeln!(out, "{record}");
+    }
     out
 }

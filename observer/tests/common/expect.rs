@@ -48,6 +48,7 @@ impl Expect {
             "result": "OK",
             "errno": 0,
             "hook": format!("tracepoint:sys_exit_{op}"),
+            "call_id": null,
         });
         let map = v.as_object_mut().unwrap();
         for opt in Opt::ALL {

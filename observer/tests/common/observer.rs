@@ -53,6 +53,17 @@ impl Observer {
         assert_eq!(start["type"], "start", "first record: {start}");
         assert_eq!(start["pid"], proc.pid(), "start record pid: {start}");
         assert_eq!(start["backend"], "tracepoint", "{start}");
+        // This machine's kernel refuses fexit and has no kprobes (shared/PLATFORM.md): `auto`
+        // says why it skipped each, in one line.
+        let skipped: Vec<&str> = start["skipped_backends"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["backend"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(skipped, ["fexit", "kprobe"], "{start}");
+        for s in start["skipped_backends"].as_array().into_iter().flatten() {
+            let reason = s["reason"].as_str().unwrap_or_default();
+            assert!(!reason.is_empty() && !reason.contains('\n'), "{start}");
+        }
         assert_eq!(
             start["hooks"],
             json!(["tracepoint:sys_exit_bind", "tracepoint:sys_exit_listen"]),

@@ -1,0 +1,215 @@
+//! What the kernel-function backends (fexit, kprobe) share: one routine per probed call that
+//! turns the function's arguments and result into a `BindRecord`, the per-thread link between
+//! a port allocation and the `bind()`/`listen()` it happens inside, the "which hooks fired"
+//! counters the collector checks at start, and the one place records are submitted.
+//!
+//! These hooks see `struct socket *` / `struct sock *`, not fds: the fd is taken from the
+//! task's user registers when the call came from the `bind`/`listen` system call (x86_64
+//! `pt_regs` fields, located through BTF like every other field), and left unknown otherwise
+//! (io_uring, in-kernel callers).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
+use observer_common::{
+    BindRecord, CONFIG_VERSION, COUNTER_LOST, HOOK_COUNT, OP_BIND, OP_GET_PORT, OP_LISTEN,
+    RECORD_BIND, SOCKADDR_LEN, known,
+};
+
+use crate::{EVENTS, cfg, config, count, is_collector, read};
+
+/// How many times each hook ran (indexed by `HOOK_*`), counted before any filtering: the
+/// collector's start-up self-test reads it to prove each probe fires on this kernel.
+#[map]
+static FIRED: PerCpuArray<u64> = PerCpuArray::with_max_entries(HOOK_COUNT, 0);
+
+/// Per thread: the port allocation that ran last, so that the `bind()`/`listen()` it ran
+/// inside takes the same `call_id`.
+#[map]
+static CALLS: LruHashMap<u32, Call> = LruHashMap::with_max_entries(16384, 0);
+
+/// A port allocation waiting for its enclosing call.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Call {
+    /// The `struct sock` it was for.
+    sk: u64,
+    /// Its `call_id`.
+    id: u64,
+}
+
+/// Counts one run of `hook`, and says whether the program should go on (config loaded, not
+/// the collector's own call).
+#[inline(always)]
+pub(crate) fn enter(hook: u16) -> Option<u64> {
+    if let Some(slot) = FIRED.get_ptr_mut(u32::from(hook)) {
+        // SAFETY: per-CPU slot of a map that lives as long as the program; programs on one CPU
+        // do not preempt each other, so the read-modify-write is not racy.
+        unsafe { *slot += 1 };
+    }
+    if cfg(&config().version) != CONFIG_VERSION {
+        return None;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (!is_collector(pid_tgid)).then_some(pid_tgid)
+}
+
+/// Forgets a port allocation left by this thread (a new call starts: kprobe entry).
+#[inline(always)]
+pub(crate) fn forget_call(pid_tgid: u64) {
+    let _ = CALLS.remove(pid_tgid as u32);
+}
+
+/// The fd of the `bind`/`listen` system call this thread is in, if it is in that one.
+#[inline(always)]
+fn syscall_fd(nr: u32) -> Option<i32> {
+    let c = config();
+    // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
+    let task = unsafe { generated::bpf_get_current_task_btf() };
+    // SAFETY: `task` is the BTF task pointer the verifier requires; the helper returns that
+    // task's user-mode registers.
+    let regs = unsafe { generated::bpf_task_pt_regs(task) } as *const u8;
+    if regs.is_null() {
+        return None;
+    }
+    let got = read::field(regs, &c.regs_syscall_nr).ok()?;
+    if got != u64::from(nr) {
+        return None;
+    }
+    read::field(regs, &c.regs_arg0).ok().map(|fd| fd as i32)
+}
+
+/// What identifies a record beyond the thread: its call and, when known, its fd.
+struct Ids {
+    call_id: u64,
+    fd: Option<i32>,
+}
+
+/// The ids of a `bind`/`listen` on `socket`, made through system call number `nr`.
+#[inline(always)]
+fn call_ids(pid_tgid: u64, socket: *const u8, nr: u32) -> Ids {
+    let sk = read::field(socket, &config().socket_sk).unwrap_or(0);
+    Ids {
+        call_id: call_id_for(pid_tgid, sk),
+        fd: syscall_fd(nr),
+    }
+}
+
+/// Reserves, fills and submits one record. `fill` sets what is particular to the hook.
+#[inline(always)]
+fn submit<F: FnOnce(&mut BindRecord)>(
+    pid_tgid: u64,
+    (op, hook, ret): (u16, u16, i32),
+    ids: Ids,
+    fill: F,
+) {
+    let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
+        count(COUNTER_LOST);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
+    // bytes that this program owns until submit; it is zeroed before any field is set.
+    unsafe {
+        core::ptr::write_bytes(rec, 0, 1);
+        let r = &mut *rec;
+        r.kind = RECORD_BIND;
+        r.op = op;
+        r.hook = hook;
+        r.ts_ns = generated::bpf_ktime_get_ns();
+        r.pid = (pid_tgid >> 32) as u32;
+        r.tid = pid_tgid as u32;
+        r.uid = bpf_get_current_uid_gid() as u32;
+        r.ret = ret;
+        r.call_id = ids.call_id;
+        r.fd = -1;
+        if let Some(fd) = ids.fd {
+            r.fd = fd;
+            r.sock_known |= known::FD;
+        }
+        if let Ok(comm) = bpf_get_current_comm() {
+            r.comm = comm;
+        }
+        fill(r);
+    }
+    entry.submit(0);
+}
+
+/// Takes the call id a port allocation on `sk` left for this thread, or makes a new one.
+#[inline(always)]
+fn call_id_for(pid_tgid: u64, sk: u64) -> u64 {
+    let tid = pid_tgid as u32;
+    if let Some(call) = CALLS.get_ptr(tid) {
+        // SAFETY: the pointer came from a successful lookup; only this thread writes entries
+        // under its own tid.
+        let call = unsafe { *call };
+        let _ = CALLS.remove(tid);
+        if call.sk == sk {
+            return call.id;
+        }
+    }
+    // SAFETY: no preconditions.
+    unsafe { generated::bpf_ktime_get_ns() }
+}
+
+/// `inet_bind` / `inet6_bind` returned `ret` for `socket`, asked for `uaddr` (a kernel copy
+/// of the caller's sockaddr) of `addrlen` bytes.
+#[inline(always)]
+pub(crate) fn bind_done(
+    pid_tgid: u64,
+    hook: u16,
+    socket: *const u8,
+    uaddr: *const u8,
+    addrlen: i32,
+    ret: i32,
+) {
+    let c = config();
+    let ids = call_ids(pid_tgid, socket, cfg(&c.nr_bind));
+    submit(pid_tgid, (OP_BIND, hook, ret), ids, |r| {
+        r.addrlen = addrlen as u32;
+        let mut len = addrlen as u32;
+        if len > SOCKADDR_LEN as u32 {
+            len = SOCKADDR_LEN as u32;
+        }
+        if len > 0 && !uaddr.is_null() {
+            // SAFETY: the helper validates the kernel address and fails instead of faulting;
+            // `len` is at most the size of the destination.
+            let rc = unsafe {
+                generated::bpf_probe_read_kernel(r.sockaddr.as_mut_ptr().cast(), len, uaddr.cast())
+            };
+            if rc == 0 {
+                r.sockaddr_len = len;
+            }
+        }
+        read::from_socket(r, socket, c);
+    });
+}
+
+/// `inet_listen` returned `ret` for `socket`.
+#[inline(always)]
+pub(crate) fn listen_done(pid_tgid: u64, hook: u16, socket: *const u8, ret: i32) {
+    let c = config();
+    let ids = call_ids(pid_tgid, socket, cfg(&c.nr_listen));
+    submit(pid_tgid, (OP_LISTEN, hook, ret), ids, |r| {
+        read::from_socket(r, socket, c);
+    });
+}
+
+/// A port allocation for `sk` asked for `snum` (0 = any) and returned `ret` (0 = done, else
+/// the port is not available: its callers turn that into EADDRINUSE).
+#[inline(always)]
+pub(crate) fn get_port_done(pid_tgid: u64, hook: u16, sk: *const u8, snum: u16, ret: i32) {
+    // SAFETY: no preconditions.
+    let id = unsafe { generated::bpf_ktime_get_ns() };
+    let call = Call { sk: sk as u64, id };
+    let _ = CALLS.insert(pid_tgid as u32, call, 0);
+    let c = config();
+    let fd = syscall_fd(cfg(&c.nr_bind)).or_else(|| syscall_fd(cfg(&c.nr_listen)));
+    let ids = Ids { call_id: id, fd };
+    submit(pid_tgid, (OP_GET_PORT, hook, ret), ids, |r| {
+        r.snum = snum;
+        read::from_sk(r, sk, c);
+    });
+}

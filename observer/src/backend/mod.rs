@@ -1,0 +1,188 @@
+//! Loading and attaching the kernel programs: three backends, one event schema.
+//!
+//! - `fexit` ([`kfunc`]): BPF trampolines on `inet_bind`, `inet6_bind`, `inet_listen`,
+//!   `inet_csk_get_port` and `udp_lib_get_port`.
+//! - `kprobe` ([`kfunc`]): kprobe/kretprobe pairs on the same functions.
+//! - `tracepoint` ([`tracepoint`]): `syscalls:sys_{enter,exit}_{bind,listen}`.
+//!
+//! `auto` tries them in that order and keeps, for each one skipped, the reason. Order matters
+//! for honesty: privileges are checked first (a clear line instead of an EPERM from deep inside
+//! aya), the programs' config is derived from BTF, and only when every program is attached (and,
+//! for the kernel-function backends, seen to fire) does the caller get a [`Loaded`].
+
+pub mod kfunc;
+pub mod tracepoint;
+
+use crate::btf::{Btf, BtfError};
+use crate::offsets::{self, Resolved};
+use crate::sink::Skipped;
+use crate::tracefs::TracefsError;
+use aya::Ebpf;
+
+/// The programs, built by `build.rs`.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+
+/// Which backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    /// fexit, else kprobe, else tracepoint.
+    Auto,
+    Fexit,
+    Kprobe,
+    Tracepoint,
+}
+
+/// Loads the chosen backend; under `auto`, the first that loads, attaches and fires, with the
+/// reasons the others were skipped in [`Loaded::skipped`].
+pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
+    match choice {
+        Choice::Fexit => kfunc::load(kfunc::Kind::Fexit, buffer_bytes),
+        Choice::Kprobe => kfunc::load(kfunc::Kind::Kprobe, buffer_bytes),
+        Choice::Tracepoint => tracepoint::load(buffer_bytes),
+        Choice::Auto => {
+            check_privileges()?;
+            let mut skipped = Vec::new();
+            for kind in [kfunc::Kind::Fexit, kfunc::Kind::Kprobe] {
+                match kfunc::load(kind, buffer_bytes) {
+                    Ok(mut loaded) => {
+                        loaded.skipped = skipped;
+                        return Ok(loaded);
+                    }
+                    Err(err) => skipped.push(Skipped {
+                        backend: kind.name(),
+                        reason: err.short(),
+                    }),
+                }
+            }
+            let mut loaded = tracepoint::load(buffer_bytes)?;
+            loaded.skipped = skipped;
+            Ok(loaded)
+        }
+    }
+}
+
+/// The kernel-specific config every backend starts from: BTF offsets and the collector's pid.
+fn prepare() -> Result<Resolved, LoadError> {
+    let btf = Btf::from_sys_fs()?;
+    let mut resolved = offsets::resolve(&btf)?;
+    resolved.config.collector_tgid = std::process::id();
+    resolved.config.nr_bind = libc::SYS_bind as u32;
+    resolved.config.nr_listen = libc::SYS_listen as u32;
+    Ok(resolved)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "missing {0}: run as root, or grant CAP_BPF and CAP_PERFMON (kernels before 5.8: CAP_SYS_ADMIN)"
+    )]
+    Privilege(String),
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    #[error("reading the kernel's BTF: {0}")]
+    Btf(#[from] BtfError),
+    #[error("{0}")]
+    Layout(String),
+    #[error("loading the programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("{0}")]
+    NotFired(String),
+}
+
+impl LoadError {
+    /// One line for a skipped backend, e.g. `"BPF_PROG_LOAD refused: EPERM (fexit_inet_bind)"`.
+    pub fn short(&self) -> String {
+        use aya::programs::ProgramError;
+        match self {
+            LoadError::Program {
+                what,
+                source: ProgramError::LoadError { io_error, .. },
+            } => format!(
+                "BPF_PROG_LOAD refused: {} ({what})",
+                crate::errno::name(io_error.raw_os_error().unwrap_or(0))
+            ),
+            LoadError::Program {
+                what,
+                source: ProgramError::SyscallError(e),
+            } => format!(
+                "{} refused: {} ({what})",
+                e.call,
+                crate::errno::name(e.io_error.raw_os_error().unwrap_or(0))
+            ),
+            LoadError::Program { what, source } => {
+                let mut line = format!("{what}: {source}");
+                let mut cause = std::error::Error::source(source);
+                while let Some(err) = cause {
+                    line = format!("{line}: {err}");
+                    cause = err.source();
+                }
+                line
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Programs loaded and attached.
+pub struct Loaded {
+    /// Keeps the programs attached while alive; dropping it detaches them.
+    pub ebpf: Ebpf,
+    pub backend: &'static str,
+    /// e.g. `"tracepoint:sys_exit_bind"`.
+    pub hooks: Vec<String>,
+    /// Socket fields this kernel does not describe.
+    pub unknown_fields: Vec<String>,
+    /// True when this run mounted tracefs.
+    pub mounted_tracefs: bool,
+    pub buffer_bytes: u32,
+    /// Backends tried before this one (under `auto`), with the reason each was not used.
+    pub skipped: Vec<Skipped>,
+}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process, from `/proc/self/status`.
+pub fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+pub(crate) fn check_privileges() -> Result<(), LoadError> {
+    let Some(caps) = effective_caps() else {
+        return Ok(()); // Cannot tell: let the kernel decide.
+    };
+    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(cap, _)| !has(*cap))
+        .map(|(_, name)| name)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(LoadError::Privilege(missing.join(" and ")))
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it. Failure is not
+/// fatal: the load then reports EPERM with its own message.
+pub(crate) fn raise_memlock() {
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `limit` is a valid rlimit; setrlimit only reads it.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+}
