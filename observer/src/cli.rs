@@ -54,6 +54,12 @@ pub enum ScenariosCommand {
         /// Scenario names.
         names: Vec<String>,
     },
+    /// Bind a TCP socket with io_uring's IORING_OP_BIND (Linux 6.11+) under each backend and
+    /// say which backend saw it; exit 1 if a kernel-function backend that loaded missed it.
+    IoUringCheck,
+    /// The workload of `io-uring-check`: one IORING_OP_BIND in a private namespace.
+    #[command(hide = true)]
+    IoUringBind,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +201,12 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Scenarios(ScenariosCommand::Run { json, names }) => scenarios_run(json, &names),
+        Command::Scenarios(ScenariosCommand::IoUringBind) => {
+            let did = scenarios::uring::bind_once().context("io_uring bind")?;
+            println!("{}", serde_json::to_string(&did)?);
+            Ok(Outcome::Clean)
+        }
+        Command::Scenarios(ScenariosCommand::IoUringCheck) => io_uring_check(),
         Command::Demo(args) => demo(args),
     }
 }
@@ -234,6 +246,36 @@ fn scenarios_run(json: bool, names: &[String]) -> Result<Outcome> {
         Outcome::Clean
     } else {
         Outcome::Differences
+    })
+}
+
+fn io_uring_check() -> Result<Outcome> {
+    use backend::Choice;
+    let mut missed = false;
+    for choice in [Choice::Fexit, Choice::Kprobe, Choice::Tracepoint] {
+        match scenarios::uring::check(choice) {
+            Err(err) => println!("{choice:?}: not checked: {err:#}"),
+            Ok(None) => {
+                println!("this kernel has no IORING_OP_BIND (Linux 6.11+)");
+                return Ok(Outcome::Clean);
+            }
+            Ok(Some((caught, line))) => {
+                let verdict = match (caught, choice) {
+                    (true, _) => "seen",
+                    (false, Choice::Tracepoint) => "not seen (no bind system call: expected)",
+                    (false, _) => {
+                        missed = true;
+                        "MISSED"
+                    }
+                };
+                println!("{verdict}: {line}");
+            }
+        }
+    }
+    Ok(if missed {
+        Outcome::Differences
+    } else {
+        Outcome::Clean
     })
 }
 

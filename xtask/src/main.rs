@@ -1,9 +1,11 @@
 //! `cargo xtask`: drives the project. It installs what a fresh machine lacks (`setup`), runs
-//! the test suite (`test`) and the demo (`demo`). It builds nothing itself: `cargo build` does,
+//! the test suite (`test`), the demo (`demo`) and the checks on other kernels under qemu
+//! (`vm-test`). It builds nothing itself: `cargo build` does,
 //! through `observer/build.rs`.
 
 mod setup;
 mod util;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -27,6 +29,9 @@ enum Command {
         /// Scenario names (all when none is named).
         names: Vec<String>,
     },
+    /// Set up, then run the scenario checks under every backend on Debian's 6.1 and 6.12
+    /// kernels (qemu) and under the tracepoint backend here; fail on any mismatch (root needed).
+    VmTest,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Command::Setup => setup::all(),
         Command::Test => setup::all().and_then(|()| test()),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
+        Command::VmTest => setup::all().and_then(|()| vm::vm_test()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,14 +55,20 @@ fn main() -> ExitCode {
 fn demo(names: &[String]) -> Result<()> {
     use util::{cargo, run};
     run(cargo().args(["build", "--release", "--package", "observer"]))?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))?;
+    let root = root()?;
     run(
         std::process::Command::new(root.join("target/release/observer"))
             .arg("demo")
             .args(names),
     )
+}
+
+/// The workspace root.
+fn root() -> Result<std::path::PathBuf> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))
 }
 
 /// Formatting, lints on both sides, then the unit and root integration tests.

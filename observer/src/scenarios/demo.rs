@@ -22,6 +22,29 @@ pub struct DemoRun {
 
 /// Runs `scenarios` (all of them when empty) under the observer.
 pub fn run(names: &[String], buffer_bytes: u32, choice: backend::Choice) -> Result<DemoRun> {
+    let mut args = vec!["scenarios".to_string(), "run".into(), "--json".into()];
+    args.extend(names.iter().cloned());
+    let observed = observe(choice, buffer_bytes, &args)?;
+    let outcomes = parse_outcomes(&observed.output.stdout)?;
+    let allocations = observed.backend != "tracepoint";
+    Ok(DemoRun {
+        checked: check::check(&outcomes, &observed.events, allocations),
+        summary: observed.summary,
+        backend: observed.backend,
+    })
+}
+
+/// What a child observer process did, and what was seen of it.
+pub struct Observed {
+    pub output: std::process::Output,
+    pub events: Vec<crate::event::BindEvent>,
+    pub summary: Summary,
+    pub backend: String,
+}
+
+/// Loads the backend, then runs this binary with `args` as the workload (in a child: the
+/// collector never reports its own process) and collects every event until it ends.
+pub fn observe(choice: backend::Choice, buffer_bytes: u32, args: &[String]) -> Result<Observed> {
     let loaded = backend::load(choice, buffer_bytes)?;
     for skipped in &loaded.skipped {
         eprintln!("observer: skipped {}: {}", skipped.backend, skipped.reason);
@@ -30,12 +53,11 @@ pub fn run(names: &[String], buffer_bytes: u32, choice: backend::Choice) -> Resu
     let exe = std::env::current_exe().context("finding the observer binary")?;
     let output: Rc<RefCell<Option<std::io::Result<std::process::Output>>>> = Rc::default();
     let slot = output.clone();
-    let names_owned = names.to_vec();
+    let args = args.to_vec();
     // Polled only once the programs are attached: the workload starts after that.
     let workload = async move {
         let result = tokio::process::Command::new(exe)
-            .args(["scenarios", "run", "--json"])
-            .args(&names_owned)
+            .args(&args)
             .kill_on_drop(true)
             .output()
             .await;
@@ -57,17 +79,17 @@ pub fn run(names: &[String], buffer_bytes: u32, choice: backend::Choice) -> Resu
         .borrow_mut()
         .take()
         .context("the workload did not run")?
-        .context("starting the scenario workload")?;
+        .context("starting the workload")?;
     if !output.status.success() && output.stdout.is_empty() {
         bail!(
-            "the scenario workload failed ({}): {}",
+            "the workload failed ({}): {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    let outcomes = parse_outcomes(&output.stdout)?;
-    Ok(DemoRun {
-        checked: check::check(&outcomes, &sink.events, backend_name != "tracepoint"),
+    Ok(Observed {
+        output,
+        events: sink.events,
         summary,
         backend: backend_name,
     })

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod netns;
 pub mod report;
 mod run;
+pub mod uring;
 
 pub use run::{StepOutcome, run};
 
