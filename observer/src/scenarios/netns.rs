@@ -52,9 +52,18 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     Ok(req)
 }
 
-fn ioctl(fd: &OwnedFd, request: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
+/// `request` is one of libc's `SIOC*` constants, whose type differs between glibc and musl
+/// (and so does `libc::Ioctl`): the cast makes one call site serve both.
+fn ioctl(fd: &OwnedFd, request: u64, req: &mut libc::ifreq) -> io::Result<()> {
     // SAFETY: `req` is a valid, writable ifreq for the duration of the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), request, req as *mut libc::ifreq) } != 0 {
+    if unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            request as libc::Ioctl,
+            req as *mut libc::ifreq,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())
