@@ -36,8 +36,8 @@ pub enum Choice {
 /// reasons the others were skipped in [`Loaded::skipped`].
 pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
     match choice {
-        Choice::Fexit => kfunc::load(kfunc::Kind::Fexit, buffer_bytes),
-        Choice::Kprobe => kfunc::load(kfunc::Kind::Kprobe, buffer_bytes),
+        Choice::Fexit => one_line(kfunc::Kind::Fexit, buffer_bytes),
+        Choice::Kprobe => one_line(kfunc::Kind::Kprobe, buffer_bytes),
         Choice::Tracepoint => tracepoint::load(buffer_bytes),
         Choice::Auto => {
             check_privileges()?;
@@ -59,6 +59,17 @@ pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
             Ok(loaded)
         }
     }
+}
+
+/// A kernel-function backend asked for by name; its failure in one line, as `auto` gives it.
+fn one_line(kind: kfunc::Kind, buffer_bytes: u32) -> Result<Loaded, LoadError> {
+    kfunc::load(kind, buffer_bytes).map_err(|err| match err {
+        err @ LoadError::Privilege(_) => err,
+        err => LoadError::Unavailable {
+            backend: kind.name(),
+            reason: err.short(),
+        },
+    })
 }
 
 /// The kernel-specific config every backend starts from: BTF offsets and the collector's pid.
@@ -93,6 +104,11 @@ pub enum LoadError {
     },
     #[error("{0}")]
     NotFired(String),
+    #[error("the {backend} backend is not available here: {reason}")]
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
 }
 
 impl LoadError {
