@@ -204,3 +204,7 @@ fn compare(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
     }
     diffs
 }
+
+#[cfg(test)]
+#[path = "check_tests.rs"]
+mod tests;
