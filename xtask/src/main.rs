@@ -1,8 +1,9 @@
 //! `cargo xtask`: drives the project. It installs what a fresh machine lacks (`setup`), runs
-//! the test suite (`test`), the demo (`demo`) and the checks on other kernels under qemu
-//! (`vm-test`). It builds nothing itself: `cargo build` does,
-//! through `observer/build.rs`.
+//! the test suite (`test`), the demo (`demo`), the benchmark (`bench`) and the checks on
+//! other kernels under qemu (`vm-test`). It builds nothing itself: `cargo build` does, through
+//! `observer/build.rs`.
 
+mod bench;
 mod setup;
 mod util;
 mod vm;
@@ -29,6 +30,15 @@ enum Command {
         /// Scenario names (all when none is named).
         names: Vec<String>,
     },
+    /// Set up, build, and measure what the observer costs; writes BENCH.md (root needed).
+    Bench {
+        /// Interleaved rounds of every load under every watcher.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
+        /// Length of the full-rate throughput run, in seconds.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Set up, then run the scenario checks under every backend on Debian's 6.1 and 6.12
     /// kernels (qemu) and under the tracepoint backend here; fail on any mismatch (root needed).
     VmTest,
@@ -40,6 +50,12 @@ fn main() -> ExitCode {
         Command::Setup => setup::all(),
         Command::Test => setup::all().and_then(|()| test()),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
+        Command::Bench { rounds, seconds } => setup::all().and_then(|()| {
+            bench::bench(&bench::Options {
+                rounds: rounds as usize,
+                seconds: seconds as f64,
+            })
+        }),
         Command::VmTest => setup::all().and_then(|()| vm::vm_test()),
     };
     match result {
