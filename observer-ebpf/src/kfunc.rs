@@ -38,6 +38,10 @@ struct Call {
     sk: u64,
     /// Its `call_id`.
     id: u64,
+    /// The system call the thread was in (`u64::MAX` when unknown): an allocation made in
+    /// another system call (a UDP autobind in `connect()`/`sendto()`) is never linked to a
+    /// later `bind()`/`listen()` on the same socket.
+    nr: u64,
 }
 
 /// Counts one run of `hook`, and says whether the program should go on (config loaded, not
@@ -62,9 +66,10 @@ pub(crate) fn forget_call(pid_tgid: u64) {
     let _ = CALLS.remove(pid_tgid as u32);
 }
 
-/// The fd of the `bind`/`listen` system call this thread is in, if it is in that one.
+/// The number of the system call this thread is in and its first argument, from the task's
+/// user registers.
 #[inline(always)]
-fn syscall_fd(nr: u32) -> Option<i32> {
+fn syscall() -> Option<(u64, u64)> {
     let c = config();
     // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
     let task = unsafe { generated::bpf_get_current_task_btf() };
@@ -74,11 +79,18 @@ fn syscall_fd(nr: u32) -> Option<i32> {
     if regs.is_null() {
         return None;
     }
-    let got = read::field(regs, &c.regs_syscall_nr).ok()?;
-    if got != u64::from(nr) {
-        return None;
+    let nr = read::field(regs, &c.regs_syscall_nr).ok()?;
+    let arg0 = read::field(regs, &c.regs_arg0).ok()?;
+    Some((nr, arg0))
+}
+
+/// The fd of the system call `nr` (`bind`/`listen`) this thread is in, if it is in that one.
+#[inline(always)]
+fn syscall_fd(call: Option<(u64, u64)>, nr: u32) -> Option<i32> {
+    match call {
+        Some((got, fd)) if got == u64::from(nr) => Some(fd as i32),
+        _ => None,
     }
-    read::field(regs, &c.regs_arg0).ok().map(|fd| fd as i32)
 }
 
 /// What identifies a record beyond the thread: its call and, when known, its fd.
@@ -91,9 +103,10 @@ struct Ids {
 #[inline(always)]
 fn call_ids(pid_tgid: u64, socket: *const u8, nr: u32) -> Ids {
     let sk = read::field(socket, &config().socket_sk).unwrap_or(0);
+    let call = syscall();
     Ids {
-        call_id: call_id_for(pid_tgid, sk),
-        fd: syscall_fd(nr),
+        call_id: call_id_for(pid_tgid, sk, call.map_or(u64::MAX, |c| c.0)),
+        fd: syscall_fd(call, nr),
     }
 }
 
@@ -137,16 +150,17 @@ fn submit<F: FnOnce(&mut BindRecord)>(
     entry.submit(0);
 }
 
-/// Takes the call id a port allocation on `sk` left for this thread, or makes a new one.
+/// Takes the call id a port allocation on `sk` in system call `nr` left for this thread, or
+/// makes a new one.
 #[inline(always)]
-fn call_id_for(pid_tgid: u64, sk: u64) -> u64 {
+fn call_id_for(pid_tgid: u64, sk: u64, nr: u64) -> u64 {
     let tid = pid_tgid as u32;
     if let Some(call) = CALLS.get_ptr(tid) {
         // SAFETY: the pointer came from a successful lookup; only this thread writes entries
         // under its own tid.
         let call = unsafe { *call };
         let _ = CALLS.remove(tid);
-        if call.sk == sk {
+        if call.sk == sk && call.nr == nr {
             return call.id;
         }
     }
@@ -203,10 +217,15 @@ pub(crate) fn listen_done(pid_tgid: u64, hook: u16, socket: *const u8, ret: i32)
 pub(crate) fn get_port_done(pid_tgid: u64, hook: u16, sk: *const u8, snum: u16, ret: i32) {
     // SAFETY: no preconditions.
     let id = unsafe { generated::bpf_ktime_get_ns() };
-    let call = Call { sk: sk as u64, id };
+    let sys = syscall();
+    let call = Call {
+        sk: sk as u64,
+        id,
+        nr: sys.map_or(u64::MAX, |c| c.0),
+    };
     let _ = CALLS.insert(pid_tgid as u32, call, 0);
     let c = config();
-    let fd = syscall_fd(cfg(&c.nr_bind)).or_else(|| syscall_fd(cfg(&c.nr_listen)));
+    let fd = syscall_fd(sys, cfg(&c.nr_bind)).or_else(|| syscall_fd(sys, cfg(&c.nr_listen)));
     let ids = Ids { call_id: id, fd };
     submit(pid_tgid, (OP_GET_PORT, hook, ret), ids, |r| {
         r.snum = snum;
