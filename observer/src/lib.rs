@@ -8,6 +8,7 @@ pub mod backend;
 pub mod btf;
 pub mod cli;
 pub mod collector;
+pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod event;
