@@ -46,7 +46,9 @@ pub fn fixes(r: &Request, findings: &[Finding], ctx: &Context<'_>) -> Vec<String
             out.push(format!("set {flag} on this socket"));
         }
     }
-    if out.is_empty() {
+    // A TIME_WAIT socket's flags can no longer be changed.
+    let any_tw = findings.iter().any(|f| table[f.index].state == TCP_TIME_WAIT);
+    if out.is_empty() && !any_tw {
         both_sides(r, findings, table, &mut out);
     }
     wait_time_wait(findings, ctx, &mut out);

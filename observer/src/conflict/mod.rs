@@ -10,6 +10,7 @@
 //! ([`ephemeral`]). [`report`] renders a conflict for people.
 
 pub mod advice;
+pub mod cases;
 pub mod ephemeral;
 pub mod owners;
 pub mod report;

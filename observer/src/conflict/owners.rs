@@ -8,7 +8,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 
 /// A process holding a socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -157,10 +156,4 @@ fn getsockopt_bool(fd: &OwnedFd, opt: Opt, v6: bool) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(value != 0)
-}
-
-/// Inode of a path's target (`/proc/self/ns/net`-style links), for tests and callers that
-/// compare namespaces.
-pub fn inode_of(path: &std::path::Path) -> io::Result<u64> {
-    Ok(std::fs::metadata(path)?.ino())
 }

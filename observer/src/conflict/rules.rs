@@ -469,3 +469,7 @@ fn rule(proto: Proto, sk: &Sk, sk2: &Sk) -> Rule {
     }
     Rule::NoReuseFlags
 }
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;
