@@ -39,6 +39,10 @@ pub enum Command {
     /// Run every scenario under the observer and show the claim, Linux's result, the kernel's
     /// result and what the observer saw, side by side.
     Demo(DemoArgs),
+    /// Would a bind to ADDR:PORT succeed now? If not: the sockets in the way, their owners,
+    /// the rule that makes them conflict, and what would work.
+    #[command(after_help = crate::conflict::why::WHY_HELP)]
+    Why(crate::conflict::why::WhyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Differences) => ExitCode::from(EXIT_FAILURE),
+        Ok(Outcome::Code(code)) => ExitCode::from(code),
         Err(err) if err.is::<UsageError>() => {
             eprintln!("observer: {err}");
             ExitCode::from(EXIT_USAGE)
@@ -173,6 +178,8 @@ enum Outcome {
     Clean,
     /// The run worked but found a difference (a step's result, an observer mismatch).
     Differences,
+    /// The subcommand's own exit code (`why`).
+    Code(u8),
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
@@ -186,6 +193,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Scenarios(ScenariosCommand::Run { json, names }) => scenarios_run(json, &names),
         Command::Demo(args) => demo(args),
+        Command::Why(args) => match crate::conflict::why::run(&args) {
+            Ok(code) => Ok(Outcome::Code(code)),
+            Err(crate::conflict::why::WhyError::Usage(msg)) => Err(UsageError(msg).into()),
+            Err(err) => Err(err.into()),
+        },
     }
 }
 

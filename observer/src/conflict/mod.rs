@@ -16,6 +16,7 @@ pub mod owners;
 pub mod report;
 pub mod rules;
 pub mod socktable;
+pub mod why;
 
 use self::ephemeral::Ephemeral;
 use self::owners::Owner;

@@ -455,7 +455,8 @@ fn rule(proto: Proto, sk: &Sk, sk2: &Sk) -> Rule {
     if sk.reuseport && sk2.reuseport && !tw && sk.uid != sk2.uid {
         return Rule::ReuseportSameUid;
     }
-    if proto == Proto::Tcp && sk.reuse && sk2.reuse && sk2.state == TCP_LISTEN {
+    // Against a listener SO_REUSEADDR can never help: say so whenever either side has it.
+    if proto == Proto::Tcp && (sk.reuse || sk2.reuse) && sk2.state == TCP_LISTEN {
         return Rule::ReuseaddrVsListener;
     }
     if tw && (sk.reuse || sk.reuseport) {
