@@ -33,13 +33,31 @@ pub fn fixes(r: &Request, findings: &[Finding], ctx: &Context<'_>) -> Vec<String
     let table = ctx.table;
     let mut own = Vec::new();
     if !r.reuseaddr {
-        own.push(("SO_REUSEADDR", Request { reuseaddr: true, ..r.clone() }));
+        own.push((
+            "SO_REUSEADDR",
+            Request {
+                reuseaddr: true,
+                ..r.clone()
+            },
+        ));
     }
     if !r.reuseport {
-        own.push(("SO_REUSEPORT", Request { reuseport: true, ..r.clone() }));
+        own.push((
+            "SO_REUSEPORT",
+            Request {
+                reuseport: true,
+                ..r.clone()
+            },
+        ));
     }
     if matches!(r.addr, IpAddr::V6(a) if a.is_unspecified()) && !r.v6only {
-        own.push(("IPV6_V6ONLY", Request { v6only: true, ..r.clone() }));
+        own.push((
+            "IPV6_V6ONLY",
+            Request {
+                v6only: true,
+                ..r.clone()
+            },
+        ));
     }
     for (flag, changed) in &own {
         if free(changed, table) {
@@ -47,7 +65,9 @@ pub fn fixes(r: &Request, findings: &[Finding], ctx: &Context<'_>) -> Vec<String
         }
     }
     // A TIME_WAIT socket's flags can no longer be changed.
-    let any_tw = findings.iter().any(|f| table[f.index].state == TCP_TIME_WAIT);
+    let any_tw = findings
+        .iter()
+        .any(|f| table[f.index].state == TCP_TIME_WAIT);
     if out.is_empty() && !any_tw {
         both_sides(r, findings, table, &mut out);
     }
@@ -71,13 +91,14 @@ fn both_sides(r: &Request, findings: &[Finding], table: &[Existing], out: &mut V
         t
     };
     let lacking = |get: &dyn Fn(&Existing) -> Option<bool>| {
-        findings
-            .iter()
-            .any(|f| get(&table[f.index]) != Some(true))
+        findings.iter().any(|f| get(&table[f.index]) != Some(true))
     };
     if lacking(&|e| e.reuseaddr)
         && free(
-            &Request { reuseaddr: true, ..r.clone() },
+            &Request {
+                reuseaddr: true,
+                ..r.clone()
+            },
             &with(&|e| e.reuseaddr = Some(true)),
         )
     {
@@ -85,7 +106,10 @@ fn both_sides(r: &Request, findings: &[Finding], table: &[Existing], out: &mut V
     }
     if lacking(&|e| e.reuseport)
         && free(
-            &Request { reuseport: true, ..r.clone() },
+            &Request {
+                reuseport: true,
+                ..r.clone()
+            },
             &with(&|e| e.reuseport = Some(true)),
         )
     {

@@ -30,10 +30,7 @@ use std::net::IpAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("entering the network namespace {path}: {err}")]
-    Netns {
-        path: String,
-        err: std::io::Error,
-    },
+    Netns { path: String, err: std::io::Error },
     #[error("reading the socket table (sock_diag): {0}")]
     Table(std::io::Error),
     #[error("the network namespace {0} has no process left in it")]
@@ -260,8 +257,12 @@ fn holder(
     let tw = s.proto == Proto::Tcp && s.state == TCP_TIME_WAIT;
     let owners = found.get(&s.inode).cloned().unwrap_or_default();
     let owner_note = match () {
-        _ if tw => Some("TIME_WAIT: the socket is closed and has no owner; the kernel keeps it until its time is up"),
-        _ if owners.is_empty() => Some("no process has a descriptor for it (closed since, or held by the kernel)"),
+        _ if tw => Some(
+            "TIME_WAIT: the socket is closed and has no owner; the kernel keeps it until its time is up",
+        ),
+        _ if owners.is_empty() => {
+            Some("no process has a descriptor for it (closed since, or held by the kernel)")
+        }
         _ => None,
     };
     Holder {

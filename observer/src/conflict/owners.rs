@@ -31,7 +31,11 @@ pub fn find(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
         return found;
     };
     for entry in procs.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
@@ -59,7 +63,10 @@ pub fn find(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
 
 /// `socket:[12345]` → 12345.
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 fn describe(pid: u32, fd: i32) -> Owner {

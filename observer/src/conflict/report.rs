@@ -50,7 +50,10 @@ fn holder_lines(h: &Holder) -> Vec<String> {
     }
     let mut out = vec![head];
     for o in &h.owners {
-        out.push(format!("  held by pid {} ({}): {}", o.pid, o.comm, o.cmdline));
+        out.push(format!(
+            "  held by pid {} ({}): {}",
+            o.pid, o.comm, o.cmdline
+        ));
     }
     if let Some(note) = h.owner_note {
         out.push(format!("  {note}"));
@@ -88,7 +91,9 @@ impl Holder {
 pub fn lines(c: &Conflict) -> Vec<String> {
     let mut out = Vec::new();
     match c.verdict {
-        "free" => out.push("nothing is in the way now (if the call failed, the holder has gone since)".into()),
+        "free" => out.push(
+            "nothing is in the way now (if the call failed, the holder has gone since)".into(),
+        ),
         "uncertain" => out.push("in the way only if flags that could not be read are set:".into()),
         _ => {}
     }
@@ -103,7 +108,11 @@ pub fn lines(c: &Conflict) -> Vec<String> {
             e.in_use,
             e.reserved_in_range,
             e.free,
-            if e.reserved.is_empty() { "none" } else { &e.reserved }
+            if e.reserved.is_empty() {
+                "none"
+            } else {
+                &e.reserved
+            }
         ));
     }
     if !c.fixes.is_empty() {

@@ -292,9 +292,7 @@ fn inet_use_bhash2_on_bind(sk: &Sk) -> bool {
 /// `inet_bind2_bucket_match_addr_any`: is `sk2`'s bhash2 bucket one of the wildcard buckets
 /// that a specific-address `sk` must be checked against?
 fn inet_bind2_bucket_match_addr_any(sk2: &Sk, sk: &Sk) -> bool {
-    let bucket_v6 = sk2
-        .v6
-        .unwrap_or_else(|| sk2.rcv_saddr.to_ipv6_mapped());
+    let bucket_v6 = sk2.v6.unwrap_or_else(|| sk2.rcv_saddr.to_ipv6_mapped());
     match ipv6_addr_type(&bucket_v6) {
         V6Type::Any => true,
         V6Type::Other => false,
@@ -317,9 +315,7 @@ fn inet_bind_conflict(sk: &Sk, sk2: &Sk) -> bool {
     if sk.reuse && sk2.reuse && sk2.state != TCP_LISTEN {
         return false;
     }
-    !sk.reuseport
-        || !sk2.reuseport
-        || (sk2.state != TCP_TIME_WAIT && sk.uid != sk2.uid)
+    !sk.reuseport || !sk2.reuseport || (sk2.state != TCP_TIME_WAIT && sk.uid != sk2.uid)
 }
 
 fn inet_bhash2_conflict(sk: &Sk, sk2: &Sk) -> bool {
@@ -381,7 +377,7 @@ fn values(flag: Option<bool>) -> &'static [bool] {
     match flag {
         Some(true) => &[true],
         Some(false) => &[false],
-        None => &[false, true],
+        None => &[true, false],
     }
 }
 

@@ -18,7 +18,10 @@ fn every_case_gets_linux_answer_overlap_and_rule() {
         let findings = check(&c.request.request(), &table(&c.existing));
         let got = findings.first().map(|f| (f.overlap, f.rule));
         if got != c.refused || findings.iter().any(|f| !f.certain) {
-            wrong.push(format!("{}: want {:?}, got {findings:?}", c.name, c.refused));
+            wrong.push(format!(
+                "{}: want {:?}, got {findings:?}",
+                c.name, c.refused
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
@@ -34,8 +37,14 @@ fn kernel_check_names_the_function_that_refuses() {
         check_of(tcp("0.0.0.0").listen(), tcp(lo)),
         "inet_bhash2_addr_any_conflict"
     );
-    assert_eq!(check_of(tcp(lo).listen(), tcp(lo)), "inet_csk_bind_conflict");
-    assert_eq!(check_of(tcp(lo).listen(), tcp("0.0.0.0")), "inet_csk_bind_conflict");
+    assert_eq!(
+        check_of(tcp(lo).listen(), tcp(lo)),
+        "inet_csk_bind_conflict"
+    );
+    assert_eq!(
+        check_of(tcp(lo).listen(), tcp("0.0.0.0")),
+        "inet_csk_bind_conflict"
+    );
     assert_eq!(check_of(udp(lo), udp(lo)), "udp_lib_lport_inuse");
 }
 

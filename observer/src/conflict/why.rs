@@ -51,9 +51,8 @@ pub struct WhyArgs {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)")
-    })
+    s.parse()
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)"))
 }
 
 /// The `--json` object.

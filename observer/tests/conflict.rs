@@ -1,0 +1,262 @@
+//! The conflict diagnosis against the real kernel, as root.
+//!
+//! * Every case of `observer::conflict::cases` is played on real sockets in its own network
+//!   namespace: the kernel must give the case's answer, and `diagnose` (socket table, owners,
+//!   flags read through pidfd_getfd, rule engine), asked just before the call, must agree with
+//!   the kernel, naming the case's overlap and rule.
+//! * A real third-party server (`python3 -m http.server`) holds a port; a bind against it fails;
+//!   `observer why` names the server's pid and comm, as `ss -ltnp` does, with the right rule.
+
+// Only part of the shared harness is used here.
+#[allow(unused_imports)]
+mod common;
+
+use common::{BOUND, in_netns, no_forks};
+use observer::conflict::cases::{self, Fate, PORT, Spec};
+use observer::conflict::rules::{Proto, TCP_TIME_WAIT};
+use observer::conflict::socktable::{self, Netns};
+use observer::conflict::{Conflict, Query, diagnose};
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// A socket of `spec`'s kind and flags, created with `spec.uid` as fsuid (the kernel takes
+/// the socket's owner uid from it).
+fn socket(spec: &Spec) -> Socket {
+    let domain = if spec.ip().is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let ty = match spec.proto {
+        Proto::Tcp => Type::STREAM,
+        Proto::Udp => Type::DGRAM,
+    };
+    // SAFETY: setfsuid changes only this thread's filesystem uid; restored right after.
+    let old = unsafe { libc::setfsuid(spec.uid) };
+    let s = Socket::new(domain, ty, None);
+    // SAFETY: as above.
+    unsafe { libc::setfsuid(old as libc::uid_t) };
+    let s = s.expect("socket");
+    s.set_reuse_address(spec.reuseaddr).unwrap();
+    s.set_reuse_port(spec.reuseport).unwrap();
+    if spec.v6only {
+        s.set_only_v6(true).unwrap();
+    }
+    s
+}
+
+fn addr(spec: &Spec) -> socket2::SockAddr {
+    SocketAddr::new(spec.ip(), PORT).into()
+}
+
+fn errno(r: std::io::Result<()>) -> i32 {
+    r.err().map_or(0, |e| e.raw_os_error().unwrap())
+}
+
+fn inode(s: &Socket) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
+        .unwrap()
+        .ino()
+}
+
+/// Leaves a TIME_WAIT socket of `spec`'s flags on `spec`'s address and PORT: a listener
+/// accepts a connection, the server side closes first, then the listener goes.
+fn time_wait(spec: &Spec) {
+    let listener = socket(spec);
+    listener.bind(&addr(spec)).expect("TIME_WAIT listener bind");
+    listener.listen(1).unwrap();
+    let client = Socket::new(
+        Domain::for_address(SocketAddr::new(spec.ip(), PORT)),
+        Type::STREAM,
+        None,
+    )
+    .unwrap();
+    client.connect(&addr(spec)).expect("connect");
+    let (server_side, _) = listener.accept().unwrap();
+    drop(server_side);
+    drop(client);
+    drop(listener);
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let on_port: Vec<_> = socktable::dump(Proto::Tcp)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.port == PORT)
+            .collect();
+        if on_port.len() == 1 && on_port[0].state == TCP_TIME_WAIT {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no lone TIME_WAIT socket: {on_port:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// Plays a case; returns the kernel's errno for the request and the diagnosis made just
+/// before it.
+fn play(case: &cases::Case) -> (i32, Conflict) {
+    let mut keep = Vec::new();
+    for e in case.existing.iter().filter(|e| e.fate != Fate::TimeWait) {
+        let s = socket(e);
+        assert_eq!(errno(s.bind(&addr(e))), 0, "{}: existing {e:?}", case.name);
+        keep.push((s, e));
+    }
+    let req = &case.request;
+    let s = socket(req);
+    let listen = req.fate == Fate::Listen;
+    if listen {
+        assert_eq!(errno(s.bind(&addr(req))), 0, "{}: request bind", case.name);
+    }
+    for (sock, e) in &keep {
+        if e.fate == Fate::Listen {
+            assert_eq!(errno(sock.listen(8)), 0, "{}: existing listen", case.name);
+        }
+    }
+    for e in case.existing.iter().filter(|e| e.fate == Fate::TimeWait) {
+        time_wait(e);
+    }
+    let query = Query {
+        request: req.request(),
+        netns: Netns::Current,
+        exclude_inode: listen.then(|| inode(&s)),
+    };
+    let conflict = diagnose(&query).expect("diagnose");
+    let result = if listen {
+        errno(s.listen(8))
+    } else {
+        errno(s.bind(&addr(req)))
+    };
+    (result, conflict)
+}
+
+#[test]
+fn every_case_kernel_and_diagnosis_agree() {
+    let mut wrong = Vec::new();
+    for case in cases::all() {
+        let (errno, conflict) = in_netns("conflict-case", |_| play(&case));
+        assert!(
+            errno == 0 || errno == libc::EADDRINUSE,
+            "{}: errno {errno}",
+            case.name
+        );
+        let refused = errno == libc::EADDRINUSE;
+        if refused != case.refused.is_some() {
+            wrong.push(format!(
+                "{}: the kernel gives errno {errno}, the case says {:?}",
+                case.name, case.refused
+            ));
+        }
+        let first = conflict
+            .holders
+            .first()
+            .map(|h| (h.overlap.name, h.rule.name));
+        let tw = case.existing.iter().any(|e| e.fate == Fate::TimeWait);
+        let agrees = match conflict.verdict {
+            "in_use" => refused && first == case.refused,
+            "free" => !refused,
+            // A TIME_WAIT socket's flags cannot be read: the answer may hang on them.
+            "uncertain" => tw && conflict.holders.iter().all(|h| h.reuseaddr.is_none()),
+            _ => false,
+        };
+        if !agrees {
+            wrong.push(format!(
+                "{}: kernel errno {errno}, diagnosis {}",
+                case.name,
+                serde_json::to_string(&conflict).unwrap()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+}
+
+/// The pid and comm `ss -ltnp` gives for the listener on `port`.
+fn ss_listener(port: u16) -> (u32, String) {
+    let out = Command::new("ss")
+        .args(["-ltnpH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // users:(("python3",pid=1234,fd=3))
+    let users = text
+        .split("users:((\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("ss: {text:?}"));
+    let (comm, rest) = users.split_once('"').unwrap();
+    let pid = rest
+        .split("pid=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    (pid.parse().unwrap(), comm.to_string())
+}
+
+#[test]
+fn why_names_a_real_http_server_like_ss() {
+    in_netns("why-http", |_| {
+        let guard = no_forks();
+        let mut server = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "8000"])
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        drop(guard);
+        // Ready once it says it serves (it prints after listen()).
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(
+            line.starts_with("Serving HTTP on 127.0.0.1 port 8000"),
+            "{line:?}"
+        );
+
+        let mine = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        mine.set_reuse_address(true).unwrap();
+        let target: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(errno(mine.bind(&target.into())), libc::EADDRINUSE);
+
+        let (ss_pid, ss_comm) = ss_listener(8000);
+        assert_eq!(ss_pid, server.id());
+        let guard = no_forks();
+        let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["why", "127.0.0.1:8000", "--reuseaddr", "--json"])
+            .output()
+            .unwrap();
+        drop(guard);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["result"], "EADDRINUSE");
+        let h = &v["conflict"]["holders"][0];
+        assert_eq!(v["conflict"]["holders"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(h["state"], "LISTEN");
+        assert_eq!(h["addr"], "127.0.0.1");
+        assert_eq!(h["port"], 8000);
+        // http.server sets SO_REUSEADDR (socketserver's allow_reuse_address).
+        assert_eq!(h["reuseaddr"], true);
+        assert_eq!(h["reuseport"], false);
+        assert_eq!(h["uid"], 0);
+        assert_eq!(h["owners"][0]["pid"], ss_pid);
+        assert_eq!(h["owners"][0]["comm"], ss_comm.as_str());
+        assert_eq!(h["owners"][0]["fd"], 3);
+        assert_eq!(h["overlap"]["name"], "same-address");
+        assert_eq!(h["rule"]["name"], "reuseaddr-vs-listener");
+        assert_eq!(h["kernel_check"], "inet_csk_bind_conflict");
+
+        // SAFETY: kill(2) on our own unreaped child.
+        assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+        server.wait().unwrap();
+    });
+}
