@@ -1,7 +1,8 @@
 //! `cargo xtask`: drives the project. It installs what a fresh machine lacks (`setup`), runs
-//! the test suite (`test`) and the demo (`demo`). It builds nothing itself: `cargo build` does,
-//! through `observer/build.rs`.
+//! the test suite (`test`), the demo (`demo`) and the benchmark (`bench`). It builds nothing
+//! itself: `cargo build` does, through `observer/build.rs`.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -27,6 +28,15 @@ enum Command {
         /// Scenario names (all when none is named).
         names: Vec<String>,
     },
+    /// Set up, build, and measure what the observer costs; writes BENCH.md (root needed).
+    Bench {
+        /// Interleaved rounds of every load under every watcher.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
+        /// Length of the full-rate throughput run, in seconds.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -35,6 +45,12 @@ fn main() -> ExitCode {
         Command::Setup => setup::all(),
         Command::Test => setup::all().and_then(|()| test()),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
+        Command::Bench { rounds, seconds } => setup::all().and_then(|()| {
+            bench::bench(&bench::Options {
+                rounds: rounds as usize,
+                seconds: seconds as f64,
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,14 +65,20 @@ fn main() -> ExitCode {
 fn demo(names: &[String]) -> Result<()> {
     use util::{cargo, run};
     run(cargo().args(["build", "--release", "--package", "observer"]))?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))?;
+    let root = root()?;
     run(
         std::process::Command::new(root.join("target/release/observer"))
             .arg("demo")
             .args(names),
     )
+}
+
+/// The workspace root.
+fn root() -> Result<std::path::PathBuf> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.to_path_buf())
+        .ok_or_else(|| anyhow::anyhow!("xtask has no parent directory"))
 }
 
 /// Formatting, lints on both sides, then the unit and root integration tests.

@@ -89,9 +89,12 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    // Another apt run (an unattended upgrade, a parallel job) holds the lock for a while:
+    // wait for it rather than fail.
+    let lock = "DPkg::Lock::Timeout=600";
+    run(Command::new("apt-get").args(["-o", lock, "update", "-qq"]))?;
     run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(["-o", lock, "install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

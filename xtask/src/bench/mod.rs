@@ -1,0 +1,198 @@
+//! `cargo xtask bench`: what the observer costs the programs it watches, as ratios taken in
+//! one run (these machines are shared and noisy, so absolute times from different runs do not
+//! compare). Each round runs every load under every watcher, in turn, and the medians are
+//! compared; the throughput run and the start times come after. Writes `BENCH.md`.
+
+mod report;
+mod tracer;
+
+use crate::util::{cargo, run};
+use anyhow::{Context as _, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tracer::{Tracer, pinned};
+
+/// The CPU the load runs on.
+const LOAD_CPU: usize = 0;
+
+/// One timed loop of the load generator.
+#[derive(Clone, Copy)]
+pub struct Load {
+    pub mode: &'static str,
+    pub label: &'static str,
+    pub iterations: u64,
+}
+
+pub const LOADS: [Load; 3] = [
+    Load {
+        mode: "failbind",
+        label: "failing bind (EADDRINUSE)",
+        iterations: 1_000_000,
+    },
+    Load {
+        mode: "realbind",
+        label: "socket + bind(port 0) + close",
+        iterations: 100_000,
+    },
+    Load {
+        mode: "getpid",
+        label: "getpid() (everyone else)",
+        iterations: 5_000_000,
+    },
+];
+
+pub struct Options {
+    pub rounds: usize,
+    /// Seconds of the throughput run.
+    pub seconds: f64,
+}
+
+/// ns per call for one load under one watcher, one sample per round.
+pub struct Samples {
+    pub load: Load,
+    pub tracer: Tracer,
+    pub ns: Vec<f64>,
+}
+
+/// The full-rate run with the observer writing JSON Lines to a file.
+pub struct Throughput {
+    pub seconds: f64,
+    pub produced: u64,
+    pub received: u64,
+    pub lost: u64,
+    pub cpu_ns_per_event: f64,
+    pub max_rss_bytes: u64,
+}
+
+pub fn bench(opts: &Options) -> Result<()> {
+    let bpftrace = match crate::setup::apt_install(&["bpftrace"]) {
+        Ok(()) => true,
+        Err(err) => {
+            eprintln!("xtask: bpftrace unavailable ({err:#}); its column is left out");
+            false
+        }
+    };
+    run(cargo().args(["build", "--release", "--package", "observer"]))?;
+    run(cargo().args(["build", "--release", "--package", "xtask", "--bin", "bench-load"]))?;
+    let root = crate::root()?;
+    let bins = root.join("target/release");
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).context("creating target/bench")?;
+    let observer = bins.join("observer");
+    let load_bin = bins.join("bench-load");
+
+    let mut tracers = vec![Tracer::None, Tracer::Observer];
+    if bpftrace {
+        tracers.push(Tracer::Bpftrace);
+    }
+    let mut samples: Vec<Samples> = LOADS
+        .iter()
+        .flat_map(|load| {
+            tracers.iter().map(|&tracer| Samples {
+                load: *load,
+                tracer,
+                ns: Vec::new(),
+            })
+        })
+        .collect();
+    let mut attach = Vec::new();
+    for round in 1..=opts.rounds {
+        eprintln!("xtask: bench round {round} of {}", opts.rounds);
+        for &tracer in &tracers {
+            let running = tracer::start(tracer, &observer, &dir)?;
+            if let (Tracer::Observer, Some(r)) = (tracer, &running) {
+                attach.push(r.attach);
+            }
+            for load in LOADS {
+                let (_, ns) = load_run(&load_bin, load.mode, &load.iterations.to_string())?;
+                let slot = samples
+                    .iter_mut()
+                    .find(|s| s.tracer == tracer && s.load.mode == load.mode)
+                    .context("sample slot")?;
+                slot.ns.push(ns);
+            }
+            if let Some(running) = running {
+                tracer::stop(running)?;
+            }
+        }
+    }
+    eprintln!("xtask: bench throughput run ({} s)", opts.seconds);
+    let throughput = throughput(&observer, &load_bin, &dir, opts.seconds)?;
+
+    let text = report::render(&report::Input {
+        samples: &samples,
+        throughput: &throughput,
+        attach: &attach,
+        rounds: opts.rounds,
+    });
+    print!("{text}");
+    std::fs::write(root.join("BENCH.md"), &text).context("writing BENCH.md")?;
+    eprintln!("xtask: wrote BENCH.md");
+    Ok(())
+}
+
+/// Runs the load generator once; returns (calls, ns per call).
+fn load_run(bin: &Path, mode: &str, bound: &str) -> Result<(u64, f64)> {
+    let out = pinned(&mut Command::new(bin), LOAD_CPU)
+        .args([mode, &LOAD_CPU.to_string(), bound])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "bench-load {mode} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let field = |name: &str| -> Result<f64> {
+        stdout
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("bench-load printed no {name}: {stdout:?}"))
+    };
+    Ok((field("calls")? as u64, field("ns_per_call")?))
+}
+
+/// The failing-bind loop at full speed for `seconds`, the observer writing JSON to a file.
+fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Result<Throughput> {
+    let running = tracer::start(Tracer::Observer, observer, dir)?
+        .context("the observer did not start")?;
+    let (calls, _) = load_run(load_bin, "failbind", &format!("{seconds}s"))?;
+    // The listener's bind and listen, and the first conflicting bind, come before the loop.
+    let produced = calls + 3;
+    let stopped = tracer::stop(running)?;
+    let summary = last_summary(&stopped.output)?;
+    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    let received = get("received");
+    Ok(Throughput {
+        seconds,
+        produced,
+        received,
+        lost: get("lost"),
+        cpu_ns_per_event: stopped.cpu.as_nanos() as f64 / received.max(1) as f64,
+        max_rss_bytes: stopped.max_rss_bytes,
+    })
+}
+
+/// The observer's summary record (its last line).
+fn last_summary(path: &PathBuf) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"summary\""))
+        .with_context(|| format!("no summary record in {}", path.display()))?;
+    serde_json::from_str(last).context("parsing the summary record")
+}
+
+/// Median of the samples (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}

@@ -1,0 +1,139 @@
+//! `BENCH.md`: the machine, the ratio table, the throughput run, the start times, and each
+//! target of issue 7 with whether this run met it.
+
+use super::tracer::Tracer;
+use super::{LOADS, Samples, Throughput, median};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+pub struct Input<'a> {
+    pub samples: &'a [Samples],
+    pub throughput: &'a Throughput,
+    pub attach: &'a [Duration],
+    pub rounds: usize,
+}
+
+fn ns(input: &Input<'_>, mode: &str, tracer: Tracer) -> Option<f64> {
+    input
+        .samples
+        .iter()
+        .find(|s| s.load.mode == mode && s.tracer == tracer)
+        .map(|s| median(&s.ns))
+}
+
+fn ratio(input: &Input<'_>, mode: &str, tracer: Tracer) -> Option<f64> {
+    Some(ns(input, mode, tracer)? / ns(input, mode, Tracer::None)?)
+}
+
+pub fn render(input: &Input<'_>) -> String {
+    let mut out = String::new();
+    let tracers: Vec<Tracer> = [Tracer::None, Tracer::Observer, Tracer::Bpftrace]
+        .into_iter()
+        .filter(|t| input.samples.iter().any(|s| s.tracer == *t))
+        .collect();
+    let _ = writeln!(out, "# Benchmark\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench`. Machine: {}, {} CPUs; kernel {}. Load pinned to CPU 0, \
+         watcher to CPU 1; medians of {} interleaved rounds; ratios are to \"no observer\" in \
+         the same run.\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel(),
+        input.rounds
+    );
+    let _ = write!(out, "| load (ns per call) |");
+    for t in &tracers {
+        let _ = write!(out, " {} |", t.label());
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(tracers.len()));
+    for load in LOADS {
+        let _ = write!(out, "| {} |", load.label);
+        for &t in &tracers {
+            match (ns(input, load.mode, t), ratio(input, load.mode, t)) {
+                (Some(v), Some(r)) if t != Tracer::None => {
+                    let _ = write!(out, " {v:.0} ({r:.2}×) |");
+                }
+                (Some(v), _) => {
+                    let _ = write!(out, " {v:.0} |");
+                }
+                _ => out.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(out);
+    }
+
+    let t = input.throughput;
+    let _ = writeln!(
+        out,
+        "\nThroughput: the failing-bind loop at full speed for {:.0} s, the observer writing \
+         JSON Lines to a file.\n",
+        t.seconds
+    );
+    let _ = writeln!(
+        out,
+        "| calls made | records received | lost | collector CPU per event | collector peak RSS |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {:.0} ns | {:.1} MiB |",
+        t.produced,
+        t.received,
+        t.lost,
+        t.cpu_ns_per_event,
+        t.max_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    let mut attach: Vec<f64> = input.attach.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    attach.sort_by(f64::total_cmp);
+    let _ = writeln!(
+        out,
+        "\nStart (launch to `start` record): median {:.0} ms, worst {:.0} ms over {} launches.\n",
+        median(&attach),
+        attach.last().copied().unwrap_or(0.0),
+        attach.len()
+    );
+
+    let _ = writeln!(out, "| target | this run | met |");
+    let _ = writeln!(out, "|---|---:|:---:|");
+    let mut target = |name: &str, value: String, met: bool| {
+        let _ = writeln!(out, "| {name} | {value} | {} |", if met { "yes" } else { "no" });
+    };
+    let fail = ratio(input, "failbind", Tracer::Observer).unwrap_or(f64::INFINITY);
+    target("failing bind ≤ 1.5× without observer", format!("{fail:.2}×"), fail <= 1.5);
+    let getpid = ratio(input, "getpid", Tracer::Observer).unwrap_or(f64::INFINITY);
+    target(
+        "getpid() ≤ 10% slower",
+        format!("{:+.1}%", (getpid - 1.0) * 100.0),
+        getpid <= 1.10,
+    );
+    target("no loss at full rate", format!("{} lost", t.lost), t.lost == 0);
+    target(
+        "collector CPU ≤ 400 ns per event",
+        format!("{:.0} ns", t.cpu_ns_per_event),
+        t.cpu_ns_per_event <= 400.0,
+    );
+    let rss = t.max_rss_bytes as f64 / (1024.0 * 1024.0);
+    target("peak RSS ≤ 24 MiB", format!("{rss:.1} MiB"), rss <= 24.0);
+    let worst = attach.last().copied().unwrap_or(f64::INFINITY);
+    target("attached ≤ 300 ms after launch", format!("{worst:.0} ms (worst)"), worst <= 300.0);
+    out
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

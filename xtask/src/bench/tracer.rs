@@ -1,0 +1,146 @@
+//! Starting and stopping what watches the load: nothing, the observer, or bpftrace. Each runs
+//! pinned to the CPU the load does not use, writes to a file, and is waited for until it says
+//! it is attached (the observer's `start` record, bpftrace's `BEGIN` line) before any load runs.
+
+use anyhow::{Context as _, Result, bail};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The CPU the watcher runs on; the load runs on the other one.
+pub const TRACER_CPU: usize = 1;
+/// How long a watcher may take to attach before the bench gives up.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The equivalent capture in bpftrace: what bindsnoop-style tools do.
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:syscalls:sys_enter_bind { @addr[tid] = args->umyaddr; }
+tracepoint:syscalls:sys_exit_bind /@addr[tid]/ {
+  $sa = (struct sockaddr_in *)@addr[tid];
+  printf("%d %s %d %d\n", pid, comm, ($sa->sin_port >> 8) | (($sa->sin_port & 0xff) << 8), args->ret);
+  delete(@addr[tid]);
+}
+BEGIN { printf("ready\n"); }
+"#;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tracer {
+    None,
+    Observer,
+    Bpftrace,
+}
+
+impl Tracer {
+    pub fn label(self) -> &'static str {
+        match self {
+            Tracer::None => "no observer",
+            Tracer::Observer => "observer (tracepoint)",
+            Tracer::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// A watcher that is attached.
+pub struct Running {
+    child: Child,
+    pub output: PathBuf,
+    /// From spawn to attached.
+    pub attach: Duration,
+}
+
+/// What a watcher left when it ended.
+pub struct Stopped {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Peak resident set size.
+    pub max_rss_bytes: u64,
+    pub output: PathBuf,
+}
+
+/// Pins the child to `cpu` between fork and exec.
+pub fn pinned(cmd: &mut Command, cpu: usize) -> &mut Command {
+    // SAFETY: only async-signal-safe calls (sched_setaffinity) run between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Starts `tracer` writing to a file in `dir`, and waits until it is attached.
+pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Running>> {
+    let (mut cmd, output, ready): (Command, PathBuf, &str) = match tracer {
+        Tracer::None => return Ok(None),
+        Tracer::Observer => {
+            let mut cmd = Command::new(observer);
+            cmd.args(["watch", "--json"]);
+            (cmd, dir.join("observer.jsonl"), "\"type\":\"start\"")
+        }
+        Tracer::Bpftrace => {
+            let script = dir.join("bind.bt");
+            std::fs::write(&script, BPFTRACE_SCRIPT).context("writing the bpftrace script")?;
+            let mut cmd = Command::new("bpftrace");
+            cmd.arg(&script);
+            (cmd, dir.join("bpftrace.out"), "ready")
+        }
+    };
+    let file = std::fs::File::create(&output)
+        .with_context(|| format!("creating {}", output.display()))?;
+    let began = Instant::now();
+    let child = pinned(&mut cmd, TRACER_CPU)
+        .stdout(file)
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", tracer.label()))?;
+    let mut running = Running {
+        child,
+        output,
+        attach: Duration::ZERO,
+    };
+    // The watcher writes to a file, so readiness is polled; the bound keeps a stuck watcher
+    // from hanging the bench.
+    loop {
+        let text = std::fs::read_to_string(&running.output).unwrap_or_default();
+        if text.contains(ready) {
+            running.attach = began.elapsed();
+            return Ok(Some(running));
+        }
+        if let Some(status) = running.child.try_wait()? {
+            bail!("{} exited before attaching ({status})", tracer.label());
+        }
+        if began.elapsed() > ATTACH_TIMEOUT {
+            let _ = stop(running);
+            bail!("{} did not attach within {ATTACH_TIMEOUT:?}", tracer.label());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ends a watcher with SIGINT (the observer then drains and writes its summary) and collects
+/// its resource use.
+pub fn stop(running: Running) -> Result<Stopped> {
+    let pid = running.child.id() as libc::pid_t;
+    // SAFETY: `pid` is our own child, not yet waited for, so it cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child; `status` and `usage` are valid for writes.
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        bail!("waiting for pid {pid}: {}", std::io::Error::last_os_error());
+    }
+    // `Child` would otherwise not know it was reaped; dropping it neither kills nor waits.
+    drop(running.child);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Stopped {
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+        output: running.output,
+    })
+}

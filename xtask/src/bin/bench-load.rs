@@ -1,0 +1,186 @@
+//! The benchmark's load: tight loops of raw system calls on one CPU, in a private network
+//! namespace with only loopback, timed from inside. `cargo xtask bench` runs it with and
+//! without an observer attached and compares the times it prints.
+//!
+//! `bench-load MODE CPU ITERATIONS|SECONDSs` prints one line: `calls=N ns_per_call=X`.
+//! Modes: `failbind` (bind() failing with EADDRINUSE against a listener), `realbind`
+//! (socket + bind(127.0.0.1:0) + close), `getpid`.
+
+use std::io;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// How the loop is bounded.
+#[derive(Clone, Copy)]
+enum Bound {
+    Calls(u64),
+    Time(Duration),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("bench-load: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, String> {
+    let [mode, cpu, bound] = args else {
+        return Err("usage: bench-load failbind|realbind|getpid CPU ITERATIONS|SECONDSs".into());
+    };
+    let cpu: usize = cpu.parse().map_err(|_| format!("bad CPU {cpu:?}"))?;
+    let bound = match bound.strip_suffix('s') {
+        Some(secs) => Bound::Time(Duration::from_secs_f64(
+            secs.parse().map_err(|_| format!("bad duration {bound:?}"))?,
+        )),
+        None => Bound::Calls(bound.parse().map_err(|_| format!("bad count {bound:?}"))?),
+    };
+    pin(cpu).map_err(|e| format!("pinning to CPU {cpu}: {e}"))?;
+    private_loopback().map_err(|e| format!("private network namespace: {e}"))?;
+    let (calls, elapsed) = match mode.as_str() {
+        "failbind" => failbind(bound),
+        "realbind" => realbind(bound),
+        "getpid" => Ok(timed(bound, || {
+            // SAFETY: getpid has no preconditions; the raw syscall avoids any libc caching.
+            unsafe { libc::syscall(libc::SYS_getpid) };
+        })),
+        other => return Err(format!("unknown mode {other:?}")),
+    }
+    .map_err(|e| format!("{mode}: {e}"))?;
+    let ns = elapsed.as_nanos() as f64 / calls.max(1) as f64;
+    Ok(format!("calls={calls} ns_per_call={ns:.1}"))
+}
+
+/// Runs `f` until the bound, checking the clock only every 1024 calls.
+fn timed(bound: Bound, mut f: impl FnMut()) -> (u64, Duration) {
+    let start = Instant::now();
+    let mut calls = 0u64;
+    loop {
+        for _ in 0..1024 {
+            f();
+        }
+        calls += 1024;
+        let done = match bound {
+            Bound::Calls(n) => calls >= n,
+            Bound::Time(t) => start.elapsed() >= t,
+        };
+        if done {
+            return (calls, start.elapsed());
+        }
+    }
+}
+
+fn pin(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET stays within it for cpu < 1024.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        check(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set))
+    }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// A new network namespace for this process, with `lo` up: the load never touches the host's
+/// ports.
+fn private_loopback() -> io::Result<()> {
+    // SAFETY: plain syscalls on memory owned here; the socket is closed before returning.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNET))?;
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        check(fd)?;
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if rc < 0 { Err(err) } else { Ok(()) }
+    }
+}
+
+fn loopback(port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain data; all-zero is valid.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    sa
+}
+
+fn bind(fd: i32, sa: &libc::sockaddr_in) -> libc::c_int {
+    // SAFETY: `sa` is a valid sockaddr_in of the length given.
+    unsafe {
+        libc::bind(
+            fd,
+            (sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    }
+}
+
+fn tcp_socket() -> io::Result<i32> {
+    // SAFETY: socket() has no memory preconditions.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    check(fd).map(|()| fd)
+}
+
+fn failbind(bound: Bound) -> io::Result<(u64, Duration)> {
+    let listener = tcp_socket()?;
+    let sa = loopback(8080);
+    check(bind(listener, &sa))?;
+    // SAFETY: listen() on a socket this process owns.
+    check(unsafe { libc::listen(listener, 16) })?;
+    let other = tcp_socket()?;
+    if bind(other, &sa) == 0 {
+        return Err(io::Error::other("the conflicting bind succeeded"));
+    }
+    let mut unexpected = 0u64;
+    let result = timed(bound, || {
+        if bind(other, &sa) == 0 || io::Error::last_os_error().raw_os_error() != Some(98) {
+            unexpected += 1;
+        }
+    });
+    if unexpected > 0 {
+        return Err(io::Error::other(format!(
+            "{unexpected} binds did not fail with EADDRINUSE"
+        )));
+    }
+    Ok(result)
+}
+
+fn realbind(bound: Bound) -> io::Result<(u64, Duration)> {
+    let sa = loopback(0);
+    let mut failed = 0u64;
+    let result = timed(bound, || match tcp_socket() {
+        Ok(fd) => {
+            if bind(fd, &sa) != 0 {
+                failed += 1;
+            }
+            // SAFETY: closing the socket created just above.
+            unsafe { libc::close(fd) };
+        }
+        Err(_) => failed += 1,
+    });
+    if failed > 0 {
+        return Err(io::Error::other(format!("{failed} socket/bind calls failed")));
+    }
+    Ok(result)
+}
