@@ -101,6 +101,9 @@ pub struct WatchArgs {
     /// Ring buffer size: a power of two, at least the page size (e.g. 4M, 512K).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]
     pub buffer_size: u32,
+    /// Do not look up what is in the way of EADDRINUSE failures (no `conflict` in events).
+    #[arg(long)]
+    pub no_conflicts: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -283,6 +286,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         filter,
         duration: args.duration,
         until: Some(collector::stdout_closed()),
+        conflicts: !args.no_conflicts,
     };
     runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
     Ok(())

@@ -95,6 +95,7 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         },
         errno,
         hook: hook_name(r.hook),
+        conflict: None,
     })
 }
 

@@ -114,6 +114,7 @@ fn expected() -> BindEvent {
         result: "OK".to_string(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
+        conflict: None,
     }
 }
 

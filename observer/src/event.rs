@@ -111,6 +111,9 @@ pub struct BindEvent {
     pub errno: i32,
     /// Kernel hook that produced the event, e.g. `"tracepoint:sys_exit_bind"`.
     pub hook: &'static str,
+    /// For EADDRINUSE: what is in the way, looked up after the failure (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<crate::conflict::Conflict>,
 }
 
 impl BindEvent {

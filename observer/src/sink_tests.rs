@@ -53,6 +53,7 @@ fn event() -> BindEvent {
         result: "OK".to_string(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
+        conflict: None,
     }
 }
 

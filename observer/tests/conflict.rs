@@ -11,12 +11,12 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::{BOUND, in_netns, no_forks};
+use common::{BOUND, Observer, Opt, Sock, bind_event, in_netns, no_forks};
 use observer::conflict::cases::{self, Fate, PORT, Spec};
 use observer::conflict::rules::{Proto, TCP_TIME_WAIT};
 use observer::conflict::socktable::{self, Netns};
 use observer::conflict::{Conflict, Query, diagnose};
-use serde_json::Value;
+use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -179,10 +179,12 @@ fn every_case_kernel_and_diagnosis_agree() {
 
 /// The pid and comm `ss -ltnp` gives for the listener on `port`.
 fn ss_listener(port: u16) -> (u32, String) {
+    let guard = no_forks();
     let out = Command::new("ss")
         .args(["-ltnpH", &format!("sport = :{port}")])
         .output()
         .expect("ss");
+    drop(guard);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     // users:(("python3",pid=1234,fd=3))
     let users = text
@@ -200,12 +202,22 @@ fn ss_listener(port: u16) -> (u32, String) {
     (pid.parse().unwrap(), comm.to_string())
 }
 
-#[test]
-fn why_names_a_real_http_server_like_ss() {
-    in_netns("why-http", |_| {
+/// `python3 -m http.server` on 127.0.0.1:`port` in the calling thread's namespace, ready
+/// (it prints its banner after listen()).
+struct HttpServer(std::process::Child);
+
+impl HttpServer {
+    fn start(port: u16) -> HttpServer {
         let guard = no_forks();
-        let mut server = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "8000"])
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
             .current_dir("/")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -213,23 +225,79 @@ fn why_names_a_real_http_server_like_ss() {
             .spawn()
             .expect("python3");
         drop(guard);
-        // Ready once it says it serves (it prints after listen()).
         let mut line = String::new();
-        BufReader::new(server.stdout.take().unwrap())
+        BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(
-            line.starts_with("Serving HTTP on 127.0.0.1 port 8000"),
-            "{line:?}"
-        );
+        let banner = format!("Serving HTTP on 127.0.0.1 port {port}");
+        assert!(line.starts_with(&banner), "{line:?}");
+        HttpServer(child)
+    }
 
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The listening socket's inode (its fd 3) and the command line, as /proc shows them.
+    fn socket_and_cmdline(&self) -> (u64, String) {
+        let link = std::fs::read_link(format!("/proc/{}/fd/3", self.pid())).unwrap();
+        let link = link.to_str().unwrap();
+        let ino = link["socket:[".len()..link.len() - 1].parse().unwrap();
+        let raw = std::fs::read(format!("/proc/{}/cmdline", self.pid())).unwrap();
+        let args: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        (ino, args.join(" "))
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The conflict object expected for a SO_REUSEADDR bind on 127.0.0.1:`port` against `server`.
+fn expected_conflict(server: &HttpServer, port: u16, comm: &str) -> Value {
+    let (ino, cmdline) = server.socket_and_cmdline();
+    json!({
+        "verdict": "in_use",
+        "holders": [{
+            "protocol": "tcp", "family": "inet", "state": "LISTEN",
+            "addr": "127.0.0.1", "port": port,
+            // http.server sets SO_REUSEADDR (socketserver's allow_reuse_address).
+            "reuseaddr": true, "reuseport": false, "v6only": null, "bound_dev": null,
+            "uid": 0, "inode": ino,
+            "owners": [{"pid": server.pid(), "comm": comm, "cmdline": cmdline, "fd": 3}],
+            "overlap": {"name": "same-address", "text": "both sockets are on the same address and port"},
+            "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR does not let a TCP socket share a port with a listening socket"},
+            "kernel_check": "inet_csk_bind_conflict",
+            "certain": true
+        }],
+        "fixes": [
+            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
+            format!("port {} is free for this socket", port + 1)
+        ],
+        "notes": []
+    })
+}
+
+#[test]
+fn why_names_a_real_http_server_like_ss() {
+    in_netns("why-http", |_| {
+        let server = HttpServer::start(8000);
         let mine = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         mine.set_reuse_address(true).unwrap();
         let target: SocketAddr = "127.0.0.1:8000".parse().unwrap();
         assert_eq!(errno(mine.bind(&target.into())), libc::EADDRINUSE);
 
         let (ss_pid, ss_comm) = ss_listener(8000);
-        assert_eq!(ss_pid, server.id());
+        assert_eq!(ss_pid, server.pid());
+        assert_eq!(ss_comm, "python3");
         let guard = no_forks();
         let out = Command::new(env!("CARGO_BIN_EXE_observer"))
             .args(["why", "127.0.0.1:8000", "--reuseaddr", "--json"])
@@ -238,25 +306,36 @@ fn why_names_a_real_http_server_like_ss() {
         drop(guard);
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["result"], "EADDRINUSE");
-        let h = &v["conflict"]["holders"][0];
-        assert_eq!(v["conflict"]["holders"].as_array().unwrap().len(), 1, "{v}");
-        assert_eq!(h["state"], "LISTEN");
-        assert_eq!(h["addr"], "127.0.0.1");
-        assert_eq!(h["port"], 8000);
-        // http.server sets SO_REUSEADDR (socketserver's allow_reuse_address).
-        assert_eq!(h["reuseaddr"], true);
-        assert_eq!(h["reuseport"], false);
-        assert_eq!(h["uid"], 0);
-        assert_eq!(h["owners"][0]["pid"], ss_pid);
-        assert_eq!(h["owners"][0]["comm"], ss_comm.as_str());
-        assert_eq!(h["owners"][0]["fd"], 3);
-        assert_eq!(h["overlap"]["name"], "same-address");
-        assert_eq!(h["rule"]["name"], "reuseaddr-vs-listener");
-        assert_eq!(h["kernel_check"], "inet_csk_bind_conflict");
+        assert_eq!(
+            v,
+            json!({
+                "type": "why", "protocol": "tcp", "addr": "127.0.0.1", "port": 8000,
+                "reuseaddr": true, "reuseport": false, "v6only": false, "uid": 0,
+                "result": "EADDRINUSE",
+                "conflict": expected_conflict(&server, 8000, &ss_comm)
+            })
+        );
+    });
+}
 
-        // SAFETY: kill(2) on our own unreaped child.
-        assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
-        server.wait().unwrap();
+/// `observer watch` sees the failing bind and, off the event path, attaches the conflict:
+/// the python server's pid and comm, as `ss -ltnp` names them, and the rule.
+#[test]
+fn watch_attaches_the_conflict_to_eaddrinuse() {
+    in_netns("watch-http", |c| {
+        let server = HttpServer::start(8001);
+        let mut obs = Observer::watch(c, &[]);
+        let mine = Sock::tcp4().set(Opt::ReuseAddr, true);
+        assert_eq!(mine.bind("127.0.0.1:8001"), libc::EADDRINUSE);
+        let (ss_pid, ss_comm) = ss_listener(8001);
+        assert_eq!(ss_pid, server.pid());
+        obs.expect(&[bind_event(c, &mine, "127.0.0.1:8001")
+            .flag(Opt::ReuseAddr)
+            .fails("EADDRINUSE", 98)
+            .conflict(expected_conflict(&server, 8001, &ss_comm))]);
+        let summary = obs.stop();
+        assert_eq!(summary["conflict_lookups"], 1, "{summary}");
+        assert_eq!(summary["conflict_queue_full"], 0, "{summary}");
+        assert_eq!(summary["conflict_unfinished"], 0, "{summary}");
     });
 }

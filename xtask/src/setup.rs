@@ -94,7 +94,14 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     let lock = "DPkg::Lock::Timeout=600";
     run(Command::new("apt-get").args(["-o", lock, "update", "-qq"]))?;
     run(Command::new("apt-get")
-        .args(["-o", lock, "install", "-y", "-qq", "--no-install-recommends"])
+        .args([
+            "-o",
+            lock,
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+        ])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -11,6 +11,7 @@
 
 pub mod advice;
 pub mod cases;
+pub mod diagnoser;
 pub mod ephemeral;
 pub mod owners;
 pub mod report;
@@ -38,7 +39,7 @@ pub enum Error {
 }
 
 /// The answer for one bind or listen.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Conflict {
     /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
     /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
@@ -54,16 +55,16 @@ pub struct Conflict {
 }
 
 /// A socket in the way.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Holder {
     pub protocol: Proto,
     /// `"inet"` or `"inet6"`.
     pub family: &'static str,
     /// As `ss` names it: LISTEN, BOUND (bound, not listening), ESTABLISHED, TIME_WAIT, UNCONN...
     pub state: &'static str,
-    /// TIME_WAIT only: seconds until the kernel drops it.
+    /// TIME_WAIT only: milliseconds until the kernel drops it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_left_secs: Option<f64>,
+    pub time_left_ms: Option<u32>,
     pub addr: IpAddr,
     pub port: u16,
     /// `null` when it could not be read (no owner process, or no access to it).
@@ -269,7 +270,7 @@ fn holder(
         protocol: s.proto,
         family: if s.addr.is_ipv4() { "inet" } else { "inet6" },
         state: socktable::state_name(s.proto, s.state),
-        time_left_secs: tw.then_some(f64::from(s.expires_ms) / 1000.0),
+        time_left_ms: tw.then_some(s.expires_ms),
         addr: s.addr,
         port: s.port,
         reuseaddr: e.reuseaddr,

@@ -28,8 +28,8 @@ fn holder_lines(h: &Holder) -> Vec<String> {
         h.state,
         addr_port(h.addr, h.port)
     );
-    if let Some(left) = h.time_left_secs {
-        head.push_str(&format!(" ({left:.1} s left)"));
+    if let Some(left) = h.time_left_ms {
+        head.push_str(&format!(" ({:.1} s left)", f64::from(left) / 1000.0));
     }
     head.push_str(&format!(
         " SO_REUSEADDR {} SO_REUSEPORT {}",

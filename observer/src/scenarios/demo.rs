@@ -45,6 +45,7 @@ pub fn run(names: &[String], buffer_bytes: u32) -> Result<DemoRun> {
         filter: Filter::default(),
         duration: None,
         until: Some(Box::pin(workload)),
+        conflicts: false,
     };
     let summary = runtime.block_on(collector::run(loaded, &mut sink, opts))?;
     let output = output

@@ -73,7 +73,14 @@ pub fn bench(opts: &Options) -> Result<()> {
         }
     };
     run(cargo().args(["build", "--release", "--package", "observer"]))?;
-    run(cargo().args(["build", "--release", "--package", "xtask", "--bin", "bench-load"]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "xtask",
+        "--bin",
+        "bench-load",
+    ]))?;
     let root = crate::root()?;
     let bins = root.join("target/release");
     let dir = root.join("target/bench");
@@ -156,8 +163,8 @@ fn load_run(bin: &Path, mode: &str, bound: &str) -> Result<(u64, f64)> {
 
 /// The failing-bind loop at full speed for `seconds`, the observer writing JSON to a file.
 fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Result<Throughput> {
-    let running = tracer::start(Tracer::Observer, observer, dir)?
-        .context("the observer did not start")?;
+    let running =
+        tracer::start(Tracer::Observer, observer, dir)?.context("the observer did not start")?;
     let (calls, _) = load_run(load_bin, "failbind", &format!("{seconds}s"))?;
     // The listener's bind and listen, and the first conflicting bind, come before the loop.
     let produced = calls + 3;
@@ -177,7 +184,8 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
 
 /// The observer's summary record (its last line).
 fn last_summary(path: &PathBuf) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let last = text
         .lines()
         .rev()

@@ -98,17 +98,29 @@ pub fn render(input: &Input<'_>) -> String {
     let _ = writeln!(out, "| target | this run | met |");
     let _ = writeln!(out, "|---|---:|:---:|");
     let mut target = |name: &str, value: String, met: bool| {
-        let _ = writeln!(out, "| {name} | {value} | {} |", if met { "yes" } else { "no" });
+        let _ = writeln!(
+            out,
+            "| {name} | {value} | {} |",
+            if met { "yes" } else { "no" }
+        );
     };
     let fail = ratio(input, "failbind", Tracer::Observer).unwrap_or(f64::INFINITY);
-    target("failing bind ≤ 1.5× without observer", format!("{fail:.2}×"), fail <= 1.5);
+    target(
+        "failing bind ≤ 1.5× without observer",
+        format!("{fail:.2}×"),
+        fail <= 1.5,
+    );
     let getpid = ratio(input, "getpid", Tracer::Observer).unwrap_or(f64::INFINITY);
     target(
         "getpid() ≤ 10% slower",
         format!("{:+.1}%", (getpid - 1.0) * 100.0),
         getpid <= 1.10,
     );
-    target("no loss at full rate", format!("{} lost", t.lost), t.lost == 0);
+    target(
+        "no loss at full rate",
+        format!("{} lost", t.lost),
+        t.lost == 0,
+    );
     target(
         "collector CPU ≤ 400 ns per event",
         format!("{:.0} ns", t.cpu_ns_per_event),
@@ -117,7 +129,11 @@ pub fn render(input: &Input<'_>) -> String {
     let rss = t.max_rss_bytes as f64 / (1024.0 * 1024.0);
     target("peak RSS ≤ 24 MiB", format!("{rss:.1} MiB"), rss <= 24.0);
     let worst = attach.last().copied().unwrap_or(f64::INFINITY);
-    target("attached ≤ 300 ms after launch", format!("{worst:.0} ms (worst)"), worst <= 300.0);
+    target(
+        "attached ≤ 300 ms after launch",
+        format!("{worst:.0} ms (worst)"),
+        worst <= 300.0,
+    );
     out
 }
 

@@ -90,8 +90,8 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
             (cmd, dir.join("bpftrace.out"), "ready")
         }
     };
-    let file = std::fs::File::create(&output)
-        .with_context(|| format!("creating {}", output.display()))?;
+    let file =
+        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
     let began = Instant::now();
     let child = pinned(&mut cmd, TRACER_CPU)
         .stdout(file)
@@ -116,7 +116,10 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
         }
         if began.elapsed() > ATTACH_TIMEOUT {
             let _ = stop(running);
-            bail!("{} did not attach within {ATTACH_TIMEOUT:?}", tracer.label());
+            bail!(
+                "{} did not attach within {ATTACH_TIMEOUT:?}",
+                tracer.label()
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -38,7 +38,8 @@ fn run(args: &[String]) -> Result<String, String> {
     let cpu: usize = cpu.parse().map_err(|_| format!("bad CPU {cpu:?}"))?;
     let bound = match bound.strip_suffix('s') {
         Some(secs) => Bound::Time(Duration::from_secs_f64(
-            secs.parse().map_err(|_| format!("bad duration {bound:?}"))?,
+            secs.parse()
+                .map_err(|_| format!("bad duration {bound:?}"))?,
         )),
         None => Bound::Calls(bound.parse().map_err(|_| format!("bad count {bound:?}"))?),
     };
@@ -82,7 +83,11 @@ fn pin(cpu: usize) -> io::Result<()> {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
-        check(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set))
+        check(libc::sched_setaffinity(
+            0,
+            size_of::<libc::cpu_set_t>(),
+            &set,
+        ))
     }
 }
 
@@ -180,7 +185,9 @@ fn realbind(bound: Bound) -> io::Result<(u64, Duration)> {
         Err(_) => failed += 1,
     });
     if failed > 0 {
-        return Err(io::Error::other(format!("{failed} socket/bind calls failed")));
+        return Err(io::Error::other(format!(
+            "{failed} socket/bind calls failed"
+        )));
     }
     Ok(result)
 }
