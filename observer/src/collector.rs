@@ -69,8 +69,8 @@ impl State<'_> {
                 *self.by_errno.entry(event.errno).or_default() += 1;
                 match self.conflicts.as_mut() {
                     Some(submitter) if diagnoser::wants(&event) => match submitter.submit(event) {
-                        Ok(()) => Ok(()),
-                        Err(event) => self.sink.event(&event),
+                        None => Ok(()),
+                        Some(event) => self.sink.event(&event),
                     },
                     _ => self.sink.event(&event),
                 }

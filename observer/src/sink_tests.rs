@@ -104,6 +104,9 @@ fn summary() -> Summary {
             .into_iter()
             .collect(),
         reason: "signal".to_string(),
+        conflict_lookups: 1,
+        conflict_queue_full: 0,
+        conflict_unfinished: 0,
     }
 }
 

@@ -283,7 +283,7 @@ fn option_bind_address_no_port() {
 #[test]
 fn errors_filter_shows_only_failures() {
     in_netns("filter-errors", |c| {
-        let mut obs = Observer::watch(c, &["--errors"]);
+        let mut obs = Observer::watch(c, &["--errors", "--no-conflicts"]);
         let ok = Sock::tcp4();
         let failing = Sock::tcp4();
         assert_eq!(ok.bind("127.0.0.1:5000"), 0);

@@ -75,19 +75,19 @@ pub fn wants(e: &BindEvent) -> bool {
 
 impl Submitter {
     /// Hands `event` over; gives it back when the queue is full (and counts that).
-    pub fn submit(&mut self, event: BindEvent) -> Result<(), BindEvent> {
+    pub fn submit(&mut self, event: BindEvent) -> Option<BindEvent> {
         let seq = self.next;
         self.next += 1;
         lock(&self.pending).insert(seq, event.clone());
         match self.tx.try_send((seq, event)) {
             Ok(()) => {
                 self.submitted += 1;
-                Ok(())
+                None
             }
             Err(TrySendError::Full((_, event)) | TrySendError::Disconnected((_, event))) => {
                 lock(&self.pending).remove(&seq);
                 self.queue_full += 1;
-                Err(event)
+                Some(event)
             }
         }
     }
