@@ -339,3 +339,45 @@ fn watch_attaches_the_conflict_to_eaddrinuse() {
         assert_eq!(summary["conflict_unfinished"], 0, "{summary}");
     });
 }
+
+/// A port-0 bind that fails because the ephemeral range is used up: the event's conflict
+/// reports the range, the reserved ports and how many are in use; `why ADDR:0` agrees.
+#[test]
+fn ephemeral_exhaustion_reports_the_range() {
+    in_netns("ephemeral", |c| {
+        // Per network namespace: only this test's.
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001").unwrap();
+        let mut obs = Observer::watch(c, &[]);
+        let a = Sock::tcp4();
+        let b = Sock::tcp4();
+        let late = Sock::tcp4();
+        assert_eq!(a.bind("127.0.0.1:0"), 0);
+        assert_eq!(b.bind("127.0.0.1:0"), 0);
+        assert_eq!(late.bind("127.0.0.1:0"), libc::EADDRINUSE);
+        let bound = |s: &Sock| format!("127.0.0.1:{}", s.local().port());
+        let ephemeral = json!({
+            "verdict": "ephemeral",
+            "holders": [],
+            "fixes": [],
+            "ephemeral": {"range": [40000, 40001], "reserved": "", "reserved_in_range": 0, "in_use": 2, "free": 0},
+            "notes": []
+        });
+        obs.expect(&[
+            bind_event(c, &a, "127.0.0.1:0").bound(&bound(&a)),
+            bind_event(c, &b, "127.0.0.1:0").bound(&bound(&b)),
+            bind_event(c, &late, "127.0.0.1:0")
+                .fails("EADDRINUSE", 98)
+                .conflict(ephemeral.clone()),
+        ]);
+        obs.stop();
+        let guard = no_forks();
+        let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(["why", "127.0.0.1:0", "--json"])
+            .output()
+            .unwrap();
+        drop(guard);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["conflict"], ephemeral);
+    });
+}

@@ -39,13 +39,20 @@ pub struct Done {
 
 /// Starts the worker.
 pub fn start() -> std::io::Result<(Submitter, Done)> {
+    start_with(conflict_of)
+}
+
+/// Starts the worker with another lookup (tests slow lookups with it).
+pub fn start_with(
+    lookup: impl Fn(&BindEvent) -> Conflict + Send + 'static,
+) -> std::io::Result<(Submitter, Done)> {
     let (tx, rx) = sync_channel::<(u64, BindEvent)>(QUEUE);
     let (done_tx, done_rx) = unbounded_channel();
     std::thread::Builder::new()
         .name("observer-conflict".into())
         .spawn(move || {
             for (seq, event) in rx {
-                if done_tx.send((seq, conflict_of(&event))).is_err() {
+                if done_tx.send((seq, lookup(&event))).is_err() {
                     return;
                 }
             }
@@ -194,3 +201,7 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
     };
     diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()))
 }
+
+#[cfg(test)]
+#[path = "diagnoser_tests.rs"]
+mod tests;

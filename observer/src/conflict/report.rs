@@ -94,7 +94,9 @@ pub fn lines(c: &Conflict) -> Vec<String> {
         "free" => out.push(
             "nothing is in the way now (if the call failed, the holder has gone since)".into(),
         ),
-        "uncertain" => out.push("in the way or not depending on flags that could not be read:".into()),
+        "uncertain" => {
+            out.push("in the way or not depending on flags that could not be read:".into())
+        }
         _ => {}
     }
     for h in &c.holders {
