@@ -10,6 +10,7 @@
 #![no_std]
 #![no_main]
 
+mod iter;
 mod read;
 
 use aya_ebpf::{

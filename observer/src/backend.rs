@@ -12,7 +12,8 @@ use aya::{Ebpf, EbpfLoader};
 use std::path::Path;
 
 /// The programs, built by `build.rs`.
-static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
+pub(crate) static PROGRAMS: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
 /// The tracepoints of this backend: (tracepoint name, program name).
 const TRACEPOINTS: [&str; 4] = [

@@ -199,7 +199,13 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
         netns: Netns::Path(path),
         exclude_inode: e.sock_ino,
     };
-    diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()))
+    let mut conflict = diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()));
+    if conflict.verdict == "free" {
+        conflict
+            .notes
+            .push("the socket in the way has gone since the failure".into());
+    }
+    conflict
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod ephemeral;
 pub mod owners;
 pub mod report;
 pub mod rules;
+pub mod sockflags;
 pub mod socktable;
 pub mod why;
 
@@ -172,30 +173,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         .filter(|&i| i != 0)
         .collect();
     let found = owners::find(&inodes);
-    let mut unread = 0;
-    for f in &candidates {
-        let s = diag[f.index];
-        let Some(list) = found.get(&s.inode) else {
-            continue;
-        };
-        let opts = list
-            .iter()
-            .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok());
-        match opts {
-            Some(o) => {
-                let e = &mut table[f.index];
-                e.reuseaddr = o.reuseaddr;
-                e.reuseport = o.reuseport;
-                e.v6only = e.v6only.or(o.v6only);
-            }
-            None => unread += 1,
-        }
-    }
-    if unread > 0 {
-        notes.push(format!(
-            "could not read the options of {unread} socket(s) through their owners' descriptors"
-        ));
-    }
+    read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
     let time_left = |i: usize| (diag[i].state == TCP_TIME_WAIT).then_some(diag[i].expires_ms);
     let ctx = advice::Context {
@@ -222,6 +200,62 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         ephemeral: None,
         notes,
     })
+}
+
+/// Fills in the options sock_diag does not give for the sockets that may be in the way: from
+/// a duplicate of an owner's descriptor, else (TCP: TIME_WAIT, or an owner we may not take a
+/// descriptor from) from the `iter/tcp` program. What stays unknown is noted.
+fn read_flags(
+    q: &Query,
+    candidates: &[Finding],
+    diag: &[&DiagSock],
+    found: &BTreeMap<u64, Vec<Owner>>,
+    table: &mut [Existing],
+    notes: &mut Vec<String>,
+) {
+    for f in candidates {
+        let s = diag[f.index];
+        let opts = found.get(&s.inode).and_then(|list| {
+            list.iter()
+                .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
+        });
+        if let Some(o) = opts {
+            let e = &mut table[f.index];
+            e.reuseaddr = o.reuseaddr;
+            e.reuseport = o.reuseport;
+            e.v6only = e.v6only.or(o.v6only);
+        }
+    }
+    let unknown = |table: &[Existing]| {
+        candidates
+            .iter()
+            .filter(|f| table[f.index].reuseaddr.is_none())
+            .count()
+    };
+    if q.request.proto == Proto::Tcp && unknown(table) > 0 {
+        match socktable::in_netns(&q.netns, || Ok(sockflags::tcp())) {
+            Ok(Ok(by_cookie)) => {
+                for f in candidates {
+                    let e = &mut table[f.index];
+                    if let (None, Some(o)) = (e.reuseaddr, by_cookie.get(&diag[f.index].cookie)) {
+                        e.reuseaddr = o.reuseaddr;
+                        e.reuseport = o.reuseport;
+                        if e.addr.is_ipv6() {
+                            e.v6only = e.v6only.or(o.v6only);
+                        }
+                    }
+                }
+            }
+            Ok(Err(err)) => notes.push(format!("iter/tcp: {err}")),
+            Err(err) => notes.push(format!("iter/tcp: entering the network namespace: {err}")),
+        }
+    }
+    let n = unknown(table);
+    if n > 0 {
+        notes.push(format!(
+            "could not read the options of {n} socket(s) in the way"
+        ));
+    }
 }
 
 fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {

@@ -91,9 +91,7 @@ impl Holder {
 pub fn lines(c: &Conflict) -> Vec<String> {
     let mut out = Vec::new();
     match c.verdict {
-        "free" => out.push(
-            "nothing is in the way now (if the call failed, the holder has gone since)".into(),
-        ),
+        "free" => out.push("nothing is in the way now".into()),
         "uncertain" => {
             out.push("in the way or not depending on flags that could not be read:".into())
         }

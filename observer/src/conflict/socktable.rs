@@ -36,6 +36,8 @@ pub struct DiagSock {
     pub inode: u64,
     /// Milliseconds until the timer fires (for TIME_WAIT: until the socket goes away).
     pub expires_ms: u32,
+    /// The socket cookie (`sock_gen_cookie`), as the `iter/tcp` program reports it too.
+    pub cookie: u64,
 }
 
 /// Where a namespace is: the caller's own, or a namespace file (`/proc/PID/ns/net`,
@@ -239,6 +241,7 @@ fn parse_msg(p: &[u8], proto: Proto) -> Option<DiagSock> {
         uid: u32_at(64),
         inode: u64::from(u32_at(68)),
         expires_ms: u32_at(52),
+        cookie: u64::from(u32_at(44)) | u64::from(u32_at(48)) << 32,
     })
 }
 
