@@ -379,3 +379,60 @@ fn ephemeral_exhaustion_reports_the_range() {
         assert_eq!(v["conflict"], ephemeral);
     });
 }
+
+/// The lookup runs after the failure: when the holder has gone by then, the event says so;
+/// when the whole namespace has gone, it says that.
+#[test]
+fn lookup_after_the_holder_is_gone_says_so() {
+    use observer::conflict::diagnoser::conflict_of;
+    use observer::event::{BindEvent, Endpoint, Flags, Op, Requested};
+    in_netns("holder-gone", |c| {
+        let holder = Sock::tcp4();
+        let failing = Sock::tcp4();
+        assert_eq!(holder.bind("127.0.0.1:7100"), 0);
+        assert_eq!(failing.bind("127.0.0.1:7100"), libc::EADDRINUSE);
+        let event = BindEvent {
+            record_type: "bind",
+            time: String::new(),
+            op: Op::Bind,
+            pid: c.pid,
+            tid: c.tid,
+            uid: c.uid,
+            comm: c.comm.clone(),
+            netns: Some(c.netns as u32),
+            family: Some("inet".into()),
+            protocol: Some("tcp".into()),
+            fd: failing.fd(),
+            requested: Some(Requested::Inet(Endpoint {
+                addr: "127.0.0.1".parse().unwrap(),
+                port: 7100,
+                scope_id: None,
+            })),
+            bound: None,
+            flags: Flags::default(),
+            bound_dev_if: Some(0),
+            sock_uid: Some(0),
+            sock_ino: None,
+            result: "EADDRINUSE".into(),
+            errno: libc::EADDRINUSE,
+            hook: "tracepoint:sys_exit_bind",
+            conflict: None,
+        };
+        assert_eq!(conflict_of(&event).verdict, "in_use");
+        drop(holder);
+        let gone = conflict_of(&event);
+        assert_eq!(gone.verdict, "free");
+        assert!(gone.holders.is_empty());
+        assert_eq!(gone.notes, ["the socket in the way has gone since the failure"]);
+        let elsewhere = BindEvent {
+            netns: Some(1),
+            ..event
+        };
+        let unavailable = conflict_of(&elsewhere);
+        assert_eq!(unavailable.verdict, "unavailable");
+        assert_eq!(
+            unavailable.notes,
+            ["the network namespace 1 has no process left in it"]
+        );
+    });
+}
