@@ -423,7 +423,10 @@ fn lookup_after_the_holder_is_gone_says_so() {
         let gone = conflict_of(&event);
         assert_eq!(gone.verdict, "free");
         assert!(gone.holders.is_empty());
-        assert_eq!(gone.notes, ["the socket in the way has gone since the failure"]);
+        assert_eq!(
+            gone.notes,
+            ["the socket in the way has gone since the failure"]
+        );
         let elsewhere = BindEvent {
             netns: Some(1),
             ..event
