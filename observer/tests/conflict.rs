@@ -439,3 +439,47 @@ fn lookup_after_the_holder_is_gone_says_so() {
         );
     });
 }
+
+/// `why --netns` looks into another namespace than its own: from the host's, the server's.
+#[test]
+fn why_looks_into_the_namespace_it_is_given() {
+    let server = in_netns("why-netns", |_| HttpServer::start(8002));
+    let ns = format!("/proc/{}/ns/net", server.pid());
+    let ask = |netns: Option<&str>| {
+        let mut args = vec!["why", "127.0.0.1:8002", "--reuseaddr", "--json"];
+        if let Some(ns) = netns {
+            args.extend(["--netns", ns]);
+        }
+        let guard = no_forks();
+        let out = Command::new(env!("CARGO_BIN_EXE_observer"))
+            .args(&args)
+            .output()
+            .unwrap();
+        drop(guard);
+        out
+    };
+    let there = ask(Some(&ns));
+    assert_eq!(there.status.code(), Some(3), "{there:?}");
+    let v: Value = serde_json::from_slice(&there.stdout).unwrap();
+    assert_eq!(
+        v["conflict"]["holders"][0]["owners"][0]["pid"],
+        server.pid()
+    );
+    // The host's own namespace knows nothing of it (the port is free there, unless something
+    // on the host holds it: then the holder is not the server).
+    let here = ask(None);
+    let v: Value = serde_json::from_slice(&here.stdout).unwrap();
+    let holders = v["conflict"]["holders"].as_array().unwrap();
+    assert!(
+        holders
+            .iter()
+            .all(|h| h["owners"][0]["pid"] != server.pid()),
+        "{v}"
+    );
+    let missing = ask(Some("/nonexistent/ns"));
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "observer: entering the network namespace /nonexistent/ns: No such file or directory (os error 2)\n"
+    );
+}
