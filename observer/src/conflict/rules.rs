@@ -10,8 +10,11 @@
 //! overlapping socket of its hash chain, so when a socket the new one may share with
 //! (SO_REUSEPORT, same uid) comes before one it may not, the kernel says yes where this module
 //! says no (the chain order is not exported); UDP ports with more than ten sockets are checked
-//! through the second hash in the kernel, with the same outcome; and a socket that already
-//! joined a reuseport group (`sk_reuseport_cb`) is assumed not to have.
+//! through the second hash in the kernel, with the same outcome since upstream e537dd15 ("udp:
+//! Fix wildcard bind conflict check when using hash2", in 6.18.44; it also renamed
+//! `inet_use_bhash2_on_bind` to `inet_use_hash2_on_bind`) — older kernels let a wildcard UDP
+//! bind through there; and a socket that already joined a reuseport group (`sk_reuseport_cb`)
+//! is assumed not to have.
 
 use serde::Serialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
