@@ -1,6 +1,7 @@
-//! `iter/tcp`: for every TCP socket of the reader's network namespace, including TIME_WAIT
-//! ones (which no descriptor reaches and sock_diag shows without options), its cookie and the
-//! options kept in `sock_common`, written to the iterator's seq file as `SockFlagsRecord`s.
+//! `iter/tcp` and `iter/udp`: for every TCP or UDP socket of the reader's network namespace,
+//! including those no descriptor reaches (TIME_WAIT, kernel-owned sockets), which sock_diag
+//! shows without options, its cookie and the options kept in `sock_common`, written to the
+//! iterator's seq file as `SockFlagsRecord`s.
 
 use aya_ebpf::helpers::generated;
 use core::ffi::c_void;
@@ -8,17 +9,30 @@ use observer_common::{CONFIG_VERSION, SockFlagsRecord};
 
 use crate::{cfg, config, read};
 
-/// The program. Its context is `struct bpf_iter__tcp { meta; sk_common; uid }`, three 8-byte
-/// slots; `meta->seq` is its first member.
+/// TCP. Its context is `struct bpf_iter__tcp { meta; sk_common; uid }`.
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "iter/tcp")]
 pub extern "C" fn tcp_sock_flags(ctx: *mut c_void) -> i32 {
+    write_flags(ctx)
+}
+
+/// UDP. Its context is `struct bpf_iter__udp { meta; udp_sk; uid; bucket }`; a `udp_sock`
+/// starts with its `sock_common`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "iter/udp")]
+pub extern "C" fn udp_sock_flags(ctx: *mut c_void) -> i32 {
+    write_flags(ctx)
+}
+
+/// Both contexts start with two 8-byte slots: the meta pointer (whose first member is the seq
+/// file) and the socket (NULL at the end of the iteration).
+#[inline(always)]
+fn write_flags(ctx: *mut c_void) -> i32 {
     if cfg(&config().version) != CONFIG_VERSION {
         return 0;
     }
     let slots = ctx as *const u64;
-    // SAFETY: the verifier checks these context loads against `bpf_iter__tcp`: slot 0 is the
-    // meta pointer, slot 1 the socket (NULL at the end of the iteration).
+    // SAFETY: the verifier checks these context loads against the iterator's context type.
     let (meta, sk) = unsafe { (*slots as *const u64, *slots.add(1) as *mut c_void) };
     if sk.is_null() || meta.is_null() {
         return 0;
@@ -27,7 +41,7 @@ pub extern "C" fn tcp_sock_flags(ctx: *mut c_void) -> i32 {
     let seq = unsafe { *meta } as *mut c_void;
     let (flags, known) = read::common_flags(sk as *const u8, config());
     let record = SockFlagsRecord {
-        // SAFETY: the helper takes the non-NULL `sock_common` pointer the kernel passed.
+        // SAFETY: the helper takes the non-NULL socket pointer the kernel passed.
         cookie: unsafe { generated::bpf_get_socket_cookie(sk) },
         flags,
         known,

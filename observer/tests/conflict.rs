@@ -13,7 +13,7 @@ mod common;
 
 use common::{BOUND, Observer, Opt, Sock, bind_event, in_netns, no_forks};
 use observer::conflict::cases::{self, Fate, PORT, Spec};
-use observer::conflict::rules::{Proto, TCP_TIME_WAIT};
+use observer::conflict::rules::{Proto, Request, TCP_TIME_WAIT};
 use observer::conflict::socktable::{self, Netns};
 use observer::conflict::{Conflict, Query, diagnose};
 use serde_json::{Value, json};
@@ -482,4 +482,57 @@ fn why_looks_into_the_namespace_it_is_given() {
         String::from_utf8_lossy(&missing.stderr),
         "observer: entering the network namespace /nonexistent/ns: No such file or directory (os error 2)\n"
     );
+}
+
+/// A port the kernel itself holds (a VXLAN device's UDP socket): no owner process, its options
+/// read by iter/udp, and no advice to change them.
+#[test]
+fn kernel_held_udp_port_has_no_owner_but_known_flags() {
+    in_netns("kernel-udp", |_| {
+        for args in [
+            &[
+                "link",
+                "add",
+                "vx0",
+                "type",
+                "vxlan",
+                "id",
+                "1",
+                "dstport",
+                "4789",
+                "local",
+                "127.0.0.1",
+            ][..],
+            &["link", "set", "vx0", "up"][..],
+        ] {
+            let guard = no_forks();
+            let status = Command::new("ip").args(args).status().expect("ip");
+            drop(guard);
+            assert!(status.success(), "ip {args:?}");
+        }
+        let spec = cases::udp("0.0.0.0");
+        let s = socket(&spec);
+        let query = Query {
+            request: Request {
+                port: 4789,
+                ..spec.request()
+            },
+            netns: Netns::Current,
+            exclude_inode: None,
+        };
+        let conflict = diagnose(&query).expect("diagnose");
+        let target: SocketAddr = "0.0.0.0:4789".parse().unwrap();
+        assert_eq!(errno(s.bind(&target.into())), libc::EADDRINUSE);
+        assert_eq!(conflict.verdict, "in_use");
+        let h = &conflict.holders[0];
+        assert_eq!((h.state, h.port, h.uid), ("UNCONN", 4789, Some(0)));
+        assert!(h.owners.is_empty());
+        assert_eq!(
+            h.owner_note,
+            Some("no process has a descriptor for it (closed since, or held by the kernel)")
+        );
+        assert_eq!((h.reuseaddr, h.reuseport), (Some(false), Some(false)));
+        assert_eq!(conflict.fixes, ["port 4790 is free for this socket"]);
+        assert!(conflict.notes.is_empty(), "{:?}", conflict.notes);
+    });
 }

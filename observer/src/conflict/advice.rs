@@ -17,6 +17,9 @@ pub struct Context<'a> {
     pub time_left_ms: &'a dyn Fn(usize) -> Option<u32>,
     /// The namespace's local addresses.
     pub local_addrs: &'a [IpAddr],
+    /// Whether a table socket's options can still be changed: a process holds it (not a
+    /// TIME_WAIT socket, not one the kernel holds).
+    pub has_owner: &'a dyn Fn(usize) -> bool,
 }
 
 fn free(r: &Request, table: &[Existing]) -> bool {
@@ -64,11 +67,9 @@ pub fn fixes(r: &Request, findings: &[Finding], ctx: &Context<'_>) -> Vec<String
             out.push(format!("set {flag} on this socket"));
         }
     }
-    // A TIME_WAIT socket's flags can no longer be changed.
-    let any_tw = findings
-        .iter()
-        .any(|f| table[f.index].state == TCP_TIME_WAIT);
-    if out.is_empty() && !any_tw {
+    // Only a process can set a flag on its socket.
+    let all_owned = findings.iter().all(|f| (ctx.has_owner)(f.index));
+    if out.is_empty() && all_owned {
         both_sides(r, findings, table, &mut out);
     }
     wait_time_wait(findings, ctx, &mut out);

@@ -176,10 +176,12 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
     let time_left = |i: usize| (diag[i].state == TCP_TIME_WAIT).then_some(diag[i].expires_ms);
+    let has_owner = |i: usize| found.contains_key(&diag[i].inode);
     let ctx = advice::Context {
         table: &table,
         time_left_ms: &time_left,
         local_addrs: &snap.local_addrs,
+        has_owner: &has_owner,
     };
     let fixes = advice::fixes(r, &findings, &ctx);
     let holders: Vec<Holder> = findings
@@ -203,8 +205,9 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
 }
 
 /// Fills in the options sock_diag does not give for the sockets that may be in the way: from
-/// a duplicate of an owner's descriptor, else (TCP: TIME_WAIT, or an owner we may not take a
-/// descriptor from) from the `iter/tcp` program. What stays unknown is noted.
+/// a duplicate of an owner's descriptor, else (TIME_WAIT, kernel-owned sockets, owners we may
+/// not take a descriptor from) from the `iter/tcp` / `iter/udp` programs. What stays unknown
+/// is noted.
 fn read_flags(
     q: &Query,
     candidates: &[Finding],
@@ -232,8 +235,8 @@ fn read_flags(
             .filter(|f| table[f.index].reuseaddr.is_none())
             .count()
     };
-    if q.request.proto == Proto::Tcp && unknown(table) > 0 {
-        match socktable::in_netns(&q.netns, || Ok(sockflags::tcp())) {
+    if unknown(table) > 0 {
+        match socktable::in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
             Ok(Ok(by_cookie)) => {
                 for f in candidates {
                     let e = &mut table[f.index];
@@ -246,8 +249,10 @@ fn read_flags(
                     }
                 }
             }
-            Ok(Err(err)) => notes.push(format!("iter/tcp: {err}")),
-            Err(err) => notes.push(format!("iter/tcp: entering the network namespace: {err}")),
+            Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
+            Err(err) => notes.push(format!(
+                "socket iterator: entering the network namespace: {err}"
+            )),
         }
     }
     let n = unknown(table);

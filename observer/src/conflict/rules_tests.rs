@@ -104,10 +104,12 @@ fn fixes_in(t: Vec<Existing>, request: cases::Spec, local: &[&str]) -> Vec<Strin
     let findings = check(&r, &t);
     let left = |i: usize| (t[i].state == TCP_TIME_WAIT).then_some(42_500);
     let local: Vec<IpAddr> = local.iter().map(|a| a.parse().unwrap()).collect();
+    let owned = |i: usize| t[i].state != TCP_TIME_WAIT;
     let ctx = Context {
         table: &t,
         time_left_ms: &left,
         local_addrs: &local,
+        has_owner: &owned,
     };
     advice::fixes(&r, &findings, &ctx)
 }

@@ -1,12 +1,14 @@
-//! Options of TCP sockets that no descriptor reaches — TIME_WAIT sockets above all, which
-//! sock_diag lists without SO_REUSEADDR, SO_REUSEPORT or IPV6_V6ONLY — read by the `iter/tcp`
-//! kernel program (`observer-ebpf/src/iter.rs`) through the BTF-derived field locations, and
-//! matched to sock_diag's records by socket cookie.
+//! Options of sockets that no descriptor reaches — TCP TIME_WAIT sockets above all, and
+//! kernel-owned sockets — which sock_diag lists without SO_REUSEADDR, SO_REUSEPORT or
+//! IPV6_V6ONLY: read by the `iter/tcp` and `iter/udp` kernel programs
+//! (`observer-ebpf/src/iter.rs`) through the BTF-derived field locations, and matched to
+//! sock_diag's records by socket cookie.
 //!
 //! The program is loaded once per process, on first need; each read attaches it and creates
 //! a fresh iterator, which walks the network namespace of the thread that creates it.
 
 use super::owners::SockOpts;
+use super::rules::Proto;
 use crate::backend::PROGRAMS;
 use crate::btf::Btf;
 use crate::offsets;
@@ -17,7 +19,13 @@ use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::Mutex;
 
-const PROGRAM: &str = "tcp_sock_flags";
+/// (iterator, program) per protocol.
+fn names(proto: Proto) -> (&'static str, &'static str) {
+    match proto {
+        Proto::Tcp => ("tcp", "tcp_sock_flags"),
+        Proto::Udp => ("udp", "udp_sock_flags"),
+    }
+}
 
 /// The loaded object (its ring buffer and other maps are not used here).
 static LOADED: Mutex<Option<Ebpf>> = Mutex::new(None);
@@ -34,29 +42,34 @@ fn load() -> Result<Ebpf, String> {
         .load(PROGRAMS)
         .map_err(|e| format!("loading the programs: {e}"))?;
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    program(&mut ebpf)?
-        .load("tcp", &kernel_btf)
-        .map_err(|e| format!("loading iter/tcp: {e}"))?;
+    for proto in [Proto::Tcp, Proto::Udp] {
+        let (iter, _) = names(proto);
+        program(&mut ebpf, proto)?
+            .load(iter, &kernel_btf)
+            .map_err(|e| format!("loading iter/{iter}: {e}"))?;
+    }
     Ok(ebpf)
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut Iter, String> {
-    ebpf.program_mut(PROGRAM)
-        .ok_or_else(|| format!("program {PROGRAM} missing from the object"))?
+fn program(ebpf: &mut Ebpf, proto: Proto) -> Result<&mut Iter, String> {
+    let (_, name) = names(proto);
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
         .try_into()
-        .map_err(|e| format!("program {PROGRAM}: {e}"))
+        .map_err(|e| format!("program {name}: {e}"))
 }
 
-/// Socket cookie → options, for every TCP socket of the calling thread's network namespace.
-pub fn tcp() -> Result<HashMap<u64, SockOpts>, String> {
+/// Socket cookie → options, for every `proto` socket of the calling thread's network
+/// namespace.
+pub fn read(proto: Proto) -> Result<HashMap<u64, SockOpts>, String> {
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
     if loaded.is_none() {
         *loaded = Some(load()?);
     }
-    let prog = program(loaded.as_mut().expect("loaded above"))?;
+    let prog = program(loaded.as_mut().expect("loaded above"), proto)?;
     let id = prog
         .attach()
-        .map_err(|e| format!("attaching iter/tcp: {e}"))?;
+        .map_err(|e| format!("attaching iter/{}: {e}", names(proto).0))?;
     let link = prog.take_link(id).map_err(|e| e.to_string())?;
     let mut file = link
         .into_file()

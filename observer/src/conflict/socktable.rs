@@ -36,7 +36,7 @@ pub struct DiagSock {
     pub inode: u64,
     /// Milliseconds until the timer fires (for TIME_WAIT: until the socket goes away).
     pub expires_ms: u32,
-    /// The socket cookie (`sock_gen_cookie`), as the `iter/tcp` program reports it too.
+    /// The socket cookie (`sock_gen_cookie`), as the socket iterator programs report it too.
     pub cookie: u64,
 }
 
