@@ -83,6 +83,12 @@ pub fn wants(e: &BindEvent) -> bool {
 impl Submitter {
     /// Hands `event` over; gives it back when the queue is full (and counts that).
     pub fn submit(&mut self, event: BindEvent) -> Option<BindEvent> {
+        // A flood of failures must cost the event path next to nothing: with QUEUE events
+        // waiting and one in the worker, give it back without copying anything.
+        if lock(&self.pending).len() > QUEUE {
+            self.queue_full += 1;
+            return Some(event);
+        }
         let seq = self.next;
         self.next += 1;
         lock(&self.pending).insert(seq, event.clone());
