@@ -284,6 +284,19 @@ impl Config {
     };
 }
 
+/// What the `iter/tcp` program writes per socket: the options of sockets no descriptor reaches
+/// (TIME_WAIT), matched to sock_diag's records by socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockFlagsRecord {
+    /// `sock_gen_cookie()`, as sock_diag's `idiag_cookie`.
+    pub cookie: u64,
+    /// [`flag`] bits `REUSEADDR`, `REUSEPORT`, `V6ONLY`.
+    pub flags: u32,
+    /// Which of those bits could be read.
+    pub known: u32,
+}
+
 /// Number of socket option bits in [`flag`].
 pub const FLAG_COUNT: usize = 6;
 
@@ -309,4 +322,6 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FieldLoc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockFlagsRecord {}
 }

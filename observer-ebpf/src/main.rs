@@ -15,6 +15,7 @@
 mod fexit;
 mod kfunc;
 mod kprobe;
+mod iter;
 mod read;
 
 use aya_ebpf::{

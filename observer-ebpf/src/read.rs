@@ -235,3 +235,22 @@ fn read_bytes<const N: usize>(base: *const u8, loc: &FieldLoc) -> Option<[u8; N]
     }
     Some(out)
 }
+
+/// The three options kept in `sock_common` (so also in a TIME_WAIT socket's): SO_REUSEADDR,
+/// SO_REUSEPORT, IPV6_V6ONLY, as (`flag` bits set, bits read).
+#[inline(always)]
+pub(crate) fn common_flags(sk: *const u8, c: &Config) -> (u32, u32) {
+    let (mut flags, mut known) = (0, 0);
+    let mut i = 0;
+    // REUSEADDR, REUSEPORT and V6ONLY are the first three bits of `flag`.
+    while i < 3 {
+        if let Ok(value) = field(sk, &c.flag_locs[i]) {
+            known |= 1 << i;
+            if value != 0 {
+                flags |= 1 << i;
+            }
+        }
+        i += 1;
+    }
+    (flags, known)
+}

@@ -39,6 +39,10 @@ pub enum Command {
     /// Run every scenario under the observer and show the claim, Linux's result, the kernel's
     /// result and what the observer saw, side by side.
     Demo(DemoArgs),
+    /// Would a bind to ADDR:PORT succeed now? If not: the sockets in the way, their owners,
+    /// the rule that makes them conflict, and what would work.
+    #[command(after_help = crate::conflict::why::WHY_HELP)]
+    Why(crate::conflict::why::WhyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +117,9 @@ pub struct WatchArgs {
     /// tracepoints), or auto (the first of those three that loads, attaches and fires here).
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: backend::Choice,
+    /// Do not look up what is in the way of EADDRINUSE failures (no `conflict` in events).
+    #[arg(long)]
+    pub no_conflicts: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -172,6 +179,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Differences) => ExitCode::from(EXIT_FAILURE),
+        Ok(Outcome::Code(code)) => ExitCode::from(code),
         Err(err) if err.is::<UsageError>() => {
             eprintln!("observer: {err}");
             ExitCode::from(EXIT_USAGE)
@@ -189,6 +197,8 @@ enum Outcome {
     Clean,
     /// The run worked but found a difference (a step's result, an observer mismatch).
     Differences,
+    /// The subcommand's own exit code (`why`).
+    Code(u8),
 }
 
 fn run(cli: Cli) -> Result<Outcome> {
@@ -208,6 +218,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Scenarios(ScenariosCommand::IoUringCheck) => io_uring_check(),
         Command::Demo(args) => demo(args),
+        Command::Why(args) => match crate::conflict::why::run(&args) {
+            Ok(code) => Ok(Outcome::Code(code)),
+            Err(crate::conflict::why::WhyError::Usage(msg)) => Err(UsageError(msg).into()),
+            Err(err) => Err(err.into()),
+        },
     }
 }
 
@@ -330,6 +345,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         filter,
         duration: args.duration,
         until: Some(collector::stdout_closed()),
+        conflicts: !args.no_conflicts,
     };
     runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
     Ok(())

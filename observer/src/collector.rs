@@ -3,6 +3,7 @@
 //! closed output.
 
 use crate::backend::Loaded;
+use crate::conflict::diagnoser;
 use crate::decode;
 use crate::filter::Filter;
 use crate::sink::{LostRecord, Sink, StartRecord, Summary};
@@ -28,7 +29,13 @@ pub struct RunOptions {
     /// may start the work to observe (the demo starts its workload there).
     /// The future's output is the end reason reported in the summary.
     pub until: Option<Until>,
+    /// Look up the conflict of each EADDRINUSE event off the event path (see
+    /// [`crate::conflict::diagnoser`]).
+    pub conflicts: bool,
 }
+
+/// How long the end of a run waits for conflict lookups in flight.
+const CONFLICT_END_WAIT: Duration = Duration::from_secs(5);
 
 /// A future that ends the run, yielding the reason.
 pub type Until = Pin<Box<dyn Future<Output = &'static str>>>;
@@ -50,6 +57,7 @@ struct State<'a> {
     /// Events per errno (0 = OK); named only once, in the summary.
     by_errno: std::collections::BTreeMap<i32, u64>,
     reported_lost: u64,
+    conflicts: Option<diagnoser::Submitter>,
 }
 
 impl State<'_> {
@@ -59,7 +67,13 @@ impl State<'_> {
             Ok(event) if self.filter.matches(&event) => {
                 self.summary.events += 1;
                 *self.by_errno.entry(event.errno).or_default() += 1;
-                self.sink.event(&event)
+                match self.conflicts.as_mut() {
+                    Some(submitter) if diagnoser::wants(&event) => match submitter.submit(event) {
+                        None => Ok(()),
+                        Some(event) => self.sink.event(&event),
+                    },
+                    _ => self.sink.event(&event),
+                }
             }
             Ok(_) => {
                 self.summary.filtered += 1;
@@ -140,6 +154,13 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(COUNTER_PERIOD);
 
+    let (submitter, mut done) = match opts.conflicts {
+        true => {
+            let (s, d) = diagnoser::start().context("starting the conflict lookup")?;
+            (Some(s), Some(d))
+        }
+        false => (None, None),
+    };
     let mut state = State {
         sink,
         filter: &opts.filter,
@@ -150,6 +171,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         },
         by_errno: Default::default(),
         reported_lost: 0,
+        conflicts: submitter,
     };
     let start = StartRecord {
         record_type: "start",
@@ -174,6 +196,10 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                     guard.clear_ready();
                 }
                 _ = ticker.tick() => state.report_lost(read_counters(&counters).lost)?,
+                event = diagnosed(&mut done) => {
+                    state.sink.event(&event)?;
+                    state.sink.flush()?;
+                }
                 _ = sigint.recv() => return Ok("signal"),
                 _ = sigterm.recv() => return Ok("signal"),
                 _ = sleep_until(deadline) => return Ok("duration"),
@@ -192,6 +218,15 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     let mut end: io::Result<()> = Ok(());
     if reason != "output closed" {
         end = drain(ring.get_mut(), &mut state);
+    }
+    if let (Some(submitter), Some(done)) = (state.conflicts.take(), done) {
+        state.summary.conflict_lookups = submitter.submitted;
+        state.summary.conflict_queue_full = submitter.queue_full;
+        let (late, unfinished) = done.finish(submitter, CONFLICT_END_WAIT).await;
+        state.summary.conflict_unfinished = unfinished;
+        if end.is_ok() && reason != "output closed" {
+            end = late.iter().try_for_each(|e| state.sink.event(e));
+        }
     }
     let c = read_counters(&counters);
     if end.is_ok() && reason != "output closed" {
@@ -216,6 +251,13 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     match end {
         Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err).context("writing events"),
         _ => Ok(summary),
+    }
+}
+
+async fn diagnosed(done: &mut Option<diagnoser::Done>) -> crate::event::BindEvent {
+    match done {
+        Some(done) => done.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -118,6 +118,7 @@ fn expected() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        conflict: None,
     }
 }
 

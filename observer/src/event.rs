@@ -121,6 +121,9 @@ pub struct BindEvent {
     /// One user action: a `get_port` event and the `bind`/`listen` it ran inside share it
     /// (with `tid`). `None` from the tracepoint backend, which sees no port allocation.
     pub call_id: Option<u64>,
+    /// For EADDRINUSE: what is in the way, looked up after the failure (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<crate::conflict::Conflict>,
 }
 
 impl BindEvent {

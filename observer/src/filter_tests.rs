@@ -36,6 +36,7 @@ fn event() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        conflict: None,
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! The kernel programs (crate `observer-ebpf`) report every `bind()` and `listen()`; this
 //! library loads them ([`backend`]), drains and decodes what they report ([`collector`],
-//! [`decode`]) and prints it ([`sink`]).
+//! [`decode`]) and prints it ([`sink`]); [`conflict`] explains an EADDRINUSE: the sockets in
+//! the way, the rule, what would work (also `observer why`).
 
 pub mod backend;
 pub mod btf;
 pub mod cli;
 pub mod collector;
+pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod event;

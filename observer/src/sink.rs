@@ -77,6 +77,12 @@ pub struct Summary {
     pub results: std::collections::BTreeMap<String, u64>,
     /// Why the run ended: `"signal"`, `"duration"`, `"output closed"`.
     pub reason: String,
+    /// EADDRINUSE events handed to the conflict lookup.
+    pub conflict_lookups: u64,
+    /// EADDRINUSE events printed without a conflict because the lookup queue was full.
+    pub conflict_queue_full: u64,
+    /// Lookups still unfinished at the end (their events printed without a conflict).
+    pub conflict_unfinished: u64,
 }
 
 /// One output format.
@@ -190,7 +196,13 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
             e.op.as_str(),
             opts(e),
             e.result
-        )
+        )?;
+        if let Some(c) = &e.conflict {
+            for line in crate::conflict::report::lines(c) {
+                writeln!(self.out, "    {line}")?;
+            }
+        }
+        Ok(())
     }
 
     fn lost(&mut self, l: &LostRecord) -> io::Result<()> {

@@ -54,6 +54,7 @@ fn event() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        conflict: None,
     }
 }
 
@@ -104,6 +105,9 @@ fn summary() -> Summary {
             .into_iter()
             .collect(),
         reason: "signal".to_string(),
+        conflict_lookups: 1,
+        conflict_queue_full: 0,
+        conflict_unfinished: 0,
     }
 }
 
@@ -394,4 +398,76 @@ fn endpoint_text() {
         endpoint(&v6("2001:db8::dead:beef", 65535, None)),
         "[2001:db8::dead:beef]:65535"
     );
+}
+
+#[test]
+fn conflict_goes_indented_under_the_row_and_into_the_json() {
+    use crate::conflict::owners::Owner;
+    use crate::conflict::rules::{Overlap, Proto, Rule};
+    use crate::conflict::{Conflict, Holder, Named};
+    let mut e = event();
+    e.result = "EADDRINUSE".into();
+    e.errno = 98;
+    e.conflict = Some(Conflict {
+        verdict: "in_use",
+        holders: vec![Holder {
+            protocol: Proto::Tcp,
+            family: "inet",
+            state: "TIME_WAIT",
+            time_left_ms: Some(41_250),
+            addr: "127.0.0.1".parse().unwrap(),
+            port: 8080,
+            reuseaddr: Some(false),
+            reuseport: Some(false),
+            v6only: None,
+            bound_dev: Some("lo".into()),
+            uid: None,
+            inode: None,
+            owners: vec![Owner {
+                pid: 42,
+                comm: "srv".into(),
+                cmdline: "srv --port 8080".into(),
+                fd: 3,
+            }],
+            owner_note: None,
+            overlap: Named {
+                name: Overlap::SameAddress,
+                text: "same",
+            },
+            rule: Named {
+                name: Rule::TimeWaitKeepsFlags,
+                text: "kept",
+            },
+            kernel_check: "inet_csk_bind_conflict",
+            certain: true,
+        }],
+        fixes: vec!["wait 42 s".into()],
+        ephemeral: None,
+        notes: vec!["n".into()],
+    });
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    TableSink::new(&mut out, &mut diag).event(&e).unwrap();
+    assert!(diag.is_empty());
+    let rest: Vec<&str> = text(&out).lines().skip(1).collect();
+    assert_eq!(
+        rest,
+        [
+            "    tcp TIME_WAIT 127.0.0.1:8080 (41.2 s left) SO_REUSEADDR off SO_REUSEPORT off dev lo",
+            "      held by pid 42 (srv): srv --port 8080",
+            "      same-address: same",
+            "      time-wait-keeps-flags: kept (inet_csk_bind_conflict)",
+            "    would work:",
+            "      wait 42 s",
+            "    note: n",
+        ]
+    );
+    let mut out = Vec::new();
+    JsonSink::new(&mut out).event(&e).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["conflict"]["holders"][0]["time_left_ms"], 41_250);
+    assert_eq!(
+        v["conflict"]["holders"][0]["rule"]["name"],
+        "time-wait-keeps-flags"
+    );
+    assert_eq!(v["conflict"]["fixes"][0], "wait 42 s");
 }

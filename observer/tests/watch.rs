@@ -109,7 +109,8 @@ fn listen_on_unbound_socket_autobinds() {
 #[test]
 fn second_socket_on_same_port_is_eaddrinuse() {
     in_netns("eaddrinuse", |c| {
-        let mut obs = Observer::watch(c, &[]);
+        // The conflict lookup is tested in conflict.rs.
+        let mut obs = Observer::watch(c, &["--no-conflicts"]);
         let a = Sock::tcp4();
         let b = Sock::tcp4();
         assert_eq!(a.bind("127.0.0.1:5000"), 0);
@@ -127,7 +128,7 @@ fn second_socket_on_same_port_is_eaddrinuse() {
 #[test]
 fn reuseaddr_conflict_fails_at_listen() {
     in_netns("listen-inuse", |c| {
-        let mut obs = Observer::watch(c, &[]);
+        let mut obs = Observer::watch(c, &["--no-conflicts"]);
         let a = Sock::tcp4().set(Opt::ReuseAddr, true);
         let b = Sock::tcp4().set(Opt::ReuseAddr, true);
         let late = Sock::tcp4().set(Opt::ReuseAddr, true);
@@ -282,7 +283,7 @@ fn option_bind_address_no_port() {
 #[test]
 fn errors_filter_shows_only_failures() {
     in_netns("filter-errors", |c| {
-        let mut obs = Observer::watch(c, &["--errors"]);
+        let mut obs = Observer::watch(c, &["--errors", "--no-conflicts"]);
         let ok = Sock::tcp4();
         let failing = Sock::tcp4();
         assert_eq!(ok.bind("127.0.0.1:5000"), 0);

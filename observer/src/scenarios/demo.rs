@@ -73,6 +73,7 @@ pub fn observe(choice: backend::Choice, buffer_bytes: u32, args: &[String]) -> R
         filter: Filter::default(),
         duration: None,
         until: Some(Box::pin(workload)),
+        conflicts: false,
     };
     let summary = runtime.block_on(collector::run(loaded, &mut sink, opts))?;
     let output = output

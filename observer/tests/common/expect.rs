@@ -76,6 +76,12 @@ impl Expect {
         self
     }
 
+    /// The event carries this `conflict` object (an EADDRINUSE looked up).
+    pub fn conflict(mut self, conflict: Value) -> Expect {
+        self.0.insert("conflict".into(), conflict);
+        self
+    }
+
     pub fn json(&self) -> Value {
         Value::Object(self.0.clone())
     }

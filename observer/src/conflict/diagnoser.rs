@@ -1,0 +1,219 @@
+//! The conflict lookup off the event path: the collector hands each EADDRINUSE event to a
+//! [`Submitter`] and moves on; one worker thread diagnoses it ([`super::diagnose`]) and sends
+//! it back, conflict attached, through [`Done`], which the collector's loop polls like any other
+//! source. The queue is bounded: when it is full the event goes out at once without a
+//! conflict, and that is counted. One worker keeps diagnosed events in the order they failed.
+
+use super::rules::{Proto, Request};
+use super::socktable::{self, Netns};
+use super::{Conflict, Query, diagnose};
+use crate::event::{BindEvent, Op, Requested};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+/// Events waiting for a lookup, at most.
+pub const QUEUE: usize = 64;
+
+/// Events handed over and not yet back, by sequence number: what [`Done::finish`] still owes.
+type Pending = Arc<Mutex<BTreeMap<u64, BindEvent>>>;
+
+/// The collector's side: hands events over.
+pub struct Submitter {
+    tx: SyncSender<(u64, BindEvent)>,
+    pending: Pending,
+    next: u64,
+    /// Events handed over for a lookup.
+    pub submitted: u64,
+    /// Events that went out without a lookup because the queue was full.
+    pub queue_full: u64,
+}
+
+/// The loop's side: diagnosed events coming back.
+pub struct Done {
+    rx: UnboundedReceiver<(u64, Conflict)>,
+    pending: Pending,
+}
+
+/// Starts the worker.
+pub fn start() -> std::io::Result<(Submitter, Done)> {
+    start_with(conflict_of)
+}
+
+/// Starts the worker with another lookup (tests slow lookups with it).
+pub fn start_with(
+    lookup: impl Fn(&BindEvent) -> Conflict + Send + 'static,
+) -> std::io::Result<(Submitter, Done)> {
+    let (tx, rx) = sync_channel::<(u64, BindEvent)>(QUEUE);
+    let (done_tx, done_rx) = unbounded_channel();
+    std::thread::Builder::new()
+        .name("observer-conflict".into())
+        .spawn(move || {
+            for (seq, event) in rx {
+                if done_tx.send((seq, lookup(&event))).is_err() {
+                    return;
+                }
+            }
+        })?;
+    let pending = Pending::default();
+    Ok((
+        Submitter {
+            tx,
+            pending: pending.clone(),
+            next: 0,
+            submitted: 0,
+            queue_full: 0,
+        },
+        Done {
+            rx: done_rx,
+            pending,
+        },
+    ))
+}
+
+/// Whether an event gets a lookup: a TCP or UDP socket's EADDRINUSE.
+pub fn wants(e: &BindEvent) -> bool {
+    e.errno == libc::EADDRINUSE
+        && e.is_inet()
+        && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
+}
+
+impl Submitter {
+    /// Hands `event` over; gives it back when the queue is full (and counts that).
+    pub fn submit(&mut self, event: BindEvent) -> Option<BindEvent> {
+        // A flood of failures must cost the event path next to nothing: with QUEUE events
+        // waiting and one in the worker, give it back without copying anything.
+        if lock(&self.pending).len() > QUEUE {
+            self.queue_full += 1;
+            return Some(event);
+        }
+        let seq = self.next;
+        self.next += 1;
+        lock(&self.pending).insert(seq, event.clone());
+        match self.tx.try_send((seq, event)) {
+            Ok(()) => {
+                self.submitted += 1;
+                None
+            }
+            Err(TrySendError::Full((_, event)) | TrySendError::Disconnected((_, event))) => {
+                lock(&self.pending).remove(&seq);
+                self.queue_full += 1;
+                Some(event)
+            }
+        }
+    }
+}
+
+fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, BindEvent>> {
+    p.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Done {
+    /// The next diagnosed event; pends while none is ready.
+    pub async fn next(&mut self) -> BindEvent {
+        loop {
+            let Some((seq, conflict)) = self.rx.recv().await else {
+                return std::future::pending().await;
+            };
+            if let Some(mut event) = lock(&self.pending).remove(&seq) {
+                event.conflict = Some(conflict);
+                return event;
+            }
+        }
+    }
+
+    /// At the end of a run: the events still in the worker, waiting for each at most `bound`
+    /// in all; those not back by then come without a conflict. Returns them and how many
+    /// lookups did not finish.
+    pub async fn finish(mut self, submitter: Submitter, bound: Duration) -> (Vec<BindEvent>, u64) {
+        drop(submitter);
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + bound;
+        while !lock(&self.pending).is_empty() {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(event) => out.push(event),
+                Err(_) => break,
+            }
+        }
+        let late: Vec<BindEvent> = std::mem::take(&mut *lock(&self.pending))
+            .into_values()
+            .collect();
+        let unfinished = late.len() as u64;
+        out.extend(late);
+        (out, unfinished)
+    }
+}
+
+/// The request an event describes: the requested address for a bind, the bound one for a
+/// listen (an unbound socket's listen autobinds: port 0).
+fn request_of(e: &BindEvent) -> Option<Request> {
+    let ep = match (e.op, &e.requested, &e.bound) {
+        (Op::Bind, Some(Requested::Inet(ep)), _) => *ep,
+        (Op::Listen, _, Some(ep)) => *ep,
+        (Op::Listen, _, None) => crate::event::Endpoint {
+            addr: if e.family.as_deref() == Some("inet6") {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            },
+            port: 0,
+            scope_id: None,
+        },
+        _ => return None,
+    };
+    Some(Request {
+        proto: if e.protocol.as_deref() == Some("udp") {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        },
+        addr: ep.addr,
+        port: ep.port,
+        reuseaddr: e.flags.reuseaddr.unwrap_or(false),
+        reuseport: e.flags.reuseport.unwrap_or(false),
+        v6only: e.flags.v6only.unwrap_or(false),
+        bound_dev_if: e.bound_dev_if.unwrap_or(0),
+        uid: e.sock_uid.unwrap_or(e.uid),
+    })
+}
+
+/// The lookup for one event; failures become a conflict with verdict `"unavailable"` and the
+/// reason in its notes.
+pub fn conflict_of(e: &BindEvent) -> Conflict {
+    let unavailable = |note: String| Conflict {
+        verdict: "unavailable",
+        holders: Vec::new(),
+        fixes: Vec::new(),
+        ephemeral: None,
+        notes: vec![note],
+    };
+    let Some(request) = request_of(e) else {
+        return unavailable("the event has no address to look up".into());
+    };
+    let Some(ino) = e.netns else {
+        return unavailable("the event has no network namespace".into());
+    };
+    let Some(path) = socktable::find_netns(e.pid, e.tid, u64::from(ino)) else {
+        return unavailable(format!(
+            "the network namespace {ino} has no process left in it"
+        ));
+    };
+    let query = Query {
+        request,
+        netns: Netns::Path(path),
+        exclude_inode: e.sock_ino,
+    };
+    let mut conflict = diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()));
+    if conflict.verdict == "free" {
+        conflict
+            .notes
+            .push("the socket in the way has gone since the failure".into());
+    }
+    conflict
+}
+
+#[cfg(test)]
+#[path = "diagnoser_tests.rs"]
+mod tests;

@@ -1,0 +1,339 @@
+//! "Address already in use", explained: which sockets are in the way of a bind or listen, the
+//! Linux rule that made each one conflict, and what would have worked.
+//!
+//! [`diagnose`] reads the socket table of the failing socket's network namespace from the
+//! kernel ([`socktable`]), finds the processes holding the sockets on the port and the flags
+//! sock_diag does not export ([`owners`]), applies the kernel's own conflict checks
+//! ([`rules`], the one implementation of them), tries what would have worked ([`advice`]) and
+//! returns a [`Conflict`], the serde type behind the `"conflict"` object of events and of
+//! `observer why --json`. For a port-0 request it reports the ephemeral range instead
+//! ([`ephemeral`]). [`report`] renders a conflict for people.
+
+pub mod advice;
+pub mod cases;
+pub mod diagnoser;
+pub mod ephemeral;
+pub mod owners;
+pub mod report;
+pub mod rules;
+pub mod sockflags;
+pub mod socktable;
+pub mod why;
+
+use self::ephemeral::Ephemeral;
+use self::owners::Owner;
+use self::rules::{Existing, Finding, Overlap, Proto, Request, Rule, TCP_TIME_WAIT};
+use self::socktable::{DiagSock, Netns};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Why a diagnosis could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("entering the network namespace {path}: {err}")]
+    Netns { path: String, err: std::io::Error },
+    #[error("reading the socket table (sock_diag): {0}")]
+    Table(std::io::Error),
+    #[error("the network namespace {0} has no process left in it")]
+    NetnsGone(u64),
+}
+
+/// The answer for one bind or listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
+    /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
+    /// `"ephemeral"`: a port-0 request, see `ephemeral`.
+    pub verdict: &'static str,
+    pub holders: Vec<Holder>,
+    /// Changes that would have worked, each checked against the same table.
+    pub fixes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<Ephemeral>,
+    /// Anything the lookup could not establish.
+    pub notes: Vec<String>,
+}
+
+/// A socket in the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub protocol: Proto,
+    /// `"inet"` or `"inet6"`.
+    pub family: &'static str,
+    /// As `ss` names it: LISTEN, BOUND (bound, not listening), ESTABLISHED, TIME_WAIT, UNCONN...
+    pub state: &'static str,
+    /// TIME_WAIT only: milliseconds until the kernel drops it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_left_ms: Option<u32>,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// `null` when it could not be read (no owner process, or no access to it).
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    /// IPv6 sockets only.
+    pub v6only: Option<bool>,
+    /// `SO_BINDTODEVICE` interface, `null` when unbound.
+    pub bound_dev: Option<String>,
+    /// Owner uid; `null` for TIME_WAIT (no owner).
+    pub uid: Option<u32>,
+    /// `null` for TIME_WAIT.
+    pub inode: Option<u64>,
+    pub owners: Vec<Owner>,
+    /// Why `owners` is empty, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_note: Option<&'static str>,
+    pub overlap: Named<Overlap>,
+    pub rule: Named<Rule>,
+    /// The kernel function whose check refuses the port.
+    pub kernel_check: &'static str,
+    /// False when the socket is in the way only for some values of its unread flags.
+    pub certain: bool,
+}
+
+/// A rule by name, with its sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Named<T> {
+    pub name: T,
+    pub text: &'static str,
+}
+
+/// What to diagnose and where.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub request: Request,
+    pub netns: Netns,
+    /// The failing socket itself (a failed listen's socket is in the table): left out.
+    pub exclude_inode: Option<u64>,
+}
+
+/// What the namespace thread collects.
+struct Snapshot {
+    table: Vec<DiagSock>,
+    if_names: BTreeMap<u32, String>,
+    local_addrs: Vec<IpAddr>,
+    sysctls: Option<([u16; 2], String)>,
+}
+
+fn snapshot(q: &Query) -> Result<Snapshot, Error> {
+    let port0 = q.request.port == 0;
+    let proto = q.request.proto;
+    let inner = socktable::in_netns(&q.netns, || {
+        let table = match socktable::dump(proto) {
+            Ok(table) => table,
+            Err(err) => return Ok(Err(Error::Table(err))),
+        };
+        let if_names = table
+            .iter()
+            .map(|s| s.bound_dev_if)
+            .filter(|&i| i != 0)
+            .filter_map(|i| Some((i, socktable::if_name(i)?)))
+            .collect();
+        Ok(Ok(Snapshot {
+            table,
+            if_names,
+            local_addrs: socktable::local_addrs(),
+            sysctls: port0.then(ephemeral::read_sysctls).and_then(Result::ok),
+        }))
+    });
+    inner.map_err(|err| Error::Netns {
+        path: match &q.netns {
+            Netns::Current => "of this thread".into(),
+            Netns::Path(p) => p.display().to_string(),
+        },
+        err,
+    })?
+}
+
+/// Looks up what is in the way of `q.request` right now.
+pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
+    let r = &q.request;
+    let snap = snapshot(q)?;
+    let diag: Vec<&DiagSock> = snap
+        .table
+        .iter()
+        .filter(|s| Some(s.inode) != q.exclude_inode || s.inode == 0)
+        .collect();
+    let mut table: Vec<Existing> = diag.iter().map(|s| existing(s)).collect();
+    let mut notes = Vec::new();
+    if r.port == 0 {
+        let Some((range, reserved)) = snap.sysctls else {
+            notes.push("could not read ip_local_port_range".into());
+            return Ok(empty("ephemeral", notes));
+        };
+        let mut c = empty("ephemeral", notes);
+        c.ephemeral = Some(ephemeral::report(r, range, reserved, &table));
+        return Ok(c);
+    }
+    // Owners and flags only for the sockets that may be in the way.
+    let candidates = rules::check(r, &table);
+    let inodes: BTreeSet<u64> = candidates
+        .iter()
+        .map(|f| diag[f.index].inode)
+        .filter(|&i| i != 0)
+        .collect();
+    let found = owners::find(&inodes);
+    read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
+    let findings = rules::check(r, &table);
+    let time_left = |i: usize| (diag[i].state == TCP_TIME_WAIT).then_some(diag[i].expires_ms);
+    let has_owner = |i: usize| found.contains_key(&diag[i].inode);
+    let ctx = advice::Context {
+        table: &table,
+        time_left_ms: &time_left,
+        local_addrs: &snap.local_addrs,
+        has_owner: &has_owner,
+    };
+    let fixes = advice::fixes(r, &findings, &ctx);
+    let holders: Vec<Holder> = findings
+        .iter()
+        .map(|f| holder(f, diag[f.index], &table[f.index], &found, &snap.if_names))
+        .collect();
+    let verdict = if holders.is_empty() {
+        "free"
+    } else if holders.iter().any(|h| h.certain) {
+        "in_use"
+    } else {
+        "uncertain"
+    };
+    Ok(Conflict {
+        verdict,
+        holders,
+        fixes,
+        ephemeral: None,
+        notes,
+    })
+}
+
+/// Fills in the options sock_diag does not give for the sockets that may be in the way: from
+/// a duplicate of an owner's descriptor, else (TIME_WAIT, kernel-owned sockets, owners we may
+/// not take a descriptor from) from the `iter/tcp` / `iter/udp` programs. What stays unknown
+/// is noted.
+fn read_flags(
+    q: &Query,
+    candidates: &[Finding],
+    diag: &[&DiagSock],
+    found: &BTreeMap<u64, Vec<Owner>>,
+    table: &mut [Existing],
+    notes: &mut Vec<String>,
+) {
+    for f in candidates {
+        let s = diag[f.index];
+        let opts = found.get(&s.inode).and_then(|list| {
+            list.iter()
+                .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
+        });
+        if let Some(o) = opts {
+            let e = &mut table[f.index];
+            e.reuseaddr = o.reuseaddr;
+            e.reuseport = o.reuseport;
+            e.v6only = e.v6only.or(o.v6only);
+        }
+    }
+    let unknown = |table: &[Existing]| {
+        candidates
+            .iter()
+            .filter(|f| table[f.index].reuseaddr.is_none())
+            .count()
+    };
+    if unknown(table) > 0 {
+        match socktable::in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
+            Ok(Ok(by_cookie)) => {
+                for f in candidates {
+                    let e = &mut table[f.index];
+                    if let (None, Some(o)) = (e.reuseaddr, by_cookie.get(&diag[f.index].cookie)) {
+                        e.reuseaddr = o.reuseaddr;
+                        e.reuseport = o.reuseport;
+                        if e.addr.is_ipv6() {
+                            e.v6only = e.v6only.or(o.v6only);
+                        }
+                    }
+                }
+            }
+            Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
+            Err(err) => notes.push(format!(
+                "socket iterator: entering the network namespace: {err}"
+            )),
+        }
+    }
+    let n = unknown(table);
+    if n > 0 {
+        notes.push(format!(
+            "could not read the options of {n} socket(s) in the way"
+        ));
+    }
+}
+
+fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
+    Conflict {
+        verdict,
+        holders: Vec::new(),
+        fixes: Vec::new(),
+        ephemeral: None,
+        notes,
+    }
+}
+
+fn existing(s: &DiagSock) -> Existing {
+    Existing {
+        proto: s.proto,
+        addr: s.addr,
+        port: s.port,
+        state: s.state,
+        reuseaddr: None,
+        reuseport: None,
+        v6only: s.v6only,
+        bound_dev_if: s.bound_dev_if,
+        uid: (s.state != TCP_TIME_WAIT || s.proto == Proto::Udp).then_some(s.uid),
+    }
+}
+
+fn holder(
+    f: &Finding,
+    s: &DiagSock,
+    e: &Existing,
+    found: &BTreeMap<u64, Vec<Owner>>,
+    if_names: &BTreeMap<u32, String>,
+) -> Holder {
+    let tw = s.proto == Proto::Tcp && s.state == TCP_TIME_WAIT;
+    let owners = found.get(&s.inode).cloned().unwrap_or_default();
+    let owner_note = match () {
+        _ if tw => Some(
+            "TIME_WAIT: the socket is closed and has no owner; the kernel keeps it until its time is up",
+        ),
+        _ if owners.is_empty() => {
+            Some("no process has a descriptor for it (closed since, or held by the kernel)")
+        }
+        _ => None,
+    };
+    Holder {
+        protocol: s.proto,
+        family: if s.addr.is_ipv4() { "inet" } else { "inet6" },
+        state: socktable::state_name(s.proto, s.state),
+        time_left_ms: tw.then_some(s.expires_ms),
+        addr: s.addr,
+        port: s.port,
+        reuseaddr: e.reuseaddr,
+        reuseport: e.reuseport,
+        v6only: if s.addr.is_ipv6() { e.v6only } else { None },
+        bound_dev: (s.bound_dev_if != 0).then(|| {
+            if_names
+                .get(&s.bound_dev_if)
+                .cloned()
+                .unwrap_or_else(|| format!("if{}", s.bound_dev_if))
+        }),
+        uid: e.uid,
+        inode: (s.inode != 0).then_some(s.inode),
+        owners,
+        owner_note,
+        overlap: Named {
+            name: f.overlap,
+            text: f.overlap.sentence(),
+        },
+        rule: Named {
+            name: f.rule,
+            text: f.rule.sentence(),
+        },
+        kernel_check: f.check,
+        certain: f.certain,
+    }
+}

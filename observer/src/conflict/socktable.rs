@@ -1,0 +1,319 @@
+//! The socket table of a network namespace, from the kernel's `NETLINK_SOCK_DIAG` (what `ss`
+//! reads): every TCP socket that holds a port (listening, bound-only, connected, TIME_WAIT) or
+//! every UDP socket, IPv4 and IPv6, with state, owner uid, inode, bound device, TIME_WAIT time
+//! left and, where the kernel exports it, IPV6_V6ONLY.
+//!
+//! Netlink sockets see the namespace they were created in, so [`in_netns`] runs the dump on a
+//! short-lived thread that first `setns()`es into the target namespace.
+
+use super::rules::{Proto, TCP_BOUND_INACTIVE, TCP_CLOSE};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const INET_DIAG_SKV6ONLY: u16 = 11;
+/// `sizeof(struct nlmsghdr)`.
+const NLMSG_HDRLEN: usize = 16;
+/// `sizeof(struct inet_diag_msg)`.
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// One socket as `inet_diag` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagSock {
+    pub proto: Proto,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub state: u8,
+    /// Sent by the kernel only for IPv6 sockets in LISTEN or CLOSE; `Some(false)` for IPv4.
+    pub v6only: Option<bool>,
+    pub bound_dev_if: u32,
+    pub uid: u32,
+    /// 0 for TIME_WAIT and request sockets.
+    pub inode: u64,
+    /// Milliseconds until the timer fires (for TIME_WAIT: until the socket goes away).
+    pub expires_ms: u32,
+    /// The socket cookie (`sock_gen_cookie`), as the socket iterator programs report it too.
+    pub cookie: u64,
+}
+
+/// Where a namespace is: the caller's own, or a namespace file (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    Current,
+    Path(PathBuf),
+}
+
+/// Runs `f` in the network namespace `ns` (on a new thread unless it is the current one).
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let path = match ns {
+        Netns::Current => return f(),
+        Netns::Path(path) => path,
+    };
+    let file = std::fs::File::open(path)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns affects only this thread, which ends when `f` returns.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The namespace file of the thread `tid` of `pid`, if its inode is `ino`; else the first
+/// task on the host whose namespace has inode `ino`. `None` when no process is in it any
+/// more.
+pub fn find_netns(pid: u32, tid: u32, ino: u64) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let is = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ino);
+    let own = PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
+    if is(&own) {
+        return Some(own);
+    }
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(tasks) = std::fs::read_dir(proc_entry.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let p = task.path().join("ns/net");
+            if is(&p) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace.
+pub fn dump(proto: Proto) -> io::Result<Vec<DiagSock>> {
+    let mut all = dump_family(proto, libc::AF_INET as u8)?;
+    all.extend(dump_family(proto, libc::AF_INET6 as u8)?);
+    Ok(all)
+}
+
+fn dump_family(proto: Proto, family: u8) -> io::Result<Vec<DiagSock>> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor owned only here.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let request = request(proto, family);
+    // SAFETY: the buffer is valid for its length; a zero-initialised sockaddr_nl (pid 0 = the
+    // kernel) is a valid destination.
+    let sent = unsafe {
+        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        libc::sendto(
+            sock.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: `buf` is writable for its whole length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if parse_batch(&buf[..n as usize], proto, &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state.
+fn request(proto: Proto, family: u8) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + 56;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    m.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    let protocol = match proto {
+        Proto::Tcp => libc::IPPROTO_TCP,
+        Proto::Udp => libc::IPPROTO_UDP,
+    };
+    m.extend_from_slice(&[family, protocol as u8, 0, 0]);
+    // Every state, including TCP_BOUND_INACTIVE (bound, not listening, not connected).
+    m.extend_from_slice(&u32::MAX.to_ne_bytes());
+    m.resize(len, 0); // inet_diag_sockid: no filter
+    m
+}
+
+/// Parses one `recv()` worth of messages; true at the end of the dump.
+fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Result<bool> {
+    while b.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
+        if len < NLMSG_HDRLEN || len > b.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated sock_diag message",
+            ));
+        }
+        let payload = &b[NLMSG_HDRLEN..len];
+        match ty {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let errno = payload
+                    .get(0..4)
+                    .map_or(0, |e| i32::from_ne_bytes(e.try_into().unwrap()));
+                return Err(io::Error::from_raw_os_error(-errno));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(s) = parse_msg(payload, proto) {
+                    out.push(s);
+                }
+            }
+            _ => {}
+        }
+        b = &b[align4(len).min(b.len())..];
+    }
+    Ok(false)
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// One `inet_diag_msg` and its attributes.
+fn parse_msg(p: &[u8], proto: Proto) -> Option<DiagSock> {
+    if p.len() < INET_DIAG_MSG_LEN {
+        return None;
+    }
+    let u32_at = |o: usize| u32::from_ne_bytes(p[o..o + 4].try_into().unwrap());
+    let family = p[0];
+    let addr = if family == libc::AF_INET as u8 {
+        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p[8..12]).unwrap()))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap()))
+    };
+    let mut v6only = (family == libc::AF_INET as u8).then_some(false);
+    let mut attrs = &p[INET_DIAG_MSG_LEN..];
+    while attrs.len() >= 4 {
+        let alen = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+        let aty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+        if alen < 4 || alen > attrs.len() {
+            break;
+        }
+        if aty == INET_DIAG_SKV6ONLY && alen >= 5 {
+            v6only = Some(attrs[4] != 0);
+        }
+        attrs = &attrs[align4(alen).min(attrs.len())..];
+    }
+    Some(DiagSock {
+        proto,
+        addr,
+        port: u16::from_be_bytes([p[4], p[5]]),
+        state: p[1],
+        v6only,
+        bound_dev_if: u32_at(40),
+        uid: u32_at(64),
+        inode: u64::from(u32_at(68)),
+        expires_ms: u32_at(52),
+        cookie: u64::from(u32_at(44)) | u64::from(u32_at(48)) << 32,
+    })
+}
+
+/// The state as `ss` names it.
+pub fn state_name(proto: Proto, state: u8) -> &'static str {
+    match (proto, state) {
+        (Proto::Udp, TCP_CLOSE) => "UNCONN",
+        (Proto::Tcp, TCP_CLOSE | TCP_BOUND_INACTIVE) => "BOUND",
+        (_, 1) => "ESTABLISHED",
+        (_, 2) => "SYN_SENT",
+        (_, 3) => "SYN_RECV",
+        (_, 4) => "FIN_WAIT1",
+        (_, 5) => "FIN_WAIT2",
+        (_, 6) => "TIME_WAIT",
+        (_, 8) => "CLOSE_WAIT",
+        (_, 9) => "LAST_ACK",
+        (_, 10) => "LISTEN",
+        (_, 11) => "CLOSING",
+        (_, 12) => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Interface name of `index` in the calling thread's namespace.
+pub fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success if_indextoname wrote a NUL-terminated name into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The addresses of the calling thread's namespace (`getifaddrs`), IPv4 then IPv6, without
+/// link-local IPv6 ones (a bind to those needs a scope id). Empty if they cannot be read.
+pub fn local_addrs() -> Vec<IpAddr> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `head`, freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    sin.sin_addr.s_addr,
+                ))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                let a = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                if !a.is_unicast_link_local() {
+                    out.push(IpAddr::V6(a));
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out.sort_by_key(|a| a.is_ipv6());
+    out.dedup();
+    out
+}

@@ -1,0 +1,152 @@
+//! `observer why ADDR:PORT`: would a bind succeed right now, and if not, who is in the way,
+//! by which rule, and what would work. One shot, no eBPF: the socket table, the owners and the
+//! rule engine only.
+
+use super::report::{addr_port, lines};
+use super::rules::{Proto, Request};
+use super::socktable::Netns;
+use super::{Conflict, Query, diagnose};
+use clap::Args;
+use serde::Serialize;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Exit code of `why` when the bind would fail with EADDRINUSE.
+pub const EXIT_WOULD_FAIL: u8 = 3;
+/// Exit code of `why` when the answer depends on flags that could not be read.
+pub const EXIT_UNCERTAIN: u8 = 4;
+
+pub const WHY_HELP: &str = "Exit status: 0 the bind would succeed now; 3 it would fail with \
+EADDRINUSE; 4 it depends on flags of a socket in the way that could not be read; 1 the lookup \
+failed; 2 bad usage. Port 0 asks about the ephemeral port range instead.";
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// Address and port, e.g. 127.0.0.1:8080, 0.0.0.0:80, [::]:443, [::ffff:10.0.0.1]:53.
+    #[arg(value_name = "ADDR:PORT", value_parser = parse_addr)]
+    pub addr: SocketAddr,
+    /// A UDP socket (default TCP).
+    #[arg(long)]
+    pub udp: bool,
+    /// The socket would have SO_REUSEADDR.
+    #[arg(long)]
+    pub reuseaddr: bool,
+    /// The socket would have SO_REUSEPORT.
+    #[arg(long)]
+    pub reuseport: bool,
+    /// The socket would have IPV6_V6ONLY (IPv6 addresses only).
+    #[arg(long)]
+    pub v6only: bool,
+    /// Owner uid of the socket (default: this process's effective uid).
+    #[arg(long, value_name = "UID")]
+    pub uid: Option<u32>,
+    /// Network namespace to look in, as a file: /proc/PID/ns/net, /run/netns/NAME
+    /// (default: this process's).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)"))
+}
+
+/// The `--json` object.
+#[derive(Debug, Serialize)]
+struct WhyRecord<'a> {
+    #[serde(rename = "type")]
+    record_type: &'static str,
+    protocol: Proto,
+    addr: std::net::IpAddr,
+    port: u16,
+    reuseaddr: bool,
+    reuseport: bool,
+    v6only: bool,
+    uid: u32,
+    /// `"OK"`, `"EADDRINUSE"` or `"UNCERTAIN"`.
+    result: &'static str,
+    conflict: &'a Conflict,
+}
+
+/// Runs `why`, prints the answer; returns the exit code for it.
+pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
+    if args.v6only && args.addr.is_ipv4() {
+        return Err(WhyError::Usage(
+            "--v6only applies to IPv6 addresses only (see `observer why --help`)".into(),
+        ));
+    }
+    let request = Request {
+        proto: if args.udp { Proto::Udp } else { Proto::Tcp },
+        addr: args.addr.ip(),
+        port: args.addr.port(),
+        reuseaddr: args.reuseaddr,
+        reuseport: args.reuseport,
+        v6only: args.v6only,
+        bound_dev_if: 0,
+        // SAFETY: geteuid has no preconditions.
+        uid: args.uid.unwrap_or_else(|| unsafe { libc::geteuid() }),
+    };
+    let query = Query {
+        request: request.clone(),
+        netns: args.netns.clone().map_or(Netns::Current, Netns::Path),
+        exclude_inode: None,
+    };
+    let conflict = diagnose(&query).map_err(WhyError::Lookup)?;
+    let (result, code) = match conflict.verdict {
+        "in_use" => ("EADDRINUSE", EXIT_WOULD_FAIL),
+        "uncertain" => ("UNCERTAIN", EXIT_UNCERTAIN),
+        "ephemeral" if conflict.ephemeral.as_ref().is_some_and(|e| e.free == 0) => {
+            ("EADDRINUSE", EXIT_WOULD_FAIL)
+        }
+        _ => ("OK", 0),
+    };
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        let record = WhyRecord {
+            record_type: "why",
+            protocol: request.proto,
+            addr: request.addr,
+            port: request.port,
+            reuseaddr: request.reuseaddr,
+            reuseport: request.reuseport,
+            v6only: request.v6only,
+            uid: request.uid,
+            result,
+            conflict: &conflict,
+        };
+        serde_json::to_writer(&mut out, &record)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        let proto = if args.udp { "udp" } else { "tcp" };
+        let verdict = match result {
+            "OK" => "would succeed now",
+            "EADDRINUSE" => "would fail with EADDRINUSE",
+            _ => "might fail with EADDRINUSE",
+        };
+        let mut text = format!(
+            "{proto} {}: bind() {verdict}\n",
+            addr_port(request.addr, request.port)
+        );
+        for line in lines(&conflict) {
+            text.push_str(&format!("  {line}\n"));
+        }
+        out.write_all(text.as_bytes())
+    };
+    written.map_err(WhyError::Output)?;
+    Ok(code)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhyError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Lookup(super::Error),
+    #[error("writing the answer: {0}")]
+    Output(io::Error),
+}
