@@ -13,9 +13,9 @@
 #![no_main]
 
 mod fexit;
+mod iter;
 mod kfunc;
 mod kprobe;
-mod iter;
 mod read;
 
 use aya_ebpf::{
