@@ -402,7 +402,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
             netns: Some(c.netns as u32),
             family: Some("inet".into()),
             protocol: Some("tcp".into()),
-            fd: failing.fd(),
+            fd: Some(failing.fd()),
             requested: Some(Requested::Inet(Endpoint {
                 addr: "127.0.0.1".parse().unwrap(),
                 port: 7100,
@@ -416,6 +416,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
             result: "EADDRINUSE".into(),
             errno: libc::EADDRINUSE,
             hook: "tracepoint:sys_exit_bind",
+            call_id: None,
             conflict: None,
         };
         assert_eq!(conflict_of(&event).verdict, "in_use");

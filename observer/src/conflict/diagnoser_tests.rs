@@ -20,7 +20,7 @@ fn event(port: u16) -> BindEvent {
         netns: Some(1),
         family: Some("inet".into()),
         protocol: Some("tcp".into()),
-        fd: 3,
+        fd: Some(3),
         requested: Some(Requested::Inet(Endpoint {
             addr: std::net::Ipv4Addr::LOCALHOST.into(),
             port,
@@ -34,6 +34,7 @@ fn event(port: u16) -> BindEvent {
         result: "EADDRINUSE".into(),
         errno: libc::EADDRINUSE,
         hook: "tracepoint:sys_exit_bind",
+        call_id: None,
         conflict: None,
     }
 }

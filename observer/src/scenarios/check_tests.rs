@@ -57,6 +57,7 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         errno: 0,
         hook: "fexit:inet_bind",
         call_id: Some(call_id),
+        conflict: None,
     }
 }
 
