@@ -14,9 +14,9 @@ pub const OP_BIND: u16 = 1;
 /// `BindRecord::op`: the `listen()` system call.
 pub const OP_LISTEN: u16 = 2;
 
-/// `BindRecord::hook`: `syscalls:sys_exit_bind` (paired with `sys_enter_bind`).
+/// `BindRecord::hook`: `syscalls:sys_exit_bind` (arguments from the task's saved registers).
 pub const HOOK_TP_SYS_EXIT_BIND: u16 = 1;
-/// `BindRecord::hook`: `syscalls:sys_exit_listen` (paired with `sys_enter_listen`).
+/// `BindRecord::hook`: `syscalls:sys_exit_listen` (arguments from the task's saved registers).
 pub const HOOK_TP_SYS_EXIT_LISTEN: u16 = 2;
 
 /// `BindRecord::op`: a port allocation (`inet_csk_get_port` / `udp_lib_get_port`), inside a
@@ -192,8 +192,6 @@ pub struct Config {
     pub version: u32,
     /// Thread group id of the collector: its own calls are not reported.
     pub collector_tgid: u32,
-    /// Byte offset of the first argument in a `syscalls:sys_enter_*` record (from tracefs).
-    pub enter_args_off: u32,
     /// Byte offset of `ret` in a `syscalls:sys_exit_*` record (from tracefs).
     pub exit_ret_off: u32,
     /// `task_struct.files`.
@@ -242,6 +240,14 @@ pub struct Config {
     pub regs_syscall_nr: FieldLoc,
     /// `pt_regs.di` (x86_64): the first system call argument (the fd of `bind`/`listen`).
     pub regs_arg0: FieldLoc,
+    /// `pt_regs.si` (x86_64): the second system call argument (`bind`'s `umyaddr`).
+    pub regs_arg1: FieldLoc,
+    /// `pt_regs.dx` (x86_64): the third system call argument (`bind`'s `addrlen`).
+    pub regs_arg2: FieldLoc,
+    /// Bytes at the start of `struct sock` that the programs copy in one read before picking
+    /// the socket fields out of the copy (at most [`SK_WINDOW_MAX`]; a field that ends past it
+    /// is read on its own). One read instead of one per field.
+    pub sk_window: u32,
     /// The `bind` system call number on this architecture.
     pub nr_bind: u32,
     /// The `listen` system call number on this architecture.
@@ -254,7 +260,6 @@ impl Config {
     pub const ZEROED: Config = Config {
         version: 0,
         collector_tgid: 0,
-        enter_args_off: 0,
         exit_ret_off: 0,
         task_files: FieldLoc::MISSING,
         files_fdt: FieldLoc::MISSING,
@@ -279,6 +284,9 @@ impl Config {
         sk_socket: FieldLoc::MISSING,
         regs_syscall_nr: FieldLoc::MISSING,
         regs_arg0: FieldLoc::MISSING,
+        regs_arg1: FieldLoc::MISSING,
+        regs_arg2: FieldLoc::MISSING,
+        sk_window: 0,
         nr_bind: 0,
         nr_listen: 0,
     };
@@ -297,11 +305,16 @@ pub struct SockFlagsRecord {
     pub known: u32,
 }
 
+/// Largest [`Config::sk_window`]: enough for `struct sock` and the option bits of
+/// `inet_sock` on the kernels seen so far (808 bytes on 6.18). A power of two, so the programs
+/// can bound offsets into their copy with a mask.
+pub const SK_WINDOW_MAX: u32 = 1024;
+
 /// Number of socket option bits in [`flag`].
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSION: u32 = 3;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;

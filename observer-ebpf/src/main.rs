@@ -1,14 +1,17 @@
 //! The observer's kernel programs: the tracepoint backend.
 //!
-//! `sys_enter_bind` / `sys_enter_listen` remember the call's arguments per thread (including a
-//! copy of the caller's sockaddr, which only exists in user memory at entry); `sys_exit_bind` /
-//! `sys_exit_listen` pair with them, walk from the current task to the socket the fd names, read
-//! what the kernel now holds for it, and queue one `BindRecord` on the ring buffer.
+//! `sys_exit_bind` / `sys_exit_listen` run once per call, when it returns. The call's arguments
+//! come from the user registers the kernel saved at syscall entry (it never modifies them), so
+//! no entry program and no per-thread pairing state is needed: half the program runs, no map
+//! updates, nothing that a thread dying inside `bind()` could leave behind. The program walks
+//! from the current task to the socket the fd names, reads what the kernel now holds for it,
+//! and queues one `BindRecord` on the ring buffer.
 //!
 //! No kernel struct offset is compiled in: every field is read through a `FieldLoc` that the
 //! collector derived from the running kernel's BTF and wrote into `CONFIG` before load.
 //!
-//! The kernel-function backends live beside it: `fexit` and `kprobe`, sharing `kfunc`.
+//! The kernel-function backends live beside it: `fexit` and `kprobe`, sharing `kfunc`; the
+//! socket iterators behind conflict reports are in `iter`.
 #![no_std]
 #![no_main]
 
@@ -21,13 +24,12 @@ mod read;
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_UNPAIRED,
-    Config, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND,
-    SOCKADDR_LEN,
+    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, Config, HOOK_TP_SYS_EXIT_BIND,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_WINDOW_MAX, SOCKADDR_LEN, known,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -39,26 +41,17 @@ static CONFIG: Config = Config::ZEROED;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Calls in flight, by thread id. LRU so that a thread that dies inside `bind()` cannot leave
-/// an entry behind forever.
-#[map]
-static PENDING: LruHashMap<u32, Pending> = LruHashMap::with_max_entries(16384, 0);
-
 /// `COUNTER_*` events that are not records: lost, unpaired, failed reads.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// What the entry program saves for the exit program.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Pending {
-    op: u32,
-    fd: i32,
-    addrlen: u32,
-    sockaddr_len: u32,
-    sockaddr: [u8; SOCKADDR_LEN],
-    _pad: u32,
-}
+/// Bytes of the per-CPU scratch buffer: twice `SK_WINDOW_MAX`, a power of two.
+pub(crate) const SCRATCH_LEN: usize = 2 * SK_WINDOW_MAX as usize;
+
+/// Per-CPU scratch space for the copy of a `struct sock` (`read::Window`); too big for the
+/// 512-byte BPF stack.
+#[map]
+pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 fn config() -> &'static Config {
@@ -89,18 +82,6 @@ fn is_collector(pid_tgid: u64) -> bool {
 }
 
 #[tracepoint]
-pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    let _ = try_enter(&ctx, OP_BIND);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    let _ = try_enter(&ctx, OP_LISTEN);
-    0
-}
-
-#[tracepoint]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
     let _ = try_exit(&ctx, OP_BIND, HOOK_TP_SYS_EXIT_BIND);
     0
@@ -112,82 +93,71 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_enter(ctx: &TracePointContext, op: u16) -> Result<(), i64> {
-    if cfg(&config().version) != CONFIG_VERSION {
-        return Ok(());
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if is_collector(pid_tgid) {
-        return Ok(());
-    }
-    let args = cfg(&config().enter_args_off) as usize;
-    // SAFETY: `args` is the offset of the syscall arguments in this tracepoint's record, read
-    // from tracefs by the collector; the helper checks the access.
-    let fd: u64 = unsafe { ctx.read_at(args) }.map_err(i64::from)?;
-    let mut pending = Pending {
-        op: u32::from(op),
+/// The call's arguments: `fd` for both calls, plus `umyaddr` and `addrlen` for `bind()`.
+struct Args {
+    fd: i32,
+    addrlen: u32,
+    sockaddr_len: u32,
+    sockaddr: [u8; SOCKADDR_LEN],
+}
+
+/// Reads the arguments from the registers saved at syscall entry, and for `bind()` copies the
+/// caller's sockaddr from user memory (still mapped: we run in the caller's context).
+#[inline(always)]
+fn args(op: u16, c: &Config) -> Result<Args, i64> {
+    // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
+    let task = unsafe { generated::bpf_get_current_task_btf() };
+    // SAFETY: `task` is the BTF task pointer the verifier requires; the helper returns that
+    // task's user-mode registers.
+    let regs = unsafe { generated::bpf_task_pt_regs(task) } as *const u8;
+    let fd = read::field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
+    let mut out = Args {
         fd: fd as i32,
         addrlen: 0,
         sockaddr_len: 0,
         sockaddr: [0; SOCKADDR_LEN],
-        _pad: 0,
     };
-    if op == OP_BIND {
-        // SAFETY: as above, the second and third arguments (`umyaddr`, `addrlen`).
-        let uaddr: u64 = unsafe { ctx.read_at(args + 8) }.map_err(i64::from)?;
-        // SAFETY: as above.
-        let addrlen: u64 = unsafe { ctx.read_at(args + 16) }.map_err(i64::from)?;
-        pending.addrlen = addrlen as u32;
-        let mut len = addrlen as u32;
-        if len > SOCKADDR_LEN as u32 {
-            len = SOCKADDR_LEN as u32;
-        }
-        if len > 0 && uaddr != 0 {
-            // SAFETY: `bpf_probe_read_user` checks the user address itself and fails instead of
-            // faulting; `len` is at most the size of the destination.
-            let rc = unsafe {
-                generated::bpf_probe_read_user(
-                    pending.sockaddr.as_mut_ptr().cast(),
-                    len,
-                    uaddr as *const core::ffi::c_void,
-                )
-            };
-            if rc == 0 {
-                pending.sockaddr_len = len;
-            }
+    if op != OP_BIND {
+        return Ok(out);
+    }
+    let uaddr = read::field(regs, &c.regs_arg1).map_err(|_| -1i64)?;
+    let addrlen = read::field(regs, &c.regs_arg2).map_err(|_| -1i64)? as u32;
+    out.addrlen = addrlen;
+    let len = if addrlen > SOCKADDR_LEN as u32 {
+        SOCKADDR_LEN as u32
+    } else {
+        addrlen
+    };
+    if len > 0 && uaddr != 0 {
+        // SAFETY: `bpf_probe_read_user` checks the user address itself and fails instead of
+        // faulting; `len` is at most the size of the destination.
+        let rc = unsafe {
+            generated::bpf_probe_read_user(
+                out.sockaddr.as_mut_ptr().cast(),
+                len,
+                uaddr as *const core::ffi::c_void,
+            )
+        };
+        if rc == 0 {
+            out.sockaddr_len = len;
         }
     }
-    let tid = pid_tgid as u32;
-    if PENDING.insert(tid, pending, 0).is_err() {
-        count(COUNTER_PAIR_FULL);
-    }
-    Ok(())
+    Ok(out)
 }
 
+#[inline(always)]
 fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
-    if cfg(&config().version) != CONFIG_VERSION {
+    let c = config();
+    if cfg(&c.version) != CONFIG_VERSION {
         return Ok(());
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     if is_collector(pid_tgid) {
         return Ok(());
     }
-    let tid = pid_tgid as u32;
-    let Some(pending) = PENDING.get_ptr(tid) else {
-        count(COUNTER_UNPAIRED);
-        return Ok(());
-    };
-    // SAFETY: the pointer came from a successful lookup; the entry is copied out before it is
-    // removed, and only this thread writes entries under its own tid.
-    let pending = unsafe { *pending };
-    let _ = PENDING.remove(tid);
-    if pending.op != u32::from(op) {
-        count(COUNTER_UNPAIRED);
-        return Ok(());
-    }
     // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
-    let ret: i64 =
-        unsafe { ctx.read_at(cfg(&config().exit_ret_off) as usize) }.map_err(i64::from)?;
+    let ret: i64 = unsafe { ctx.read_at(cfg(&c.exit_ret_off) as usize) }.map_err(i64::from)?;
+    let args = args(op, c)?;
 
     let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
         count(COUNTER_LOST);
@@ -195,25 +165,40 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
-    // bytes that this program owns until submit; every field is initialised before submit.
+    // bytes that this program owns until submit. Ring buffer memory is not zeroed, so the
+    // whole record is written here, every field named, rather than cleared first.
     unsafe {
-        core::ptr::write_bytes(rec, 0, 1);
-        (*rec).kind = RECORD_BIND;
-        (*rec).op = op;
-        (*rec).hook = hook;
-        (*rec).ts_ns = generated::bpf_ktime_get_ns();
-        (*rec).pid = (pid_tgid >> 32) as u32;
-        (*rec).tid = tid;
-        (*rec).uid = bpf_get_current_uid_gid() as u32;
-        (*rec).ret = ret as i32;
-        (*rec).fd = pending.fd;
-        (*rec).addrlen = pending.addrlen;
-        (*rec).sockaddr = pending.sockaddr;
-        (*rec).sockaddr_len = pending.sockaddr_len;
-        if let Ok(comm) = bpf_get_current_comm() {
-            (*rec).comm = comm;
-        }
-        read::socket_fields(&mut *rec, pending.fd, config());
+        rec.write(BindRecord {
+            kind: RECORD_BIND,
+            op,
+            hook,
+            ts_ns: generated::bpf_ktime_get_ns(),
+            pid: (pid_tgid >> 32) as u32,
+            tid: pid_tgid as u32,
+            uid: bpf_get_current_uid_gid() as u32,
+            sk_uid: 0,
+            ret: ret as i32,
+            fd: args.fd,
+            addrlen: args.addrlen,
+            netns: 0,
+            ino: 0,
+            flags: 0,
+            flags_known: 0,
+            sock_known: known::FD,
+            bound_dev_if: 0,
+            sock_family: 0,
+            protocol: 0,
+            sock_type: 0,
+            bound_port: 0,
+            bound_addr: [0; 16],
+            sockaddr: args.sockaddr,
+            sockaddr_len: args.sockaddr_len,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            call_id: 0,
+            snum: 0,
+            _pad: [0; 6],
+        });
+        read::socket_fields(&mut *rec, args.fd, c);
     }
     entry.submit(0);
     Ok(())

@@ -2,9 +2,11 @@
 //! socket an fd names, and the socket's bound state and options.
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
-use observer_common::{BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, flag, known};
+use observer_common::{
+    BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, SK_WINDOW_MAX, flag, known,
+};
 
-use crate::{cfg, count};
+use crate::{SCRATCH, SCRATCH_LEN, cfg, count};
 
 /// Why a read did not produce a value.
 pub(crate) enum Miss {
@@ -158,20 +160,107 @@ pub(crate) fn from_sk(rec: &mut BindRecord, sk: *const u8, c: &Config) {
     }
 }
 
-/// Fills the `struct sock` fields of `rec` (everything but the inode).
+/// A copy of the first bytes of a `struct sock`, taken with one read so that each field after
+/// it is a plain load rather than a helper call.
+struct Window {
+    sk: *const u8,
+    /// The per-CPU scratch buffer holding the copy (`SCRATCH_LEN` bytes, twice
+    /// `SK_WINDOW_MAX`, so a load of up to 16 bytes at any masked offset stays inside it).
+    copy: *const u8,
+    /// Valid bytes in `copy` (0 when there is no copy: every field is then read on its own).
+    len: u32,
+}
+
+impl Window {
+    #[inline(always)]
+    fn take(sk: *const u8, c: &Config) -> Window {
+        let mut window = Window {
+            sk,
+            copy: core::ptr::null(),
+            len: 0,
+        };
+        let mut len = cfg(&c.sk_window);
+        if len > SK_WINDOW_MAX {
+            len = SK_WINDOW_MAX;
+        }
+        let Some(copy) = SCRATCH.get_ptr_mut(0) else {
+            return window;
+        };
+        if len == 0 {
+            return window;
+        }
+        // SAFETY: the helper validates the kernel address and fails instead of faulting;
+        // `len` is at most `SK_WINDOW_MAX`, within the scratch buffer.
+        let rc = unsafe { generated::bpf_probe_read_kernel(copy.cast(), len, sk.cast()) };
+        if rc == 0 {
+            window.copy = copy as *const u8;
+            window.len = len;
+        }
+        window
+    }
+
+    /// `field()`, from the copy when the field lies inside it.
+    #[inline(always)]
+    fn field(&self, loc: &FieldLoc) -> Result<u64, Miss> {
+        let l = cfg(loc);
+        let start = l.bit_offset / 8;
+        let shift = l.bit_offset & 7;
+        let end = start + (shift + l.bit_size).div_ceil(8);
+        if self.copy.is_null() || l.bit_size == 0 || l.bit_size > 64 || end > self.len {
+            return field(self.sk, loc);
+        }
+        let off = (start & (SK_WINDOW_MAX - 1)) as usize;
+        // SAFETY: `off < SK_WINDOW_MAX` and the buffer is twice that, so the 8-byte load is
+        // inside it; bytes past the field are masked off below.
+        let raw = unsafe { core::ptr::read_unaligned(self.copy.add(off).cast::<u64>()) } >> shift;
+        Ok(if l.bit_size >= 64 {
+            raw
+        } else {
+            raw & ((1u64 << l.bit_size) - 1)
+        })
+    }
+
+    /// `read_bytes()`, from the copy when the field lies inside it.
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, loc: &FieldLoc) -> Option<[u8; N]> {
+        let l = cfg(loc);
+        let start = l.bit_offset / 8;
+        if self.copy.is_null()
+            || l.bit_size as usize != N * 8
+            || l.bit_offset & 7 != 0
+            || start + N as u32 > self.len
+        {
+            return read_bytes::<N>(self.sk, loc);
+        }
+        let off = (start & (SK_WINDOW_MAX - 1)) as usize;
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            // SAFETY: the mask keeps the index inside the `SCRATCH_LEN`-byte buffer (and, as
+            // `off + i < SK_WINDOW_MAX + N`, never changes it).
+            out[i] = unsafe { *self.copy.add((off + i) & (SCRATCH_LEN - 1)) };
+            i += 1;
+        }
+        Some(out)
+    }
+}
+
+/// Fills the `struct sock` fields of `rec` (everything but the inode), picking them out of one
+/// copy of the socket where they lie inside it.
 #[inline(always)]
 fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
     rec.sock_known |= known::SOCK;
-    if let Some(family) = note(field(sk, &c.sk_family)) {
+    let w = Window::take(sk, c);
+    if let Some(family) = note(w.field(&c.sk_family)) {
         rec.sock_family = family as u16;
         rec.sock_known |= known::FAMILY;
     }
-    if let Some(port) = note(field(sk, &c.sk_num)) {
+    if let Some(port) = note(w.field(&c.sk_num)) {
         rec.bound_port = port as u16;
         let addr = if rec.sock_family == 10 {
-            read_bytes::<16>(sk, &c.sk_v6_rcv_saddr)
+            w.bytes::<16>(&c.sk_v6_rcv_saddr)
         } else {
-            read_bytes::<4>(sk, &c.sk_rcv_saddr).map(|v4| {
+            w.bytes::<4>(&c.sk_rcv_saddr).map(|v4| {
                 let mut a = [0u8; 16];
                 a[..4].copy_from_slice(&v4);
                 a
@@ -182,27 +271,31 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
             rec.sock_known |= known::BOUND;
         }
     }
-    if let Some(dev) = note(field(sk, &c.sk_bound_dev_if)) {
+    if let Some(dev) = note(w.field(&c.sk_bound_dev_if)) {
         rec.bound_dev_if = dev as u32;
         rec.sock_known |= known::DEV_IF;
     }
-    if let Some(inum) = note(pointer(sk, &c.sk_net)).and_then(|net| note(field(net, &c.net_inum))) {
+    let net = match w.field(&c.sk_net) {
+        Ok(0) => Err(Miss::Fault),
+        Ok(p) => Ok(p as *const u8),
+        Err(m) => Err(m),
+    };
+    if let Some(inum) = note(net).and_then(|net| note(field(net, &c.net_inum))) {
         rec.netns = inum as u32;
         rec.sock_known |= known::NETNS;
     }
-    if let (Some(proto), Some(ty)) = (note(field(sk, &c.sk_protocol)), note(field(sk, &c.sk_type)))
-    {
+    if let (Some(proto), Some(ty)) = (note(w.field(&c.sk_protocol)), note(w.field(&c.sk_type))) {
         rec.protocol = proto as u16;
         rec.sock_type = ty as u16;
         rec.sock_known |= known::PROTOCOL;
     }
-    if let Some(uid) = note(field(sk, &c.sk_uid)) {
+    if let Some(uid) = note(w.field(&c.sk_uid)) {
         rec.sk_uid = uid as u32;
         rec.sock_known |= known::SK_UID;
     }
     let mut i = 0;
     while i < FLAG_COUNT {
-        if let Some(value) = note(field(sk, &c.flag_locs[i])) {
+        if let Some(value) = note(w.field(&c.flag_locs[i])) {
             rec.flags_known |= 1 << i;
             if value != 0 {
                 rec.flags |= 1 << i;

@@ -222,6 +222,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     if let (Some(submitter), Some(done)) = (state.conflicts.take(), done) {
         state.summary.conflict_lookups = submitter.submitted;
         state.summary.conflict_queue_full = submitter.queue_full;
+        state.summary.conflict_repeats = submitter.repeats;
         let (late, unfinished) = done.finish(submitter, CONFLICT_END_WAIT).await;
         state.summary.conflict_unfinished = unfinished;
         if end.is_ok() && reason != "output closed" {

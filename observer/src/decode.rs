@@ -14,6 +14,7 @@ use observer_common::{
     HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, flag,
     known,
 };
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 const AF_UNSPEC: u16 = 0;
@@ -105,9 +106,9 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         sock_uid: (sock && has(known::SK_UID)).then_some(r.sk_uid),
         sock_ino: (sock && has(known::INODE)).then_some(r.ino),
         result: if ret >= 0 {
-            "OK".to_string()
+            Cow::Borrowed("OK")
         } else {
-            errno::name(errno).into_owned()
+            errno::name(errno)
         },
         errno,
         hook: hook_name(r.hook),
@@ -185,30 +186,30 @@ fn comm(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
-pub fn family_name(family: u16) -> String {
-    match family {
-        AF_INET => "inet".into(),
-        AF_INET6 => "inet6".into(),
-        1 => "unix".into(),
-        16 => "netlink".into(),
-        17 => "packet".into(),
-        other => format!("af{other}"),
-    }
+pub fn family_name(family: u16) -> Cow<'static, str> {
+    Cow::Borrowed(match family {
+        AF_INET => "inet",
+        AF_INET6 => "inet6",
+        1 => "unix",
+        16 => "netlink",
+        17 => "packet",
+        other => return Cow::Owned(format!("af{other}")),
+    })
 }
 
-pub fn protocol_name(protocol: u16) -> String {
-    match protocol {
-        0 => "ip".into(),
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        136 => "udplite".into(),
-        255 => "raw".into(),
-        262 => "mptcp".into(),
-        other => other.to_string(),
-    }
+pub fn protocol_name(protocol: u16) -> Cow<'static, str> {
+    Cow::Borrowed(match protocol {
+        0 => "ip",
+        1 => "icmp",
+        6 => "tcp",
+        17 => "udp",
+        58 => "icmpv6",
+        132 => "sctp",
+        136 => "udplite",
+        255 => "raw",
+        262 => "mptcp",
+        other => return Cow::Owned(other.to_string()),
+    })
 }
 
 pub fn hook_name(hook: u16) -> &'static str {

@@ -98,8 +98,8 @@ fn expected() -> BindEvent {
         uid: 1000,
         comm: "nginx".to_string(),
         netns: Some(NETNS),
-        family: Some("inet".to_string()),
-        protocol: Some("tcp".to_string()),
+        family: Some("inet".into()),
+        protocol: Some("tcp".into()),
         fd: Some(3),
         requested: Some(Requested::Inet(v4(127, 0, 0, 1, 8080))),
         bound: Some(v4(127, 0, 0, 1, 8080)),
@@ -114,7 +114,7 @@ fn expected() -> BindEvent {
         bound_dev_if: Some(0),
         sock_uid: Some(1001),
         sock_ino: Some(123_456),
-        result: "OK".to_string(),
+        result: "OK".into(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
@@ -363,7 +363,7 @@ fn eaddrinuse_has_no_bound_endpoint() {
     r.bound_port = 0;
     r.bound_addr = [0; 16];
     let mut want = expected();
-    want.result = "EADDRINUSE".to_string();
+    want.result = "EADDRINUSE".into();
     want.errno = 98;
     want.bound = None;
     assert_eq!(decoded(&r), want);
@@ -387,7 +387,7 @@ fn ret_edge_values() {
         let mut r = record();
         r.ret = ret;
         let e = decoded(&r);
-        assert_eq!((e.result.as_str(), e.errno), (result, errno), "ret {ret}");
+        assert_eq!((e.result.as_ref(), e.errno), (result, errno), "ret {ret}");
     }
 }
 

@@ -5,6 +5,7 @@
 //! made-up value.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Which call an event reports.
@@ -94,9 +95,9 @@ pub struct BindEvent {
     /// Network namespace inode of the socket.
     pub netns: Option<u32>,
     /// `"inet"`, `"inet6"`, or `"af<N>"` for other socket families.
-    pub family: Option<String>,
+    pub family: Option<Cow<'static, str>>,
     /// `"tcp"`, `"udp"`, or another IANA protocol name / number.
-    pub protocol: Option<String>,
+    pub protocol: Option<Cow<'static, str>>,
     /// The fd the call named; `None` when the call did not come from the `bind`/`listen`
     /// system call (io_uring, the kernel itself), which only kernel-function hooks see.
     pub fd: Option<i32>,
@@ -113,7 +114,7 @@ pub struct BindEvent {
     /// Socket inode (as in `/proc/<pid>/fd` and `ss -e`).
     pub sock_ino: Option<u64>,
     /// `"OK"` or the errno name, e.g. `"EADDRINUSE"`.
-    pub result: String,
+    pub result: Cow<'static, str>,
     /// 0 on success, the positive errno on failure.
     pub errno: i32,
     /// Kernel hook that produced the event, e.g. `"tracepoint:sys_exit_bind"`.

@@ -23,8 +23,8 @@ fn event() -> BindEvent {
         uid: 0,
         comm: "nginx".to_string(),
         netns: Some(NETNS),
-        family: Some("inet".to_string()),
-        protocol: Some("tcp".to_string()),
+        family: Some("inet".into()),
+        protocol: Some("tcp".into()),
         fd: Some(6),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
@@ -32,7 +32,7 @@ fn event() -> BindEvent {
         bound_dev_if: Some(0),
         sock_uid: Some(0),
         sock_ino: Some(99),
-        result: "OK".to_string(),
+        result: "OK".into(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
@@ -42,7 +42,7 @@ fn event() -> BindEvent {
 
 fn failed() -> BindEvent {
     BindEvent {
-        result: "EADDRINUSE".to_string(),
+        result: "EADDRINUSE".into(),
         errno: 98,
         bound: None,
         ..event()
@@ -51,8 +51,8 @@ fn failed() -> BindEvent {
 
 fn unix() -> BindEvent {
     BindEvent {
-        family: Some("unix".to_string()),
-        protocol: Some("ip".to_string()),
+        family: Some("unix".into()),
+        protocol: Some("ip".into()),
         requested: Some(Requested::Other {
             sa_family: 1,
             addrlen: 110,
@@ -68,7 +68,7 @@ fn default_filter_shows_every_inet_event() {
     assert!(f.matches(&event()));
     assert!(f.matches(&failed()));
     let inet6 = BindEvent {
-        family: Some("inet6".to_string()),
+        family: Some("inet6".into()),
         ..event()
     };
     assert!(f.matches(&inet6));
@@ -79,7 +79,7 @@ fn non_inet_families_need_all_families() {
     let f = Filter::default();
     assert!(!f.matches(&unix()));
     assert!(!f.matches(&BindEvent {
-        family: Some("af17".to_string()),
+        family: Some("af17".into()),
         ..event()
     }));
     // No socket family (bind on an fd that is not a socket): shown, unless its sockaddr says
@@ -245,7 +245,7 @@ fn combined_filters_need_every_condition() {
         ("port", |e| e.requested = Some(Requested::Inet(v4(80)))),
         ("errors", |e| e.errno = 0),
         ("netns", |e| e.netns = Some(1)),
-        ("family", |e| e.family = Some("unix".to_string())),
+        ("family", |e| e.family = Some("unix".into())),
     ];
     for (what, spoil) in spoilers {
         let mut e = target.clone();
@@ -254,7 +254,7 @@ fn combined_filters_need_every_condition() {
     }
 
     let unix_target = BindEvent {
-        family: Some("unix".to_string()),
+        family: Some("unix".into()),
         ..target.clone()
     };
     assert!(!f.matches(&unix_target));

@@ -2,7 +2,7 @@
 //!
 //! The kernel programs (crate `observer-ebpf`) report every `bind()` and `listen()`; this
 //! library loads them ([`backend`]), drains and decodes what they report ([`collector`],
-//! [`decode`]) and prints it ([`sink`]); [`conflict`] explains an EADDRINUSE: the sockets in
+//! [`decode`]) and prints it ([`sink`], [`jsonline`] for events at full rate); [`conflict`] explains an EADDRINUSE: the sockets in
 //! the way, the rule, what would work (also `observer why`).
 
 pub mod backend;
@@ -14,6 +14,7 @@ pub mod decode;
 pub mod errno;
 pub mod event;
 pub mod filter;
+pub mod jsonline;
 pub mod offsets;
 pub mod scenarios;
 pub mod sink;

@@ -7,7 +7,7 @@
 //! (an `inet_sock` starts with its `struct sock`), so the programs need one reader for both.
 
 use crate::btf::{Btf, BtfError, MemberLoc};
-use observer_common::{CONFIG_VERSION, Config, FLAG_COUNT, FieldLoc};
+use observer_common::{CONFIG_VERSION, Config, FLAG_COUNT, FieldLoc, SK_WINDOW_MAX};
 
 /// The config, and the names of the fields that could not be resolved.
 #[derive(Debug, Clone)]
@@ -78,6 +78,30 @@ impl Resolver<'_> {
     }
 }
 
+/// The bytes of `struct sock` that hold every socket field the programs read (as far as
+/// `SK_WINDOW_MAX` allows), rounded up to a whole word.
+fn sk_window(c: &Config) -> u32 {
+    let fields = [
+        c.sk_family,
+        c.sk_num,
+        c.sk_rcv_saddr,
+        c.sk_v6_rcv_saddr,
+        c.sk_bound_dev_if,
+        c.sk_net,
+        c.sk_protocol,
+        c.sk_type,
+        c.sk_uid,
+    ];
+    fields
+        .iter()
+        .chain(&c.flag_locs)
+        .filter(|l| l.is_known())
+        .map(|l| (l.bit_offset + l.bit_size).div_ceil(64) * 8)
+        .filter(|&end| end <= SK_WINDOW_MAX)
+        .max()
+        .unwrap_or(0)
+}
+
 fn to_loc(m: MemberLoc) -> FieldLoc {
     FieldLoc {
         bit_offset: m.bit_offset,
@@ -134,6 +158,9 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
     c.sk_socket = quiet("sock", "sk_socket");
     c.regs_syscall_nr = quiet("pt_regs", "orig_ax");
     c.regs_arg0 = quiet("pt_regs", "di");
+    c.regs_arg1 = quiet("pt_regs", "si");
+    c.regs_arg2 = quiet("pt_regs", "dx");
+    c.sk_window = sk_window(&c);
     // A pointer the programs follow must be a whole, byte-aligned 64-bit word.
     for (name, loc) in [
         ("task_struct.files", c.task_files),
@@ -181,6 +208,12 @@ mod tests {
         let u64_ = b.int("long unsigned int", 8, 64, 0);
         let ptr = b.ty(PTR << 24, "", 0, &[]);
         b.aggr(STRUCT, "task_struct", 4096, &[("files", ptr, 128)]);
+        b.aggr(
+            STRUCT,
+            "pt_regs",
+            168,
+            &[("dx", u64_, 768), ("si", u64_, 832), ("di", u64_, 896)],
+        );
         b.aggr(STRUCT, "files_struct", 64, &[("fdt", ptr, 256)]);
         b.aggr(
             STRUCT,
@@ -282,6 +315,7 @@ mod tests {
     fn resolves_the_pre_6_6_bitfield_layout() {
         let r = resolve(&kernel(Layout::Bitfields, true)).expect("resolve");
         assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+        assert_eq!(r.config.sk_window, 832, "up to the word holding bit 6605");
         let expected = [
             FieldLoc {
                 bit_offset: 152,
@@ -310,6 +344,16 @@ mod tests {
             }
         );
         assert_eq!(r.config.sk_v6_rcv_saddr.bit_size, 128);
+        let word = |bit_offset| FieldLoc {
+            bit_offset,
+            bit_size: 64,
+        };
+        let c = r.config;
+        assert_eq!(
+            [c.regs_arg0, c.regs_arg1, c.regs_arg2],
+            [word(896), word(832), word(768)],
+            "fd, umyaddr, addrlen from di, si, dx"
+        );
     }
 
     #[test]
@@ -317,6 +361,10 @@ mod tests {
         let r = resolve(&kernel(Layout::FlagsWord, true)).expect("resolve");
         assert!(r.unknown.is_empty(), "{:?}", r.unknown);
         assert_eq!(r.config.flag_locs[3..], [bit(6411), bit(6415), bit(6418)]);
+        assert_eq!(
+            r.config.sk_window, 808,
+            "one copy reaches inet_flags (bits 6400..6464)"
+        );
     }
 
     #[test]
@@ -345,5 +393,10 @@ mod tests {
         for loc in &c.flag_locs[1..] {
             assert_eq!(loc.bit_size, 1);
         }
+        // The x86-64 layout of `struct pt_regs`: di, si, dx are words 14, 13, 12.
+        assert_eq!(
+            [c.regs_arg0, c.regs_arg1, c.regs_arg2].map(|l| (l.bit_offset / 64, l.bit_size)),
+            [(14, 64), (13, 64), (12, 64)]
+        );
     }
 }

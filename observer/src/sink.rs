@@ -81,6 +81,9 @@ pub struct Summary {
     pub conflict_lookups: u64,
     /// EADDRINUSE events printed without a conflict because the lookup queue was full.
     pub conflict_queue_full: u64,
+    /// EADDRINUSE events printed without a conflict because the same address was looked up
+    /// less than a second before (a retry loop asks the same question again and again).
+    pub conflict_repeats: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
 }
@@ -97,11 +100,16 @@ pub trait Sink {
 /// JSON Lines: one object per line, each with a `"type"`.
 pub struct JsonSink<W: Write> {
     out: W,
+    /// Reused for every event: no allocation per line.
+    buf: Vec<u8>,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
-        JsonSink { out }
+        JsonSink {
+            out,
+            buf: Vec::with_capacity(1024),
+        }
     }
 
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
@@ -117,7 +125,12 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.flush()
     }
     fn event(&mut self, event: &BindEvent) -> io::Result<()> {
-        self.line(event)
+        self.buf.clear();
+        if !crate::jsonline::encode(&mut self.buf, event) {
+            return self.line(event);
+        }
+        self.buf.push(b'\n');
+        self.out.write_all(&self.buf)
     }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.line(lost)

@@ -41,8 +41,8 @@ fn event() -> BindEvent {
         uid: 1000,
         comm: "nginx".to_string(),
         netns: Some(4_026_531_840),
-        family: Some("inet".to_string()),
-        protocol: Some("tcp".to_string()),
+        family: Some("inet".into()),
+        protocol: Some("tcp".into()),
         fd: Some(3),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
@@ -50,7 +50,7 @@ fn event() -> BindEvent {
         bound_dev_if: Some(0),
         sock_uid: Some(1000),
         sock_ino: Some(123_456),
-        result: "OK".to_string(),
+        result: "OK".into(),
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
@@ -107,6 +107,7 @@ fn summary() -> Summary {
         reason: "signal".to_string(),
         conflict_lookups: 1,
         conflict_queue_full: 0,
+        conflict_repeats: 0,
         conflict_unfinished: 0,
     }
 }
@@ -134,7 +135,7 @@ fn json_sink_writes_one_typed_line_per_record() {
     let mut out = Vec::new();
     let mut sink = JsonSink::new(&mut out);
     let failed = BindEvent {
-        result: "EADDRINUSE".to_string(),
+        result: "EADDRINUSE".into(),
         errno: 98,
         bound: None,
         ..event()
@@ -255,11 +256,11 @@ fn table_event_line_for_ipv4() {
 #[test]
 fn table_event_line_for_ipv6_and_failures() {
     let e = BindEvent {
-        family: Some("inet6".to_string()),
-        protocol: Some("udp".to_string()),
+        family: Some("inet6".into()),
+        protocol: Some("udp".into()),
         requested: Some(Requested::Inet(v6("fe80::1", 8080, Some(2)))),
         bound: Some(v6("::1", 53, None)),
-        result: "EADDRINUSE".to_string(),
+        result: "EADDRINUSE".into(),
         errno: 98,
         ..event()
     };

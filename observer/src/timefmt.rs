@@ -51,24 +51,37 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-/// RFC 3339 UTC text for Unix nanoseconds.
+/// RFC 3339 UTC text for Unix nanoseconds. Written digit by digit into a fixed buffer (one
+/// call per event at full rate: no `fmt` machinery, one allocation).
 pub fn format_unix_ns(unix_ns: i128) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let micros = unix_ns.rem_euclid(1_000_000_000) / 1_000;
+    // Years outside 0..=9999 cannot be written in RFC 3339's four digits.
+    let unix_ns = unix_ns.clamp(-62_167_219_200_000_000_000, 253_402_300_799_999_999_999);
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1_000) as u32;
     let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let mut b = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y as u32);
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod % 3600 / 60);
+    put(17, 2, sod % 60);
+    put(20, 6, micros);
+    // Every byte is an ASCII digit or one of the literal separators.
+    String::from_utf8(b.to_vec()).unwrap_or_default()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's
 /// `civil_from_days`).
-fn civil_from_days(z: i128) -> (i128, i128, i128) {
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -77,8 +90,8 @@ fn civil_from_days(z: i128) -> (i128, i128, i128) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i128::from(m <= 2);
-    (y, m, d)
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m as u32, d as u32)
 }
 
 #[cfg(test)]
@@ -98,6 +111,11 @@ mod tests {
             "2026-11-21T16:23:51.999999Z"
         );
         assert_eq!(format_unix_ns(-1_000), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(
+            format_unix_ns(253_402_300_799_999_999_000),
+            "9999-12-31T23:59:59.999999Z"
+        );
+        assert_eq!(format_unix_ns(i128::MAX), "9999-12-31T23:59:59.999999Z");
     }
 
     #[test]

@@ -334,6 +334,7 @@ fn watch_attaches_the_conflict_to_eaddrinuse() {
         let summary = obs.stop();
         assert_eq!(summary["conflict_lookups"], 1, "{summary}");
         assert_eq!(summary["conflict_queue_full"], 0, "{summary}");
+        assert_eq!(summary["conflict_repeats"], 0, "{summary}");
         assert_eq!(summary["conflict_unfinished"], 0, "{summary}");
     });
 }

@@ -1,4 +1,7 @@
-//! The tracepoint backend: `syscalls:sys_{enter,exit}_{bind,listen}`, paired per thread.
+//! The tracepoint backend: `syscalls:sys_exit_{bind,listen}`. Only the exits: the programs
+//! read the call's arguments from the task's saved user registers, so there is no entry
+//! program and no per-thread pairing (half the cost for every `bind()`, and no state for a
+//! thread to leave behind).
 
 use super::{LoadError, Loaded, PROGRAMS, check_privileges, prepare, raise_memlock};
 use crate::tracefs;
@@ -7,12 +10,7 @@ use aya::programs::TracePoint;
 use std::path::Path;
 
 /// The tracepoints of this backend (tracepoint name = program name).
-const TRACEPOINTS: [&str; 4] = [
-    "sys_enter_bind",
-    "sys_exit_bind",
-    "sys_enter_listen",
-    "sys_exit_listen",
-];
+const TRACEPOINTS: [&str; 2] = ["sys_exit_bind", "sys_exit_listen"];
 
 /// Loads and attaches the tracepoint backend. `buffer_bytes` must be a power-of-two multiple
 /// of the page size.
@@ -21,12 +19,25 @@ pub fn load(buffer_bytes: u32) -> Result<Loaded, LoadError> {
     let (tracefs_path, mounted_tracefs) = tracefs::ensure_mounted()?;
     let resolved = prepare()?;
     let mut config = resolved.config;
-    let (args, ret) = syscall_layout(&tracefs_path)?;
-    config.enter_args_off = args;
-    config.exit_ret_off = ret;
+    config.exit_ret_off = syscall_layout(&tracefs_path)?;
+    let regs = [config.regs_arg0, config.regs_arg1, config.regs_arg2];
+    if regs
+        .iter()
+        .any(|l| l.bit_size != 64 || l.bit_offset % 8 != 0)
+    {
+        return Err(LoadError::Layout(
+            "this kernel's BTF has no 64-bit pt_regs.di/si/dx, where the tracepoint programs \
+             read the system call arguments (x86-64 only)"
+                .into(),
+        ));
+    }
     raise_memlock();
 
     let mut ebpf = EbpfLoader::new()
+        // These programs need no CO-RE relocation (every offset is in CONFIG), so aya need
+        // not parse the kernel's BTF a second time: that parse alone is most of the peak
+        // memory and a good part of the start-up time.
+        .btf(None)
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", buffer_bytes)
         .load(PROGRAMS)?;
@@ -50,9 +61,7 @@ pub fn load(buffer_bytes: u32) -> Result<Loaded, LoadError> {
                 what: format!("attaching syscalls:{name}"),
                 source,
             })?;
-        if name.starts_with("sys_exit") {
-            hooks.push(format!("tracepoint:{name}"));
-        }
+        hooks.push(format!("tracepoint:{name}"));
     }
     Ok(Loaded {
         ebpf,
@@ -65,27 +74,15 @@ pub fn load(buffer_bytes: u32) -> Result<Loaded, LoadError> {
     })
 }
 
-/// Offsets of the first syscall argument and of `ret`, checked against every tracepoint the
-/// programs read (they read `fd`, `umyaddr`, `addrlen` as consecutive 8-byte slots).
-fn syscall_layout(tracefs: &Path) -> Result<(u32, u32), LoadError> {
-    let fd = tracefs::field(tracefs, "syscalls", "sys_enter_bind", "fd")?;
-    let addr = tracefs::field(tracefs, "syscalls", "sys_enter_bind", "umyaddr")?;
-    let len = tracefs::field(tracefs, "syscalls", "sys_enter_bind", "addrlen")?;
-    let listen_fd = tracefs::field(tracefs, "syscalls", "sys_enter_listen", "fd")?;
+/// Offset of `ret` in the exit tracepoints' records, checked to be the same 8-byte slot in
+/// both.
+fn syscall_layout(tracefs: &Path) -> Result<u32, LoadError> {
     let ret = tracefs::field(tracefs, "syscalls", "sys_exit_bind", "ret")?;
     let listen_ret = tracefs::field(tracefs, "syscalls", "sys_exit_listen", "ret")?;
-    let consecutive = [fd, addr, len, listen_fd, ret, listen_ret]
-        .iter()
-        .all(|f| f.size == 8)
-        && addr.offset == fd.offset + 8
-        && len.offset == fd.offset + 16
-        && listen_fd.offset == fd.offset
-        && listen_ret.offset == ret.offset;
-    if !consecutive {
+    if ret.size != 8 || listen_ret != ret {
         return Err(LoadError::Layout(format!(
-            "unexpected syscall tracepoint layout: fd {fd:?}, umyaddr {addr:?}, addrlen {len:?}, \
-             listen fd {listen_fd:?}, ret {ret:?}, listen ret {listen_ret:?}"
+            "unexpected syscall exit tracepoint layout: bind ret {ret:?}, listen ret {listen_ret:?}"
         )));
     }
-    Ok((fd.offset, ret.offset))
+    Ok(ret.offset)
 }

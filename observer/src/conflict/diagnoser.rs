@@ -3,6 +3,11 @@
 //! it back, conflict attached, through [`Done`], which the collector's loop polls like any other
 //! source. The queue is bounded: when it is full the event goes out at once without a
 //! conflict, and that is counted. One worker keeps diagnosed events in the order they failed.
+//!
+//! A service that retries a failing bind in a loop asks the same question thousands of times
+//! a second; its answer does not change that fast. So one lookup per question (namespace,
+//! protocol, address, port) per [`REPEAT_WINDOW`]: the repeats within it go out at once
+//! without a conflict, counted as `conflict_repeats`, and the first failure carries the answer.
 
 use super::rules::{Proto, Request};
 use super::socktable::{self, Netns};
@@ -17,6 +22,19 @@ use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 /// Events waiting for a lookup, at most.
 pub const QUEUE: usize = 64;
 
+/// A question looked up is not looked up again for this long.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+/// Questions remembered for [`REPEAT_WINDOW`], at most (older ones are forgotten first).
+const RECENT_MAX: usize = 4096;
+
+/// What a lookup answers: the failing socket's namespace, protocol, address and port.
+type Question = (
+    Option<u32>,
+    Option<std::borrow::Cow<'static, str>>,
+    Option<(std::net::IpAddr, u16)>,
+);
+
 /// Events handed over and not yet back, by sequence number: what [`Done::finish`] still owes.
 type Pending = Arc<Mutex<BTreeMap<u64, BindEvent>>>;
 
@@ -29,6 +47,11 @@ pub struct Submitter {
     pub submitted: u64,
     /// Events that went out without a lookup because the queue was full.
     pub queue_full: u64,
+    /// Events that went out without a lookup because the same question was looked up less
+    /// than [`REPEAT_WINDOW`] before.
+    pub repeats: u64,
+    /// When each recent question was handed over.
+    recent: std::collections::HashMap<Question, std::time::Instant>,
 }
 
 /// The loop's side: diagnosed events coming back.
@@ -65,6 +88,8 @@ pub fn start_with(
             next: 0,
             submitted: 0,
             queue_full: 0,
+            repeats: 0,
+            recent: Default::default(),
         },
         Done {
             rx: done_rx,
@@ -83,6 +108,26 @@ pub fn wants(e: &BindEvent) -> bool {
 impl Submitter {
     /// Hands `event` over; gives it back when the queue is full (and counts that).
     pub fn submit(&mut self, event: BindEvent) -> Option<BindEvent> {
+        let question: Question = (
+            event.netns,
+            event.protocol.clone(),
+            request_of(&event).map(|r| (r.addr, r.port)),
+        );
+        let now = std::time::Instant::now();
+        if let Some(asked) = self.recent.get(&question)
+            && now.duration_since(*asked) < REPEAT_WINDOW
+        {
+            self.repeats += 1;
+            return Some(event);
+        }
+        if self.recent.len() >= RECENT_MAX {
+            self.recent
+                .retain(|_, asked| now.duration_since(*asked) < REPEAT_WINDOW);
+            if self.recent.len() >= RECENT_MAX {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(question, now);
         // A flood of failures must cost the event path next to nothing: with QUEUE events
         // waiting and one in the worker, give it back without copying anything.
         if lock(&self.pending).len() > QUEUE {

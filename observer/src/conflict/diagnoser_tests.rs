@@ -129,3 +129,34 @@ fn results_come_back_in_order_with_their_conflict() {
     assert!(rest.is_empty());
     assert_eq!(unfinished, 0);
 }
+
+#[test]
+fn a_retry_loop_gets_one_lookup_per_window() {
+    let (mut submitter, mut done) = start_with(marked).unwrap();
+    assert!(
+        submitter.submit(event(7)).is_none(),
+        "the first is looked up"
+    );
+    for _ in 0..1000 {
+        let back = submitter
+            .submit(event(7))
+            .expect("a repeat goes out at once");
+        assert!(back.conflict.is_none());
+    }
+    assert!(
+        submitter.submit(event(8)).is_none(),
+        "another port is another question"
+    );
+    let mut udp = event(7);
+    udp.protocol = Some("udp".into());
+    assert!(submitter.submit(udp).is_none(), "another protocol too");
+    assert_eq!(
+        (submitter.submitted, submitter.repeats, submitter.queue_full),
+        (3, 1000, 0)
+    );
+    let rt = runtime();
+    let notes: Vec<Vec<String>> = (0..3)
+        .map(|_| rt.block_on(done.next()).conflict.unwrap().notes)
+        .collect();
+    assert_eq!(notes, [["port 7"], ["port 8"], ["port 7"]]);
+}

@@ -27,10 +27,15 @@ fn ratio(input: &Input<'_>, mode: &str, tracer: Tracer) -> Option<f64> {
 
 pub fn render(input: &Input<'_>) -> String {
     let mut out = String::new();
-    let tracers: Vec<Tracer> = [Tracer::None, Tracer::Observer, Tracer::Bpftrace]
-        .into_iter()
-        .filter(|t| input.samples.iter().any(|s| s.tracer == *t))
-        .collect();
+    let tracers: Vec<Tracer> = [
+        Tracer::None,
+        Tracer::Floor,
+        Tracer::Observer,
+        Tracer::Bpftrace,
+    ]
+    .into_iter()
+    .filter(|t| input.samples.iter().any(|s| s.tracer == *t))
+    .collect();
     let _ = writeln!(out, "# Benchmark\n");
     let _ = writeln!(
         out,

@@ -24,9 +24,19 @@ tracepoint:syscalls:sys_exit_bind /@addr[tid]/ {
 BEGIN { printf("ready\n"); }
 "#;
 
+/// Empty programs on the tracepoints the observer uses: what the hook itself costs, the floor
+/// under anything attached there.
+const FLOOR_SCRIPT: &str = r#"
+tracepoint:syscalls:sys_exit_bind { }
+tracepoint:syscalls:sys_exit_listen { }
+BEGIN { printf("ready\n"); }
+"#;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Tracer {
     None,
+    /// Empty programs on the observer's tracepoints (through bpftrace).
+    Floor,
     Observer,
     Bpftrace,
 }
@@ -35,6 +45,7 @@ impl Tracer {
     pub fn label(self) -> &'static str {
         match self {
             Tracer::None => "no observer",
+            Tracer::Floor => "empty programs (floor)",
             Tracer::Observer => "observer (tracepoint)",
             Tracer::Bpftrace => "bpftrace",
         }
@@ -82,9 +93,14 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
             cmd.args(["watch", "--json"]);
             (cmd, dir.join("observer.jsonl"), "\"type\":\"start\"")
         }
-        Tracer::Bpftrace => {
-            let script = dir.join("bind.bt");
-            std::fs::write(&script, BPFTRACE_SCRIPT).context("writing the bpftrace script")?;
+        Tracer::Bpftrace | Tracer::Floor => {
+            let (name, text) = if tracer == Tracer::Floor {
+                ("floor.bt", FLOOR_SCRIPT)
+            } else {
+                ("bind.bt", BPFTRACE_SCRIPT)
+            };
+            let script = dir.join(name);
+            std::fs::write(&script, text).context("writing the bpftrace script")?;
             let mut cmd = Command::new("bpftrace");
             cmd.arg(&script);
             (cmd, dir.join("bpftrace.out"), "ready")
