@@ -244,6 +244,16 @@ impl Btf {
         }
     }
 
+    /// Type id of the kernel function `name` (a BTF FUNC), as `attach_btf_id` wants it.
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.offsets.iter().enumerate().find_map(|(i, &pos)| {
+            let info = read_u32(&self.types, pos as usize + 4).ok()?;
+            let name_off = read_u32(&self.types, pos as usize).ok()?;
+            ((info >> 24) & 0x1f == FUNC && self.name(name_off).ok()? == name.as_bytes())
+                .then_some(i as u32 + 1)
+        })
+    }
+
     /// Size in bytes of the named struct/union.
     pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
         Ok(self.aggregate(name)?.size_or_type)

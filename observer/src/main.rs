@@ -9,7 +9,11 @@ fn main() -> ExitCode {
     // months. glibc raises its mmap threshold after the first large free, so later large
     // buffers would land in the heap and stay counted in the process's memory; a fixed
     // threshold keeps every large buffer in its own mapping, returned to the system when freed.
+    // (musl has no such threshold to move.)
     // SAFETY: mallopt only changes allocator tuning; it is called before any other thread runs.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024) };
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024)
+    };
     observer::cli::main()
 }

@@ -8,7 +8,8 @@
 //! the programs' `FIRED` counters; a hook that stayed silent fails the backend, so `auto`
 //! falls back instead of watching nothing.
 
-use super::{LoadError, Loaded, PROGRAMS, check_privileges, prepare, raise_memlock};
+use super::{LoadError, Loaded, PROGRAMS, raise_memlock};
+use crate::offsets::Resolved;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{FExit, KProbe, ProgramError};
 use aya::{Ebpf, EbpfLoader};
@@ -79,9 +80,7 @@ fn program_error(what: String) -> impl FnOnce(ProgramError) -> LoadError {
 }
 
 /// Loads, attaches and self-tests one kernel-function backend.
-pub fn load(kind: Kind, buffer_bytes: u32) -> Result<Loaded, LoadError> {
-    check_privileges()?;
-    let resolved = prepare()?;
+pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError> {
     raise_memlock();
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &resolved.config, true)
@@ -96,7 +95,7 @@ pub fn load(kind: Kind, buffer_bytes: u32) -> Result<Loaded, LoadError> {
         ebpf,
         backend: kind.name(),
         hooks: FUNCTIONS.iter().map(|f| kind.hook_name(f)).collect(),
-        unknown_fields: resolved.unknown,
+        unknown_fields: resolved.unknown.clone(),
         mounted_tracefs: false,
         buffer_bytes,
         skipped: Vec::new(),

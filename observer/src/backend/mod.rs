@@ -11,6 +11,7 @@
 //! for the kernel-function backends, seen to fire) does the caller get a [`Loaded`].
 
 pub mod kfunc;
+mod precheck;
 pub mod tracepoint;
 
 use crate::btf::{Btf, BtfError};
@@ -36,15 +37,35 @@ pub enum Choice {
 /// Loads the chosen backend; under `auto`, the first that loads, attaches and fires, with the
 /// reasons the others were skipped in [`Loaded::skipped`].
 pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
+    check_privileges()?;
+    // Our own BTF reader, once per run; dropped before aya parses BTF again in its loader,
+    // so the two never weigh on memory together.
+    let btf = Btf::from_sys_fs()?;
+    let resolved = prepare(&btf)?;
+    let refused = |kind: kfunc::Kind| match kind {
+        kfunc::Kind::Fexit => precheck::fexit_refused(&btf, kfunc::FUNCTIONS[0]),
+        kfunc::Kind::Kprobe => precheck::kprobe_refused(kfunc::FUNCTIONS[0]),
+    };
+    let refusals = [
+        (kfunc::Kind::Fexit, refused(kfunc::Kind::Fexit)),
+        (kfunc::Kind::Kprobe, refused(kfunc::Kind::Kprobe)),
+    ];
+    drop(btf);
     match choice {
-        Choice::Fexit => one_line(kfunc::Kind::Fexit, buffer_bytes),
-        Choice::Kprobe => one_line(kfunc::Kind::Kprobe, buffer_bytes),
-        Choice::Tracepoint => tracepoint::load(buffer_bytes),
+        Choice::Fexit => one_line(kfunc::Kind::Fexit, buffer_bytes, &resolved),
+        Choice::Kprobe => one_line(kfunc::Kind::Kprobe, buffer_bytes, &resolved),
+        Choice::Tracepoint => tracepoint::load(buffer_bytes, &resolved),
         Choice::Auto => {
-            check_privileges()?;
             let mut skipped = Vec::new();
-            for kind in [kfunc::Kind::Fexit, kfunc::Kind::Kprobe] {
-                match kfunc::load(kind, buffer_bytes) {
+            for (kind, refusal) in refusals {
+                if let Some(reason) = refusal {
+                    skipped.push(Skipped {
+                        backend: kind.name(),
+                        reason,
+                    });
+                    continue;
+                }
+                match kfunc::load(kind, buffer_bytes, &resolved) {
                     Ok(mut loaded) => {
                         loaded.skipped = skipped;
                         return Ok(loaded);
@@ -55,7 +76,7 @@ pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
                     }),
                 }
             }
-            let mut loaded = tracepoint::load(buffer_bytes)?;
+            let mut loaded = tracepoint::load(buffer_bytes, &resolved)?;
             loaded.skipped = skipped;
             Ok(loaded)
         }
@@ -63,8 +84,8 @@ pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
 }
 
 /// A kernel-function backend asked for by name; its failure in one line, as `auto` gives it.
-fn one_line(kind: kfunc::Kind, buffer_bytes: u32) -> Result<Loaded, LoadError> {
-    kfunc::load(kind, buffer_bytes).map_err(|err| match err {
+fn one_line(kind: kfunc::Kind, buffer_bytes: u32, r: &Resolved) -> Result<Loaded, LoadError> {
+    kfunc::load(kind, buffer_bytes, r).map_err(|err| match err {
         err @ LoadError::Privilege(_) => err,
         err => LoadError::Unavailable {
             backend: kind.name(),
@@ -74,9 +95,8 @@ fn one_line(kind: kfunc::Kind, buffer_bytes: u32) -> Result<Loaded, LoadError> {
 }
 
 /// The kernel-specific config every backend starts from: BTF offsets and the collector's pid.
-fn prepare() -> Result<Resolved, LoadError> {
-    let btf = Btf::from_sys_fs()?;
-    let mut resolved = offsets::resolve(&btf)?;
+fn prepare(btf: &Btf) -> Result<Resolved, LoadError> {
+    let mut resolved = offsets::resolve(btf)?;
     resolved.config.collector_tgid = std::process::id();
     resolved.config.nr_bind = libc::SYS_bind as u32;
     resolved.config.nr_listen = libc::SYS_listen as u32;

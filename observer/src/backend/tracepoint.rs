@@ -3,7 +3,8 @@
 //! program and no per-thread pairing (half the cost for every `bind()`, and no state for a
 //! thread to leave behind).
 
-use super::{LoadError, Loaded, PROGRAMS, check_privileges, prepare, raise_memlock};
+use super::{LoadError, Loaded, PROGRAMS, raise_memlock};
+use crate::offsets::Resolved;
 use crate::tracefs;
 use aya::EbpfLoader;
 use aya::programs::TracePoint;
@@ -14,10 +15,8 @@ const TRACEPOINTS: [&str; 2] = ["sys_exit_bind", "sys_exit_listen"];
 
 /// Loads and attaches the tracepoint backend. `buffer_bytes` must be a power-of-two multiple
 /// of the page size.
-pub fn load(buffer_bytes: u32) -> Result<Loaded, LoadError> {
-    check_privileges()?;
+pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError> {
     let (tracefs_path, mounted_tracefs) = tracefs::ensure_mounted()?;
-    let resolved = prepare()?;
     let mut config = resolved.config;
     config.exit_ret_off = syscall_layout(&tracefs_path)?;
     let regs = [config.regs_arg0, config.regs_arg1, config.regs_arg2];
@@ -67,7 +66,7 @@ pub fn load(buffer_bytes: u32) -> Result<Loaded, LoadError> {
         ebpf,
         backend: "tracepoint",
         hooks,
-        unknown_fields: resolved.unknown,
+        unknown_fields: resolved.unknown.clone(),
         mounted_tracefs,
         buffer_bytes,
         skipped: Vec::new(),
