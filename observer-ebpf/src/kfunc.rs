@@ -123,6 +123,8 @@ fn submit<F: FnOnce(&mut BindRecord)>(
         return;
     };
     let rec = entry.as_mut_ptr();
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { generated::bpf_ktime_get_ns() };
     // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
     // bytes that this program owns until submit; it is zeroed before any field is set.
     unsafe {
@@ -131,7 +133,7 @@ fn submit<F: FnOnce(&mut BindRecord)>(
         r.kind = RECORD_BIND;
         r.op = op;
         r.hook = hook;
-        r.ts_ns = generated::bpf_ktime_get_ns();
+        r.ts_ns = now;
         r.pid = (pid_tgid >> 32) as u32;
         r.tid = pid_tgid as u32;
         r.uid = bpf_get_current_uid_gid() as u32;
@@ -147,7 +149,7 @@ fn submit<F: FnOnce(&mut BindRecord)>(
         }
         fill(r);
     }
-    entry.submit(0);
+    entry.submit(crate::wakeup_flags(now));
 }
 
 /// Takes the call id a port allocation on `sk` in system call `nr` left for this thread, or

@@ -18,8 +18,11 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// How often kernel-side counters (losses) are checked while events flow.
-const COUNTER_PERIOD: Duration = Duration::from_millis(500);
+/// How often the ring buffer is drained without being woken, and kernel-side counters
+/// (losses) are checked. The kernel programs wake the collector at most once a millisecond
+/// during a burst (see `wakeup_flags` in observer-ebpf), so the last records of a burst can
+/// wait this long.
+const TICK: Duration = Duration::from_millis(100);
 
 pub struct RunOptions {
     pub filter: Filter,
@@ -152,7 +155,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut ticker = tokio::time::interval(COUNTER_PERIOD);
+    let mut ticker = tokio::time::interval(TICK);
 
     let (submitter, mut done) = match opts.conflicts {
         true => {
@@ -195,7 +198,10 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                     drain(guard.get_inner_mut(), &mut state)?;
                     guard.clear_ready();
                 }
-                _ = ticker.tick() => state.report_lost(read_counters(&counters).lost)?,
+                _ = ticker.tick() => {
+                    drain(ring.get_mut(), &mut state)?;
+                    state.report_lost(read_counters(&counters).lost)?;
+                }
                 event = diagnosed(&mut done) => {
                     state.sink.event(&event)?;
                     state.sink.flush()?;

@@ -111,8 +111,20 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 /// `{"addr":"...","port":N}` with `"scope_id"` when set, as serde writes `Endpoint`.
 fn endpoint(out: &mut Vec<u8>, ep: &Endpoint) {
     out.extend_from_slice(b"{\"addr\":\"");
-    // An address's text never needs escaping.
-    let _ = write!(out, "{}", ep.addr);
+    // An address's text never needs escaping. IPv4, by far the most common, without `fmt`.
+    match ep.addr {
+        std::net::IpAddr::V4(a) => {
+            let [x, y, z, w] = a.octets();
+            int(out, x);
+            for octet in [y, z, w] {
+                out.push(b'.');
+                int(out, octet);
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            let _ = write!(out, "{a}");
+        }
+    }
     out.extend_from_slice(b"\",\"port\":");
     int(out, ep.port);
     if let Some(scope) = ep.scope_id {
@@ -127,6 +139,12 @@ fn endpoint(out: &mut Vec<u8>, ep: &Endpoint) {
 fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
+    // Nearly every string (names, comms) needs no escaping: one quick scan, one copy.
+    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let short: &[u8] = match b {

@@ -58,25 +58,41 @@ pub fn format_unix_ns(unix_ns: i128) -> String {
     let unix_ns = unix_ns.clamp(-62_167_219_200_000_000_000, 253_402_300_799_999_999_999);
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let micros = (unix_ns.rem_euclid(1_000_000_000) / 1_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400) as u32;
-    let (y, m, d) = civil_from_days(days);
     let mut b = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, width: usize, mut v: u32| {
-        for k in (at..at + width).rev() {
-            b[k] = b'0' + (v % 10) as u8;
-            v /= 10;
+    // Events come in bursts within the same second: the date and time of day are worked out
+    // once per second.
+    thread_local! {
+        static LAST: std::cell::Cell<Option<(i64, [u8; 19])>> = const { std::cell::Cell::new(None) };
+    }
+    match LAST.get() {
+        Some((cached, text)) if cached == secs => b[..19].copy_from_slice(&text),
+        _ => {
+            let days = secs.div_euclid(86_400);
+            let sod = secs.rem_euclid(86_400) as u32;
+            let (y, m, d) = civil_from_days(days);
+            let mut put = |at: usize, width: usize, v: u32| digits(&mut b[at..at + width], v);
+            put(0, 4, y as u32);
+            put(5, 2, m);
+            put(8, 2, d);
+            put(11, 2, sod / 3600);
+            put(14, 2, sod % 3600 / 60);
+            put(17, 2, sod % 60);
+            let mut text = [0u8; 19];
+            text.copy_from_slice(&b[..19]);
+            LAST.set(Some((secs, text)));
         }
-    };
-    put(0, 4, y as u32);
-    put(5, 2, m);
-    put(8, 2, d);
-    put(11, 2, sod / 3600);
-    put(14, 2, sod % 3600 / 60);
-    put(17, 2, sod % 60);
-    put(20, 6, micros);
+    }
+    digits(&mut b[20..26], micros);
     // Every byte is an ASCII digit or one of the literal separators.
     String::from_utf8(b.to_vec()).unwrap_or_default()
+}
+
+/// Writes `v` in decimal into all of `out`, zero-padded (high digits cut).
+fn digits(out: &mut [u8], mut v: u32) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's

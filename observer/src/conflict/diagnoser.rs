@@ -52,6 +52,9 @@ pub struct Submitter {
     pub repeats: u64,
     /// When each recent question was handed over.
     recent: std::collections::HashMap<Question, std::time::Instant>,
+    /// The question of the previous event, and when it was handed over: a retry loop asks
+    /// the same one back to back, answered here without hashing.
+    last: Option<(Question, std::time::Instant)>,
 }
 
 /// The loop's side: diagnosed events coming back.
@@ -90,6 +93,7 @@ pub fn start_with(
             queue_full: 0,
             repeats: 0,
             recent: Default::default(),
+            last: None,
         },
         Done {
             rx: done_rx,
@@ -114,9 +118,17 @@ impl Submitter {
             request_of(&event).map(|r| (r.addr, r.port)),
         );
         let now = std::time::Instant::now();
+        if let Some((last, asked)) = &self.last
+            && *last == question
+            && now.duration_since(*asked) < REPEAT_WINDOW
+        {
+            self.repeats += 1;
+            return Some(event);
+        }
         if let Some(asked) = self.recent.get(&question)
             && now.duration_since(*asked) < REPEAT_WINDOW
         {
+            self.last = Some((question, *asked));
             self.repeats += 1;
             return Some(event);
         }
@@ -127,7 +139,8 @@ impl Submitter {
                 self.recent.clear();
             }
         }
-        self.recent.insert(question, now);
+        self.recent.insert(question.clone(), now);
+        self.last = Some((question, now));
         // A flood of failures must cost the event path next to nothing: with QUEUE events
         // waiting and one in the worker, give it back without copying anything.
         if lock(&self.pending).len() > QUEUE {

@@ -93,8 +93,6 @@ pub fn bench(opts: &Options) -> Result<()> {
         tracers.insert(1, Tracer::Floor);
         tracers.push(Tracer::Bpftrace);
     }
-    eprintln!("xtask: warming the page cache");
-    warm_page_cache(&dir, opts.seconds)?;
     let mut samples: Vec<Samples> = LOADS
         .iter()
         .flat_map(|load| {
@@ -109,6 +107,10 @@ pub fn bench(opts: &Options) -> Result<()> {
     for round in 1..=opts.rounds {
         eprintln!("xtask: bench round {round} of {}", opts.rounds);
         for &tracer in &tracers {
+            if tracer == Tracer::Observer {
+                // Room for the JSON of one round's loads.
+                warm_page_cache(&dir, 1 << 30)?;
+            }
             let running = tracer::start(tracer, &observer, &dir)?;
             if let (Tracer::Observer, Some(r)) = (tracer, &running) {
                 attach.push(r.attach);
@@ -166,6 +168,8 @@ fn load_run(bin: &Path, mode: &str, bound: &str) -> Result<(u64, f64)> {
 
 /// The failing-bind loop at full speed for `seconds`, the observer writing JSON to a file.
 fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Result<Throughput> {
+    // About 500 bytes per event at up to 2 million events a second.
+    warm_page_cache(dir, (seconds * 2e6 * 500.0) as u64)?;
     let running =
         tracer::start(Tracer::Observer, observer, dir)?.context("the observer did not start")?;
     let (calls, _) = load_run(load_bin, "failbind", &format!("{seconds}s"))?;
@@ -185,16 +189,16 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
     })
 }
 
-/// In a VM whose memory the host backs lazily (Firecracker here), the first write to a page
-/// of guest memory costs microseconds; a fresh page-cache page for the output file then costs
-/// more than the observer's whole work for the events on it (about 220 MB/s versus 2.6 GB/s
-/// for warm pages, measured with dd). A bare-metal host has no such cost. Writing and deleting
-/// a file as large as the run's output first makes the run measure the observer, not the
-/// hypervisor: the kernel hands the freed, now-backed pages to the next writer.
-fn warm_page_cache(dir: &Path, seconds: f64) -> Result<()> {
+/// In a VM whose memory the host backs lazily and takes back when the guest frees it (free
+/// page reporting, as on these Firecracker machines), the first write to a page of guest
+/// memory costs microseconds: a fresh page-cache page for the output file then costs more
+/// than the observer's whole work for the events on it (about 220 MB/s versus 2.5 GB/s for
+/// warm pages, measured with dd; the pages go cold again within 20 s of being freed). A
+/// bare-metal host has no such cost. Writing and deleting `bytes` just before a run makes it
+/// measure the observer, not the hypervisor: the kernel hands the freed, still-backed pages
+/// to the next writer.
+fn warm_page_cache(dir: &Path, bytes: u64) -> Result<()> {
     use std::io::Write as _;
-    // About 500 bytes per event at up to 2 million events a second.
-    let bytes = (seconds * 2e6 * 500.0) as u64;
     let path = dir.join("warm.tmp");
     let mut file = std::fs::File::create(&path).context("creating the warm-up file")?;
     let chunk = vec![0u8; 1 << 20];
