@@ -1,7 +1,8 @@
 //! What the kernel-function backends (fexit, kprobe) share: one routine per probed call that
 //! turns the function's arguments and result into a `BindRecord`, the per-thread link between
 //! a port allocation and the `bind()`/`listen()` it happens inside, the "which hooks fired"
-//! counters the collector checks at start, and the one place records are submitted.
+//! counters the collector checks at start. Records are submitted through `crate::submit`,
+//! shared with the tracepoint backend.
 //!
 //! These hooks see `struct socket *` / `struct sock *`, not fds: the fd is taken from the
 //! task's user registers when the call came from the `bind`/`listen` system call (x86_64
@@ -9,16 +10,13 @@
 //! (io_uring, in-kernel callers).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
+    helpers::{bpf_get_current_pid_tgid, generated},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_LOST, HOOK_COUNT, OP_BIND, OP_GET_PORT, OP_LISTEN,
-    RECORD_BIND, SOCKADDR_LEN, known,
-};
+use observer_common::{CONFIG_VERSION, HOOK_COUNT, OP_BIND, OP_GET_PORT, OP_LISTEN, SOCKADDR_LEN};
 
-use crate::{EVENTS, cfg, config, count, is_collector, read};
+use crate::{Ids, cfg, config, is_collector, read, submit};
 
 /// How many times each hook ran (indexed by `HOOK_*`), counted before any filtering: the
 /// collector's start-up self-test reads it to prove each probe fires on this kernel.
@@ -71,14 +69,7 @@ pub(crate) fn forget_call(pid_tgid: u64) {
 #[inline(always)]
 fn syscall() -> Option<(u64, u64)> {
     let c = config();
-    // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
-    let task = unsafe { generated::bpf_get_current_task_btf() };
-    // SAFETY: `task` is the BTF task pointer the verifier requires; the helper returns that
-    // task's user-mode registers.
-    let regs = unsafe { generated::bpf_task_pt_regs(task) } as *const u8;
-    if regs.is_null() {
-        return None;
-    }
+    let regs = crate::user_regs()?;
     let nr = read::field(regs, &c.regs_syscall_nr).ok()?;
     let arg0 = read::field(regs, &c.regs_arg0).ok()?;
     Some((nr, arg0))
@@ -93,12 +84,6 @@ fn syscall_fd(call: Option<(u64, u64)>, nr: u32) -> Option<i32> {
     }
 }
 
-/// What identifies a record beyond the thread: its call and, when known, its fd.
-struct Ids {
-    call_id: u64,
-    fd: Option<i32>,
-}
-
 /// The ids of a `bind`/`listen` on `socket`, made through system call number `nr`.
 #[inline(always)]
 fn call_ids(pid_tgid: u64, socket: *const u8, nr: u32) -> Ids {
@@ -108,48 +93,6 @@ fn call_ids(pid_tgid: u64, socket: *const u8, nr: u32) -> Ids {
         call_id: call_id_for(pid_tgid, sk, call.map_or(u64::MAX, |c| c.0)),
         fd: syscall_fd(call, nr),
     }
-}
-
-/// Reserves, fills and submits one record. `fill` sets what is particular to the hook.
-#[inline(always)]
-fn submit<F: FnOnce(&mut BindRecord)>(
-    pid_tgid: u64,
-    (op, hook, ret): (u16, u16, i32),
-    ids: Ids,
-    fill: F,
-) {
-    let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
-        count(COUNTER_LOST);
-        return;
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: the helper has no preconditions.
-    let now = unsafe { generated::bpf_ktime_get_ns() };
-    // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
-    // bytes that this program owns until submit; it is zeroed before any field is set.
-    unsafe {
-        core::ptr::write_bytes(rec, 0, 1);
-        let r = &mut *rec;
-        r.kind = RECORD_BIND;
-        r.op = op;
-        r.hook = hook;
-        r.ts_ns = now;
-        r.pid = (pid_tgid >> 32) as u32;
-        r.tid = pid_tgid as u32;
-        r.uid = bpf_get_current_uid_gid() as u32;
-        r.ret = ret;
-        r.call_id = ids.call_id;
-        r.fd = -1;
-        if let Some(fd) = ids.fd {
-            r.fd = fd;
-            r.sock_known |= known::FD;
-        }
-        if let Ok(comm) = bpf_get_current_comm() {
-            r.comm = comm;
-        }
-        fill(r);
-    }
-    entry.submit(crate::wakeup_flags(now));
 }
 
 /// Takes the call id a port allocation on `sk` in system call `nr` left for this thread, or

@@ -137,6 +137,17 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The current task's user registers, as saved at system call entry (`struct pt_regs`).
+#[inline(always)]
+pub(crate) fn user_regs() -> Option<*const u8> {
+    // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
+    let task = unsafe { generated::bpf_get_current_task_btf() };
+    // SAFETY: `task` is the BTF task pointer the verifier requires; the helper returns that
+    // task's user-mode registers.
+    let regs = unsafe { generated::bpf_task_pt_regs(task) } as *const u8;
+    (!regs.is_null()).then_some(regs)
+}
+
 /// The call's arguments: `fd` for both calls, plus `umyaddr` and `addrlen` for `bind()`.
 struct Args {
     fd: i32,
@@ -149,11 +160,7 @@ struct Args {
 /// caller's sockaddr from user memory (still mapped: we run in the caller's context).
 #[inline(always)]
 fn args(op: u16, c: &Config) -> Result<Args, i64> {
-    // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer.
-    let task = unsafe { generated::bpf_get_current_task_btf() };
-    // SAFETY: `task` is the BTF task pointer the verifier requires; the helper returns that
-    // task's user-mode registers.
-    let regs = unsafe { generated::bpf_task_pt_regs(task) } as *const u8;
+    let regs = user_regs().ok_or(-1i64)?;
     let fd = read::field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
     let mut out = Args {
         fd: fd as i32,
@@ -203,13 +210,50 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
     let ret: i64 = unsafe { ctx.read_at(cfg(&c.exit_ret_off) as usize) }.map_err(i64::from)?;
     let args = args(op, c)?;
 
+    submit(
+        pid_tgid,
+        (op, hook, ret as i32),
+        Ids {
+            call_id: 0,
+            fd: Some(args.fd),
+        },
+        |r| {
+            r.addrlen = args.addrlen;
+            r.sockaddr = args.sockaddr;
+            r.sockaddr_len = args.sockaddr_len;
+            read::socket_fields(r, args.fd, c);
+        },
+    );
+    Ok(())
+}
+
+/// What identifies a record beyond the thread: its call and, when known, its fd.
+pub(crate) struct Ids {
+    /// Shared by a port allocation and the call it ran inside (0: none).
+    pub(crate) call_id: u64,
+    pub(crate) fd: Option<i32>,
+}
+
+/// The one place records are reserved, stamped and submitted, for every backend. `fill` sets
+/// what is particular to the hook.
+#[inline(always)]
+pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
+    pid_tgid: u64,
+    (op, hook, ret): (u16, u16, i32),
+    ids: Ids,
+    fill: F,
+) {
     let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
         count(COUNTER_LOST);
-        return Ok(());
+        return;
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: the helper has no preconditions.
     let now = unsafe { generated::bpf_ktime_get_ns() };
+    let (fd, fd_known) = match ids.fd {
+        Some(fd) => (fd, known::FD),
+        None => (-1, 0),
+    };
     // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
     // bytes that this program owns until submit. Ring buffer memory is not zeroed, so the
     // whole record is written here, every field named, rather than cleared first.
@@ -223,31 +267,30 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
             tid: pid_tgid as u32,
             uid: bpf_get_current_uid_gid() as u32,
             sk_uid: 0,
-            ret: ret as i32,
-            fd: args.fd,
-            addrlen: args.addrlen,
+            ret,
+            fd,
+            addrlen: 0,
             netns: 0,
             ino: 0,
             flags: 0,
             flags_known: 0,
-            sock_known: known::FD,
+            sock_known: fd_known,
             bound_dev_if: 0,
             sock_family: 0,
             protocol: 0,
             sock_type: 0,
             bound_port: 0,
             bound_addr: [0; 16],
-            sockaddr: args.sockaddr,
-            sockaddr_len: args.sockaddr_len,
+            sockaddr: [0; SOCKADDR_LEN],
+            sockaddr_len: 0,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            call_id: 0,
+            call_id: ids.call_id,
             snum: 0,
             _pad: [0; 6],
         });
-        read::socket_fields(&mut *rec, args.fd, c);
+        fill(&mut *rec);
     }
     entry.submit(wakeup_flags(now));
-    Ok(())
 }
 
 #[cfg(not(test))]

@@ -46,12 +46,19 @@ pub(crate) fn field(base: *const u8, loc: &FieldLoc) -> Result<u64, Miss> {
     }
     // A field that spans 9 bytes (shift > 0 and 64 bits) does not exist in practice; the top
     // bits would simply be cut.
+    Ok(bits(raw, shift, loc.bit_size))
+}
+
+/// The `size` bits of `raw` starting at bit `shift` (a field's value from the word read at
+/// its first byte).
+#[inline(always)]
+fn bits(raw: u64, shift: u32, size: u32) -> u64 {
     let value = raw >> shift;
-    Ok(if loc.bit_size >= 64 {
+    if size >= 64 {
         value
     } else {
-        value & ((1u64 << loc.bit_size) - 1)
-    })
+        value & ((1u64 << size) - 1)
+    }
 }
 
 /// Reads a pointer field; a NULL pointer is a miss like a failed read.
@@ -212,12 +219,8 @@ impl Window {
         let off = (start & (SK_WINDOW_MAX - 1)) as usize;
         // SAFETY: `off < SK_WINDOW_MAX` and the buffer is twice that, so the 8-byte load is
         // inside it; bytes past the field are masked off below.
-        let raw = unsafe { core::ptr::read_unaligned(self.copy.add(off).cast::<u64>()) } >> shift;
-        Ok(if l.bit_size >= 64 {
-            raw
-        } else {
-            raw & ((1u64 << l.bit_size) - 1)
-        })
+        let raw = unsafe { core::ptr::read_unaligned(self.copy.add(off).cast::<u64>()) };
+        Ok(bits(raw, shift, l.bit_size))
     }
 
     /// `read_bytes()`, from the copy when the field lies inside it.

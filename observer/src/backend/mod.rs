@@ -42,13 +42,20 @@ pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
     // so the two never weigh on memory together.
     let btf = Btf::from_sys_fs()?;
     let resolved = prepare(&btf)?;
-    let refused = |kind: kfunc::Kind| match kind {
-        kfunc::Kind::Fexit => precheck::fexit_refused(&btf, kfunc::FUNCTIONS[0]),
-        kfunc::Kind::Kprobe => precheck::kprobe_refused(kfunc::FUNCTIONS[0]),
-    };
+    // Only `auto` skips a backend the kernel refuses; a backend asked for by name is tried in
+    // full, for its own error.
+    let auto = choice == Choice::Auto;
     let refusals = [
-        (kfunc::Kind::Fexit, refused(kfunc::Kind::Fexit)),
-        (kfunc::Kind::Kprobe, refused(kfunc::Kind::Kprobe)),
+        (
+            kfunc::Kind::Fexit,
+            auto.then(|| precheck::fexit_refused(&btf, kfunc::FUNCTIONS[0]))
+                .flatten(),
+        ),
+        (
+            kfunc::Kind::Kprobe,
+            auto.then(|| precheck::kprobe_refused(kfunc::FUNCTIONS[0]))
+                .flatten(),
+        ),
     ];
     drop(btf);
     match choice {
