@@ -328,6 +328,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         all_families: args.all_families,
     };
     let loaded = backend::load(args.backend, args.buffer_size)?;
+    crate::privilege::drop_after_attach(!args.no_conflicts)?;
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");
     }

@@ -187,6 +187,9 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         pid: std::process::id(),
         unknown_fields: loaded.unknown_fields.clone(),
         buffer_bytes: loaded.buffer_bytes,
+        capabilities: crate::privilege::current()
+            .map(|sets| crate::privilege::names(sets.effective))
+            .unwrap_or_default(),
     };
 
     let outcome: io::Result<&'static str> = async {

@@ -16,6 +16,7 @@ pub mod event;
 pub mod filter;
 pub mod jsonline;
 pub mod offsets;
+pub mod privilege;
 pub mod scenarios;
 pub mod sink;
 pub mod timefmt;

@@ -29,6 +29,9 @@ pub struct StartRecord {
     pub unknown_fields: Vec<String>,
     /// Ring buffer size in bytes.
     pub buffer_bytes: u32,
+    /// The capabilities the observer keeps for the rest of the run (its effective set once
+    /// the programs are attached), e.g. `["CAP_DAC_READ_SEARCH","CAP_SYS_PTRACE","CAP_SYS_ADMIN"]`.
+    pub capabilities: Vec<String>,
 }
 
 /// A backend that was not used, and why.

@@ -76,6 +76,7 @@ fn start() -> StartRecord {
         pid: 77,
         unknown_fields: vec!["freebind".to_string()],
         buffer_bytes: 262_144,
+        capabilities: vec!["CAP_SYS_PTRACE".to_string(), "CAP_SYS_ADMIN".to_string()],
     }
 }
 

@@ -11,6 +11,11 @@ pub enum TracefsError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot search {path}: {err} (tracefs is root's alone: run as uid 0, or grant \
+         CAP_DAC_READ_SEARCH)"
+    )]
+    Denied { path: String, err: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -28,8 +33,17 @@ const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
 /// whether this call mounted it (so that the caller can say so).
 pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
     for candidate in [MOUNT_POINT, DEBUGFS_TRACING] {
-        if Path::new(candidate).join("events").is_dir() {
-            return Ok((PathBuf::from(candidate), false));
+        match std::fs::metadata(Path::new(candidate).join("events")) {
+            Ok(meta) if meta.is_dir() => return Ok((PathBuf::from(candidate), false)),
+            // Mounted, but a user other than root may not look in (mode 0700): mounting again
+            // would only fail with a misleading EBUSY or EPERM.
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(TracefsError::Denied {
+                    path: candidate.into(),
+                    err,
+                });
+            }
+            _ => {}
         }
     }
     let target = c"/sys/kernel/tracing";

@@ -259,29 +259,12 @@ impl Drop for HttpServer {
     }
 }
 
-/// The conflict object expected for a SO_REUSEADDR bind on 127.0.0.1:`port` against `server`.
+/// The conflict object expected for a SO_REUSEADDR bind on 127.0.0.1:`port` against `server`
+/// (http.server sets SO_REUSEADDR: socketserver's allow_reuse_address).
 fn expected_conflict(server: &HttpServer, port: u16, comm: &str) -> Value {
     let (ino, cmdline) = server.socket_and_cmdline();
-    json!({
-        "verdict": "in_use",
-        "holders": [{
-            "protocol": "tcp", "family": "inet", "state": "LISTEN",
-            "addr": "127.0.0.1", "port": port,
-            // http.server sets SO_REUSEADDR (socketserver's allow_reuse_address).
-            "reuseaddr": true, "reuseport": false, "v6only": null, "bound_dev": null,
-            "uid": 0, "inode": ino,
-            "owners": [{"pid": server.pid(), "comm": comm, "cmdline": cmdline, "fd": 3}],
-            "overlap": {"name": "same-address", "text": "both sockets are on the same address and port"},
-            "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR does not let a TCP socket share a port with a listening socket"},
-            "kernel_check": "inet_csk_bind_conflict",
-            "certain": true
-        }],
-        "fixes": [
-            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
-            format!("port {} is free for this socket", port + 1)
-        ],
-        "notes": []
-    })
+    let owner = json!({"pid": server.pid(), "comm": comm, "cmdline": cmdline, "fd": 3});
+    common::expect::reuseaddr_listener_conflict(port, ino, owner)
 }
 
 #[test]

@@ -189,22 +189,12 @@ pub struct Loaded {
     pub skipped: Vec<Skipped>,
 }
 
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
-/// Effective capabilities of this process, from `/proc/self/status`.
-pub fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
-}
-
 pub(crate) fn check_privileges() -> Result<(), LoadError> {
-    let Some(caps) = effective_caps() else {
+    use crate::privilege::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
+    let Ok(sets) = crate::privilege::current() else {
         return Ok(()); // Cannot tell: let the kernel decide.
     };
-    let has = |cap: u32| caps & (1u64 << cap) != 0;
+    let has = |cap: u32| sets.effective & (1u64 << cap) != 0;
     if has(CAP_SYS_ADMIN) {
         return Ok(());
     }
@@ -220,8 +210,10 @@ pub(crate) fn check_privileges() -> Result<(), LoadError> {
     }
 }
 
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones ignore it. Failure is not
-/// fatal: the load then reports EPERM with its own message.
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (raising it past the hard limit needs
+/// CAP_SYS_RESOURCE there); newer ones charge the memory cgroup and ignore it (6.18 loads with
+/// a memlock limit of 0 and no CAP_SYS_RESOURCE). Failure is not fatal: an old kernel then
+/// refuses the maps with EPERM, reported with its own message.
 pub(crate) fn raise_memlock() {
     let limit = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,

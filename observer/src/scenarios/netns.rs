@@ -12,13 +12,21 @@ use std::os::unix::fs::MetadataExt;
 
 /// Moves the calling thread into a new network namespace with `lo` up; returns its inode.
 pub fn enter_private() -> io::Result<u64> {
+    enter_empty()?;
+    set_up("lo")?;
+    current_inode()
+}
+
+/// Moves the calling thread into a new network namespace and leaves `lo` down: enough for
+/// binds to the wildcard address, and needs only CAP_SYS_ADMIN (bringing `lo` up needs
+/// CAP_NET_ADMIN too).
+pub fn enter_empty() -> io::Result<()> {
     // SAFETY: unshare has no memory-safety preconditions; it affects only this thread's
     // network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    set_up("lo")?;
-    current_inode()
+    Ok(())
 }
 
 /// Inode of the calling thread's network namespace (what events carry as `netns`).

@@ -87,6 +87,31 @@ impl Expect {
     }
 }
 
+/// The `conflict` of a SO_REUSEADDR bind to 127.0.0.1:`port` against a TCP listener there
+/// with SO_REUSEADDR, owned by uid 0, socket `inode`, held by `owner`
+/// (`{"pid", "comm", "cmdline", "fd"}`), with port + 1 free.
+pub fn reuseaddr_listener_conflict(port: u16, inode: u64, owner: Value) -> Value {
+    json!({
+        "verdict": "in_use",
+        "holders": [{
+            "protocol": "tcp", "family": "inet", "state": "LISTEN",
+            "addr": "127.0.0.1", "port": port,
+            "reuseaddr": true, "reuseport": false, "v6only": null, "bound_dev": null,
+            "uid": 0, "inode": inode,
+            "owners": [owner],
+            "overlap": {"name": "same-address", "text": "both sockets are on the same address and port"},
+            "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR does not let a TCP socket share a port with a listening socket"},
+            "kernel_check": "inet_csk_bind_conflict",
+            "certain": true
+        }],
+        "fixes": [
+            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
+            format!("port {} is free for this socket", port + 1)
+        ],
+        "notes": []
+    })
+}
+
 /// Microseconds since the Unix epoch, now.
 pub(super) fn unix_micros_now() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();

@@ -35,9 +35,15 @@ impl Observer {
 
     /// `observer <args>`, waiting (bounded) for its start record.
     pub fn start(args: &[&str], stdout: Stdout) -> Observer {
+        Observer::start_via(&[], args, stdout)
+    }
+
+    /// `<via...> observer <args>` (e.g. under `setpriv`), waiting (bounded) for its start
+    /// record.
+    pub fn start_via(via: &[&str], args: &[&str], stdout: Stdout) -> Observer {
         require_root();
         let started_us = unix_micros_now();
-        let mut proc = Proc::spawn(args, stdout);
+        let mut proc = Proc::spawn_via(via, args, stdout);
         let deadline = Instant::now() + BOUND;
         let start = match proc.next_line(deadline) {
             Next::Line(line) => parse_record(&line),

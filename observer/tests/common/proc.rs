@@ -81,8 +81,23 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], stdout: Stdout) -> Proc {
+        Proc::spawn_via(&[], args, stdout)
+    }
+
+    /// `<via...> observer <args...>`: started by a wrapper that execs it (`setpriv`), so the
+    /// child's pid is the observer's.
+    pub fn spawn_via(via: &[&str], args: &[&str], stdout: Stdout) -> Proc {
+        let observer = env!("CARGO_BIN_EXE_observer");
+        let mut command = match via.split_first() {
+            None => Command::new(observer),
+            Some((wrapper, wrapper_args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(wrapper_args).arg(observer);
+                c
+            }
+        };
         let no_forks = no_forks();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_observer"))
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
