@@ -107,6 +107,23 @@ impl State<'_> {
     }
 }
 
+impl State<'_> {
+    /// Hands the running totals to the sink (metrics keep them current).
+    fn progress(&mut self, c: Counters) -> io::Result<()> {
+        c.store(&mut self.summary);
+        self.sink.progress(&self.summary)
+    }
+}
+
+impl Counters {
+    fn store(self, summary: &mut Summary) {
+        summary.lost = self.lost;
+        summary.unpaired = self.unpaired;
+        summary.read_errors = self.read_errors;
+        summary.pair_full = self.pair_full;
+    }
+}
+
 fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
     let sum = |index: u32| {
         map.get(&index, 0)
@@ -200,7 +217,9 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 }
                 _ = ticker.tick() => {
                     drain(ring.get_mut(), &mut state)?;
-                    state.report_lost(read_counters(&counters).lost)?;
+                    let c = read_counters(&counters);
+                    state.report_lost(c.lost)?;
+                    state.progress(c)?;
                 }
                 event = diagnosed(&mut done) => {
                     state.sink.event(&event)?;
@@ -247,10 +266,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         .collect();
     summary.time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
     summary.duration_secs = started.elapsed().as_secs_f64();
-    summary.lost = c.lost;
-    summary.unpaired = c.unpaired;
-    summary.read_errors = c.read_errors;
-    summary.pair_full = c.pair_full;
+    c.store(&mut summary);
     summary.reason = reason.to_string();
     if end.is_ok() && reason != "output closed" {
         end = state.sink.summary(&summary);

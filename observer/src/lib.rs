@@ -15,6 +15,7 @@ pub mod errno;
 pub mod event;
 pub mod filter;
 pub mod jsonline;
+pub mod metrics;
 pub mod offsets;
 pub mod scenarios;
 pub mod sink;

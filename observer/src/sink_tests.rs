@@ -31,7 +31,7 @@ const REUSEADDR_ONLY: Flags = Flags {
 };
 
 /// A successful TCP bind of 127.0.0.1:8080 with SO_REUSEADDR.
-fn event() -> BindEvent {
+pub(crate) fn event() -> BindEvent {
     BindEvent {
         record_type: "bind",
         time: TIME.to_string(),
