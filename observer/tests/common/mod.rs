@@ -20,7 +20,8 @@
 //! * [`observer`] — a running `observer watch --json` ([`Observer`]);
 //! * [`expect`] — expected events and how a received one is checked ([`expect::Expect`]).
 
-#![allow(dead_code)]
+// Each test file uses part of the harness.
+#![allow(dead_code, unused_imports)]
 
 pub mod expect;
 pub mod netns;
