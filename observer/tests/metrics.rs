@@ -2,6 +2,7 @@
 //! installed by `cargo xtask setup`), both inside the test's private network namespace: after
 //! real binds, Prometheus's own query API must return the expected series with exact values.
 
+#[allow(unused_imports)]
 mod common;
 
 use common::{BOUND, Observer, Sock, in_netns, no_forks};

@@ -20,8 +20,7 @@
 //! * [`observer`] — a running `observer watch --json` ([`Observer`]);
 //! * [`expect`] — expected events and how a received one is checked ([`expect::Expect`]).
 
-// Each test file uses part of the harness.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod expect;
 pub mod netns;
