@@ -105,6 +105,10 @@ pub struct WatchArgs {
     /// Only sockets in the network namespace with this inode (as in `ls -L -i /proc/PID/ns/net`).
     #[arg(long, value_name = "INODE")]
     pub netns: Option<u32>,
+    /// Only processes in this cgroup or below it: a path below the cgroup v2 root
+    /// (`/system.slice/nginx.service`) or the directory itself (`/sys/fs/cgroup/...`).
+    #[arg(long, value_name = "PATH", value_parser = crate::cgroup::filter_path)]
+    pub cgroup: Option<String>,
     /// Also show sockets of other families (unix, netlink, packet, ...).
     #[arg(long)]
     pub all_families: bool,
@@ -354,6 +358,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         errors_only: args.errors,
         netns: args.netns,
         all_families: args.all_families,
+        cgroup: args.cgroup,
     };
     // Bound before the programs load, so a port in use ends the run at once.
     let listener = args

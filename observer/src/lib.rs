@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod collector;
 pub mod conflict;

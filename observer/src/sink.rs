@@ -86,6 +86,8 @@ pub struct Summary {
     pub conflict_repeats: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
+    /// Events whose cgroup id could not be turned into a path (`"path": null`).
+    pub cgroup_unresolved: u64,
 }
 
 /// One output format.

@@ -54,6 +54,8 @@ pub(crate) fn event() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }
@@ -109,6 +111,7 @@ fn summary() -> Summary {
         conflict_queue_full: 0,
         conflict_repeats: 0,
         conflict_unfinished: 0,
+        cgroup_unresolved: 3,
     }
 }
 
