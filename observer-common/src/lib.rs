@@ -153,6 +153,9 @@ pub struct BindRecord {
     pub snum: u16,
     /// Padding, always zero.
     pub _pad: [u8; 6],
+    /// The caller's cgroup v2 id (`bpf_get_current_cgroup_id`: the inode number of its cgroup
+    /// directory); 0 when the kernel gave none.
+    pub cgroup_id: u64,
 }
 
 /// Size of [`BindRecord`] on the wire.

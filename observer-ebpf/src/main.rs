@@ -256,7 +256,8 @@ pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
     };
     // SAFETY: `rec` points to a ring buffer reservation of exactly `size_of::<BindRecord>()`
     // bytes that this program owns until submit. Ring buffer memory is not zeroed, so the
-    // whole record is written here, every field named, rather than cleared first.
+    // whole record is written here, every field named, rather than cleared first. The helpers
+    // called for its fields have no preconditions.
     unsafe {
         rec.write(BindRecord {
             kind: RECORD_BIND,
@@ -287,6 +288,7 @@ pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
             call_id: ids.call_id,
             snum: 0,
             _pad: [0; 6],
+            cgroup_id: generated::bpf_get_current_cgroup_id(),
         });
         fill(&mut *rec);
     }

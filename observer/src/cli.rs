@@ -4,8 +4,9 @@ use crate::backend;
 use crate::collector::{self, RunOptions};
 use crate::errno;
 use crate::filter::Filter;
+use crate::metrics;
 use crate::scenarios;
-use crate::sink::{JsonSink, Sink, TableSink};
+use crate::sink::{Fanout, JsonSink, QuietSink, Sink, TableSink};
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::{self, BufWriter, Write as _};
@@ -104,6 +105,10 @@ pub struct WatchArgs {
     /// Only sockets in the network namespace with this inode (as in `ls -L -i /proc/PID/ns/net`).
     #[arg(long, value_name = "INODE")]
     pub netns: Option<u32>,
+    /// Only processes in this cgroup or below it: a path below the cgroup v2 root
+    /// (`/system.slice/nginx.service`) or the directory itself (`/sys/fs/cgroup/...`).
+    #[arg(long, value_name = "PATH", value_parser = crate::cgroup::filter_path)]
+    pub cgroup: Option<String>,
     /// Also show sockets of other families (unix, netlink, packet, ...).
     #[arg(long)]
     pub all_families: bool,
@@ -120,6 +125,33 @@ pub struct WatchArgs {
     /// Do not look up what is in the way of EADDRINUSE failures (no `conflict` in events).
     #[arg(long)]
     pub no_conflicts: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (default 127.0.0.1:9847: loopback
+    /// only, unless an address is given).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9847",
+          value_parser = parse_listen_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Ports that keep their own label in `observer_bind_failures_total` (comma-separated;
+    /// default: 1-1023); failures on other ports are counted under `port="other"`.
+    #[arg(long, value_name = "PORTS", requires = "metrics", value_parser = parse_port_list)]
+    pub metrics_ports: Option<std::collections::BTreeSet<u16>>,
+    /// No event output, only metrics (and the start and summary lines on stderr).
+    #[arg(long, requires = "metrics", conflicts_with = "json")]
+    pub quiet: bool,
+}
+
+fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("`{s}` is not an address and port (e.g. 127.0.0.1:9847 or [::1]:9847)")
+    })
+}
+
+fn parse_port_list(s: &str) -> Result<std::collections::BTreeSet<u16>, String> {
+    s.split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(format!("`{p}` is not a port (1-65535)")),
+        })
+        .collect()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -326,18 +358,44 @@ fn watch(args: WatchArgs) -> Result<()> {
         errors_only: args.errors,
         netns: args.netns,
         all_families: args.all_families,
+        cgroup: args.cgroup,
     };
+    // Bound before the programs load, so a port in use ends the run at once.
+    let listener = args
+        .metrics
+        .map(|addr| {
+            metrics::server::bind(addr)
+                .with_context(|| format!("serving metrics on {addr}"))
+                .map(|l| (addr, l))
+        })
+        .transpose()?;
     let loaded = backend::load(args.backend, args.buffer_size)?;
     crate::privilege::drop_after_attach(!args.no_conflicts)?;
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");
     }
     let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
-    let mut sink: Box<dyn Sink> = if args.json {
+    let mut sink: Box<dyn Sink> = if args.quiet {
+        Box::new(QuietSink(io::stderr()))
+    } else if args.json {
         Box::new(JsonSink::new(stdout))
     } else {
         Box::new(TableSink::new(stdout, io::stderr()))
     };
+    if let Some((addr, listener)) = listener {
+        let watch = match args.metrics_ports {
+            Some(ports) => metrics::WatchPorts::List(ports),
+            None => metrics::WatchPorts::WellKnown,
+        };
+        let run = metrics::RunInfo {
+            backend: loaded.backend,
+            kernel: collector::kernel_release(),
+        };
+        let m = std::sync::Arc::new(metrics::Metrics::new(watch, run));
+        metrics::server::spawn(listener, m.clone()).context("starting the metrics server")?;
+        eprintln!("observer: serving metrics at http://{addr}/metrics");
+        sink = Box::new(Fanout(vec![sink, Box::new(metrics::MetricsSink::new(m))]));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -61,12 +61,19 @@ struct State<'a> {
     by_errno: std::collections::BTreeMap<i32, u64>,
     reported_lost: u64,
     conflicts: Option<diagnoser::Submitter>,
+    cgroups: crate::cgroup::Cache,
 }
 
 impl State<'_> {
     fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.summary.received += 1;
-        match decode::decode(bytes, &self.clock) {
+        let mut event = decode::decode(bytes, &self.clock);
+        if let Ok(e) = &mut event
+            && e.cgroup_id != 0
+        {
+            e.cgroup = Some(self.cgroups.get(e.cgroup_id, e.pid));
+        }
+        match event {
             Ok(event) if self.filter.matches(&event) => {
                 self.summary.events += 1;
                 *self.by_errno.entry(event.errno).or_default() += 1;
@@ -104,6 +111,23 @@ impl State<'_> {
             self.sink.lost(&record)?;
         }
         Ok(())
+    }
+}
+
+impl State<'_> {
+    /// Hands the running totals to the sink (metrics keep them current).
+    fn progress(&mut self, c: Counters) -> io::Result<()> {
+        c.store(&mut self.summary);
+        self.sink.progress(&self.summary)
+    }
+}
+
+impl Counters {
+    fn store(self, summary: &mut Summary) {
+        summary.lost = self.lost;
+        summary.unpaired = self.unpaired;
+        summary.read_errors = self.read_errors;
+        summary.pair_full = self.pair_full;
     }
 }
 
@@ -175,6 +199,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         by_errno: Default::default(),
         reported_lost: 0,
         conflicts: submitter,
+        cgroups: crate::cgroup::Cache::new(),
     };
     let start = StartRecord {
         record_type: "start",
@@ -203,7 +228,9 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 }
                 _ = ticker.tick() => {
                     drain(ring.get_mut(), &mut state)?;
-                    state.report_lost(read_counters(&counters).lost)?;
+                    let c = read_counters(&counters);
+                    state.report_lost(c.lost)?;
+                    state.progress(c)?;
                 }
                 event = diagnosed(&mut done) => {
                     state.sink.event(&event)?;
@@ -250,10 +277,8 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         .collect();
     summary.time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
     summary.duration_secs = started.elapsed().as_secs_f64();
-    summary.lost = c.lost;
-    summary.unpaired = c.unpaired;
-    summary.read_errors = c.read_errors;
-    summary.pair_full = c.pair_full;
+    c.store(&mut summary);
+    summary.cgroup_unresolved = state.cgroups.unresolved;
     summary.reason = reason.to_string();
     if end.is_ok() && reason != "output closed" {
         end = state.sink.summary(&summary);

@@ -112,6 +112,8 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         },
         errno,
         hook: hook_name(r.hook),
+        cgroup: None,
+        cgroup_id: r.cgroup_id,
         call_id: (!tracepoint && r.call_id != 0).then_some(r.call_id),
         conflict: None,
     })

@@ -76,6 +76,7 @@ fn record() -> BindRecord {
         call_id: 0,
         snum: 0,
         _pad: [0; 6],
+        cgroup_id: 0,
     }
 }
 
@@ -118,6 +119,8 @@ fn expected() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }
@@ -145,10 +148,25 @@ fn json_of(r: &BindRecord) -> serde_json::Value {
 
 #[test]
 fn record_layout_has_no_padding() {
-    let fields =
-        4 + 2 + 2 + 8 + 4 * 8 + 8 + 4 * 4 + 2 * 4 + 16 + SOCKADDR_LEN + 4 + COMM_LEN + 8 + 2 + 6;
+    let fields = 4
+        + 2
+        + 2
+        + 8
+        + 4 * 8
+        + 8
+        + 4 * 4
+        + 2 * 4
+        + 16
+        + SOCKADDR_LEN
+        + 4
+        + COMM_LEN
+        + 8
+        + 2
+        + 6
+        + 8;
     assert_eq!(fields, BIND_RECORD_SIZE);
-    assert_eq!(BIND_RECORD_SIZE, 160);
+    assert_eq!(BIND_RECORD_SIZE, 168);
+    assert_eq!(offset_of!(BindRecord, cgroup_id), 160);
     assert_eq!(offset_of!(BindRecord, call_id), 144);
     assert_eq!(offset_of!(BindRecord, snum), 152);
     assert_eq!(offset_of!(BindRecord, ts_ns), 8);
@@ -188,9 +206,21 @@ fn ipv4_tcp_bind_success_exact_json() {
             "errno": 0,
             "hook": "tracepoint:sys_exit_bind",
             "call_id": null,
+            "cgroup": null,
         })
     );
     assert_eq!(decoded(&record()), expected());
+}
+
+#[test]
+fn cgroup_id_is_carried_for_the_collector() {
+    let r = BindRecord {
+        cgroup_id: 0x1234_5678_9abc,
+        ..record()
+    };
+    let e = decoded(&r);
+    assert_eq!(e.cgroup_id, 0x1234_5678_9abc);
+    assert_eq!(e.cgroup, None, "resolved by the collector, not the decoder");
 }
 
 /// Writes the record byte by byte at the documented offsets, without going through the struct.

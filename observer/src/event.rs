@@ -122,6 +122,12 @@ pub struct BindEvent {
     /// One user action: a `get_port` event and the `bind`/`listen` it ran inside share it
     /// (with `tid`). `None` from the tracepoint backend, which sees no port allocation.
     pub call_id: Option<u64>,
+    /// The caller's cgroup (path, container, pod), `None` when the kernel gave no cgroup id.
+    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    /// The caller's cgroup id as the kernel program read it (0: none); the collector turns it
+    /// into `cgroup`.
+    #[serde(skip)]
+    pub cgroup_id: u64,
     /// For EADDRINUSE: what is in the way, looked up after the failure (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conflict: Option<crate::conflict::Conflict>,

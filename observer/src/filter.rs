@@ -1,4 +1,5 @@
-//! Which events the user asked to see (`--pid`, `--comm`, `--port`, `--errors`, `--netns`).
+//! Which events the user asked to see (`--pid`, `--comm`, `--port`, `--errors`, `--netns`,
+//! `--cgroup`).
 //!
 //! Filters run in userspace on decoded events: the kernel side stays one code path for every
 //! filter combination, and what a filter drops is still counted in the summary.
@@ -19,6 +20,8 @@ pub struct Filter {
     pub netns: Option<u32>,
     /// Also show sockets that are not IPv4/IPv6 (unix, netlink, ...); off by default.
     pub all_families: bool,
+    /// Only callers in this cgroup or below it (a path below the cgroup v2 root).
+    pub cgroup: Option<String>,
 }
 
 impl Filter {
@@ -53,6 +56,11 @@ impl Filter {
             return false;
         }
         if self.netns.is_some_and(|ns| e.netns != Some(ns)) {
+            return false;
+        }
+        if let Some(root) = &self.cgroup
+            && !e.cgroup.as_ref().is_some_and(|c| c.is_under(root))
+        {
             return false;
         }
         true

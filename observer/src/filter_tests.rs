@@ -36,6 +36,8 @@ fn event() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }
@@ -231,21 +233,31 @@ fn combined_filters_need_every_condition() {
         errors_only: true,
         netns: Some(NETNS),
         all_families: false,
+        cgroup: Some("/system.slice".into()),
     };
     let target = BindEvent {
+        cgroup: Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test(
+            "/system.slice/nginx.service",
+        ))),
         requested: Some(Requested::Inet(v4(8080))),
         ..failed()
     };
     assert!(f.matches(&target));
 
     type Spoil = fn(&mut BindEvent);
-    let spoilers: [(&str, Spoil); 6] = [
+    let spoilers: [(&str, Spoil); 8] = [
         ("pid", |e| e.pid = 1),
         ("comm", |e| e.comm = "sshd".to_string()),
         ("port", |e| e.requested = Some(Requested::Inet(v4(80)))),
         ("errors", |e| e.errno = 0),
         ("netns", |e| e.netns = Some(1)),
         ("family", |e| e.family = Some("unix".into())),
+        ("cgroup", |e| {
+            e.cgroup = Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test(
+                "/system.slice2/nginx.service",
+            )))
+        }),
+        ("unresolved cgroup", |e| e.cgroup = None),
     ];
     for (what, spoil) in spoilers {
         let mut e = target.clone();

@@ -86,6 +86,11 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     string(out, e.hook);
     out.extend_from_slice(b",\"call_id\":");
     opt_int(out, e.call_id);
+    out.extend_from_slice(b",\"cgroup\":");
+    match &e.cgroup {
+        Some(c) => out.extend_from_slice(c.json.as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
     out.push(b'}');
     true
 }
@@ -213,6 +218,8 @@ mod tests {
             errno: 98,
             hook: "tracepoint:sys_exit_bind",
             call_id: None,
+            cgroup: None,
+            cgroup_id: 0,
             conflict: None,
         }
     }
@@ -266,6 +273,14 @@ mod tests {
         push(&|e| e.comm = "quo\"te\\back\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}é".into());
         push(&|e| e.comm = String::new());
         push(&|e| e.family = Some("af16".into()));
+        push(&|e| e.cgroup = Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test("/"))));
+        push(&|e| {
+            let path = format!(
+                "/kubepods.slice/kubepods-pod8f2d6c3e_1b7a_4e5f_9a0b_c1d2e3f4a5b6.slice/crio-{}.scope",
+                "ab".repeat(32)
+            );
+            e.cgroup = Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test(&path)))
+        });
         all
     }
 

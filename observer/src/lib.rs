@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod collector;
 pub mod conflict;
@@ -15,6 +16,7 @@ pub mod errno;
 pub mod event;
 pub mod filter;
 pub mod jsonline;
+pub mod metrics;
 pub mod offsets;
 pub mod privilege;
 pub mod scenarios;

@@ -89,6 +89,8 @@ pub struct Summary {
     pub conflict_repeats: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
+    /// Events whose cgroup id could not be turned into a path (`"path": null`).
+    pub cgroup_unresolved: u64,
 }
 
 /// One output format.
@@ -98,6 +100,57 @@ pub trait Sink {
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// The run's totals so far, at every tick (a sink that exports counters keeps them
+    /// current); the printing sinks ignore it.
+    fn progress(&mut self, _totals: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Several sinks fed the same records, in order (`--metrics` with JSON or the table).
+pub struct Fanout(pub Vec<Box<dyn Sink>>);
+
+impl Sink for Fanout {
+    fn start(&mut self, start: &StartRecord) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.start(start))
+    }
+    fn event(&mut self, event: &BindEvent) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.event(event))
+    }
+    fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.lost(lost))
+    }
+    fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.summary(summary))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+    fn progress(&mut self, totals: &Summary) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.progress(totals))
+    }
+}
+
+/// `--quiet`: no events; the start, lost and summary lines of the table on `diag` (stderr),
+/// so that an agent that only serves metrics still says what it attached and what it missed.
+pub struct QuietSink<D: Write>(pub D);
+
+impl<D: Write> Sink for QuietSink<D> {
+    fn start(&mut self, s: &StartRecord) -> io::Result<()> {
+        start_lines(&mut self.0, s)
+    }
+    fn event(&mut self, _: &BindEvent) -> io::Result<()> {
+        Ok(())
+    }
+    fn lost(&mut self, l: &LostRecord) -> io::Result<()> {
+        lost_line(&mut self.0, l)
+    }
+    fn summary(&mut self, s: &Summary) -> io::Result<()> {
+        summary_line(&mut self.0, s)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// JSON Lines: one object per line, each with a `"type"`.
@@ -165,26 +218,7 @@ impl<W: Write, D: Write> TableSink<W, D> {
 
 impl<W: Write, D: Write> Sink for TableSink<W, D> {
     fn start(&mut self, s: &StartRecord) -> io::Result<()> {
-        writeln!(
-            self.diag,
-            "observer: watching bind() and listen() with the {} backend ({}); Ctrl-C to stop",
-            s.backend,
-            s.hooks.join(", ")
-        )?;
-        for skipped in &s.skipped_backends {
-            writeln!(
-                self.diag,
-                "observer: skipped {}: {}",
-                skipped.backend, skipped.reason
-            )?;
-        }
-        if !s.unknown_fields.is_empty() {
-            writeln!(
-                self.diag,
-                "observer: this kernel's BTF lacks {}; shown as '?'",
-                s.unknown_fields.join(", ")
-            )?;
-        }
+        start_lines(&mut self.diag, s)?;
         writeln!(self.out, "{TABLE_HEADER}")?;
         self.out.flush()
     }
@@ -222,32 +256,65 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
     }
 
     fn lost(&mut self, l: &LostRecord) -> io::Result<()> {
-        writeln!(
-            self.out,
-            "*** {} events lost (ring buffer full; {} in total) ***",
-            l.count, l.total
-        )
+        lost_line(&mut self.out, l)
     }
 
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.out.flush()?;
-        writeln!(
-            self.diag,
-            "observer: {} events ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",
-            s.events,
-            s.filtered,
-            s.lost,
-            s.unpaired,
-            s.read_errors,
-            s.decode_errors,
-            s.duration_secs,
-            s.reason
-        )
+        summary_line(&mut self.diag, s)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// The table's start lines: the backend, backends skipped, fields unknown here.
+fn start_lines(diag: &mut impl Write, s: &StartRecord) -> io::Result<()> {
+    writeln!(
+        diag,
+        "observer: watching bind() and listen() with the {} backend ({}); Ctrl-C to stop",
+        s.backend,
+        s.hooks.join(", ")
+    )?;
+    for skipped in &s.skipped_backends {
+        writeln!(
+            diag,
+            "observer: skipped {}: {}",
+            skipped.backend, skipped.reason
+        )?;
+    }
+    if !s.unknown_fields.is_empty() {
+        writeln!(
+            diag,
+            "observer: this kernel's BTF lacks {}; shown as '?'",
+            s.unknown_fields.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn lost_line(out: &mut impl Write, l: &LostRecord) -> io::Result<()> {
+    writeln!(
+        out,
+        "*** {} events lost (ring buffer full; {} in total) ***",
+        l.count, l.total
+    )
+}
+
+fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
+    writeln!(
+        diag,
+        "observer: {} events ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",
+        s.events,
+        s.filtered,
+        s.lost,
+        s.unpaired,
+        s.read_errors,
+        s.decode_errors,
+        s.duration_secs,
+        s.reason
+    )
 }
 
 /// Keeps events in memory (the demo checks them after the run); start, lost and summary
@@ -305,4 +372,4 @@ pub fn opts(e: &BindEvent) -> String {
 
 #[cfg(test)]
 #[path = "sink_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -31,7 +31,7 @@ const REUSEADDR_ONLY: Flags = Flags {
 };
 
 /// A successful TCP bind of 127.0.0.1:8080 with SO_REUSEADDR.
-fn event() -> BindEvent {
+pub(crate) fn event() -> BindEvent {
     BindEvent {
         record_type: "bind",
         time: TIME.to_string(),
@@ -54,6 +54,8 @@ fn event() -> BindEvent {
         errno: 0,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }
@@ -110,6 +112,7 @@ fn summary() -> Summary {
         conflict_queue_full: 0,
         conflict_repeats: 0,
         conflict_unfinished: 0,
+        cgroup_unresolved: 3,
     }
 }
 

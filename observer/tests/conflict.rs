@@ -401,6 +401,8 @@ fn lookup_after_the_holder_is_gone_says_so() {
             errno: libc::EADDRINUSE,
             hook: "tracepoint:sys_exit_bind",
             call_id: None,
+            cgroup: None,
+            cgroup_id: 0,
             conflict: None,
         };
         assert_eq!(conflict_of(&event).verdict, "in_use");

@@ -91,6 +91,7 @@ fn root() -> Result<std::path::PathBuf> {
 fn test() -> Result<()> {
     use std::process::Command;
     use util::{cargo, run};
+    setup::test_tools()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     // `+nightly` only works through the rustup proxy; `rustup run` works from any cargo.

@@ -23,6 +23,12 @@ pub fn all() -> Result<()> {
     Ok(())
 }
 
+/// What the root integration tests run besides the observer: a real Prometheus server scrapes
+/// the metrics endpoint (tests/metrics.rs).
+pub fn test_tools() -> Result<()> {
+    apt_install(&["prometheus"])
+}
+
 fn nightly_rust_src() -> Result<()> {
     let installed = output(Command::new("rustup").args([
         "component",

@@ -35,6 +35,8 @@ fn event(port: u16) -> BindEvent {
         errno: libc::EADDRINUSE,
         hook: "tracepoint:sys_exit_bind",
         call_id: None,
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }

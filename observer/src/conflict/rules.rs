@@ -107,6 +107,18 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rule's name as serde writes it (a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::NoReuseFlags => "no-reuse-flags",
+            Rule::ReuseaddrBothSides => "reuseaddr-both-sides",
+            Rule::ReuseaddrVsListener => "reuseaddr-vs-listener",
+            Rule::ReuseportBothSides => "reuseport-both-sides",
+            Rule::ReuseportSameUid => "reuseport-same-uid",
+            Rule::TimeWaitKeepsFlags => "time-wait-keeps-flags",
+        }
+    }
+
     pub fn sentence(self) -> &'static str {
         match self {
             Rule::NoReuseFlags => {

@@ -57,6 +57,8 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         errno: 0,
         hook: "fexit:inet_bind",
         call_id: Some(call_id),
+        cgroup: None,
+        cgroup_id: 0,
         conflict: None,
     }
 }

@@ -49,6 +49,7 @@ impl Expect {
             "errno": 0,
             "hook": format!("tracepoint:sys_exit_{op}"),
             "call_id": null,
+            "cgroup": own_cgroup(),
         });
         let map = v.as_object_mut().unwrap();
         for opt in Opt::ALL {
@@ -79,6 +80,12 @@ impl Expect {
     /// The event carries this `conflict` object (an EADDRINUSE looked up).
     pub fn conflict(mut self, conflict: Value) -> Expect {
         self.0.insert("conflict".into(), conflict);
+        self
+    }
+
+    /// The caller's cgroup, as the observer reports it.
+    pub fn cgroup(mut self, cgroup: Value) -> Expect {
+        self.0.insert("cgroup".into(), cgroup);
         self
     }
 
@@ -196,4 +203,32 @@ pub(super) fn compare_event(index: usize, want: &Value, got: &Value) {
             diffs.join("\n")
         );
     }
+}
+
+/// The cgroup v2 mount point (from `/proc/self/mountinfo`), read independently of the
+/// observer's own code.
+pub fn cgroup2_root() -> std::path::PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split(' ').nth(4))
+        .map(std::path::PathBuf::from)
+        .expect("a cgroup v2 hierarchy is mounted")
+}
+
+/// `{"id", "path", "container", "pod_uid"}` of the cgroup directory `path` (below the root).
+pub fn cgroup_json(path: &str, container: Value, pod_uid: Value) -> Value {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = cgroup2_root().join(path.trim_start_matches('/'));
+    let id = std::fs::metadata(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .ino();
+    json!({"id": id, "path": path, "container": container, "pod_uid": pod_uid})
+}
+
+/// The test process's own cgroup (threads share it).
+pub fn own_cgroup() -> Value {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    cgroup_json(path, Value::Null, Value::Null)
 }

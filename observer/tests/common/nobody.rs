@@ -1,5 +1,6 @@
-//! An unprivileged caller: a child forked from an [`in_netns`] thread (so in its network
-//! namespace) that drops to `nobody`, binds one TCP socket and reports what it got.
+//! Another process as the caller: a child forked from an [`in_netns`] thread (so in its network
+//! namespace) that drops to `nobody` ([`bind_as_nobody`]) or moves into a cgroup of the test's
+//! ([`bind_in_cgroup`]), binds one TCP socket and reports what it got.
 //!
 //! [`in_netns`]: super::in_netns
 
@@ -20,9 +21,30 @@ pub struct ChildBind {
     pub errno: i32,
 }
 
+/// What the child does before it binds.
+enum Setup {
+    /// Becomes uid/gid `nobody`.
+    Nobody,
+    /// Writes itself into this `cgroup.procs` file (NUL-terminated path).
+    Cgroup(std::ffi::CString),
+}
+
 /// Forks a child that becomes uid/gid `nobody`, creates a TCP socket and binds it to `addr`,
 /// reports back through a pipe and exits. Must be called on an [`in_netns`] thread.
 pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
+    fork_bind(parent, addr, Setup::Nobody)
+}
+
+/// Forks a child (root, like the test) that moves into the cgroup v2 directory `cgroup`,
+/// then binds like [`bind_as_nobody`]. Must be called on an [`in_netns`] thread.
+pub fn bind_in_cgroup(parent: &Caller, addr: SocketAddrV4, cgroup: &std::path::Path) -> ChildBind {
+    use std::os::unix::ffi::OsStrExt as _;
+    let procs = cgroup.join("cgroup.procs");
+    let procs = std::ffi::CString::new(procs.as_os_str().as_bytes()).unwrap();
+    fork_bind(parent, addr, Setup::Cgroup(procs))
+}
+
+fn fork_bind(parent: &Caller, addr: SocketAddrV4, setup: Setup) -> ChildBind {
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
@@ -43,7 +65,7 @@ pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork: {}", last_error());
     if pid == 0 {
-        let report = child_bind(&sa);
+        let report = child_bind(&sa, &setup);
         // SAFETY: writes the report from a local array, then ends the child without running
         // any of the parent's atexit handlers or destructors.
         unsafe {
@@ -81,13 +103,25 @@ pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
         stage,
         0,
         "the child failed at {} with errno {errno}",
-        ["", "setgroups", "setgid", "setuid", "socket", "fstat"][stage as usize]
+        [
+            "",
+            "setgroups",
+            "setgid",
+            "setuid",
+            "socket",
+            "fstat",
+            "cgroup.procs"
+        ][stage as usize]
     );
+    let uid = match setup {
+        Setup::Nobody => NOBODY,
+        Setup::Cgroup(_) => parent.uid,
+    };
     ChildBind {
         caller: Caller {
             pid: pid as u32,
             tid: pid as u32,
-            uid: NOBODY,
+            uid,
             comm: parent.comm.clone(),
             netns: parent.netns,
         },
@@ -96,27 +130,39 @@ pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
             protocol: "tcp",
             fd: fd as i32,
             ino,
-            uid: NOBODY,
+            uid,
         },
         errno: errno as i32,
     }
 }
 
 /// The child's side: `[stage, errno, fd, ino]`, stage 0 when it got as far as `bind()`.
-fn child_bind(sa: &libc::sockaddr_in) -> [u64; 4] {
+fn child_bind(sa: &libc::sockaddr_in, setup: &Setup) -> [u64; 4] {
     let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0) as u64;
     // Raw system calls: they change the credentials of this (single) thread only, with no
     // library machinery after fork.
     // SAFETY: plain system calls on values owned here.
     unsafe {
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
-            return [1, errno(), 0, 0];
-        }
-        if libc::syscall(libc::SYS_setgid, NOBODY) != 0 {
-            return [2, errno(), 0, 0];
-        }
-        if libc::syscall(libc::SYS_setuid, NOBODY) != 0 {
-            return [3, errno(), 0, 0];
+        match setup {
+            Setup::Cgroup(procs) => {
+                // "0" moves the writing process.
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return [6, errno(), 0, 0];
+                }
+                libc::close(fd);
+            }
+            Setup::Nobody => {
+                if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+                    return [1, errno(), 0, 0];
+                }
+                if libc::syscall(libc::SYS_setgid, NOBODY) != 0 {
+                    return [2, errno(), 0, 0];
+                }
+                if libc::syscall(libc::SYS_setuid, NOBODY) != 0 {
+                    return [3, errno(), 0, 0];
+                }
+            }
         }
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         if fd < 0 {

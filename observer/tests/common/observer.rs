@@ -147,6 +147,26 @@ impl Observer {
         self.events.extend(got);
     }
 
+    /// Waits (bounded) for the next `n` events and returns them, unchecked, for a test that
+    /// asserts on them itself.
+    pub fn take(&mut self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + BOUND;
+        let mut got = Vec::new();
+        while got.len() < n {
+            let what = format!("{n} events, {} so far", got.len());
+            let record = self.next_record(deadline, &what);
+            match record["type"].as_str() {
+                Some("bind") => got.push(record),
+                _ => panic!(
+                    "unexpected record while {what}: {record}\nall:\n{}",
+                    self.dump()
+                ),
+            }
+        }
+        self.events.extend(got.iter().cloned());
+        got
+    }
+
     /// SIGTERM, then reads to the summary (reason `"signal"`): no event may arrive besides
     /// those [`Observer::expect`] took. Returns the summary.
     pub fn stop(mut self) -> Value {

@@ -1,0 +1,122 @@
+//! The cgroup context of events and the `--cgroup` filter: children of the test move into
+//! cgroup v2 directories named as docker and Kubernetes (containerd) name theirs, bind, and the
+//! observer must report the exact cgroup id and path, container id, runtime and pod uid, and
+//! show only what is under the `--cgroup` subtree.
+
+// Only part of the shared harness is used here.
+#[allow(unused_imports)]
+mod common;
+
+use common::expect::{cgroup_json, cgroup2_root};
+use common::nobody::bind_in_cgroup;
+use common::{Observer, Sock, bind_event, in_netns};
+use serde_json::json;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+/// A cgroup subtree of this test, removed (deepest first) when dropped.
+struct Tree {
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl Tree {
+    fn new(name: &str) -> Tree {
+        let root = cgroup2_root();
+        let top = root.join(name);
+        let _ = std::fs::remove_dir(&top);
+        std::fs::create_dir(&top).unwrap_or_else(|e| panic!("{}: {e}", top.display()));
+        Tree {
+            root,
+            dirs: vec![top],
+        }
+    }
+
+    /// Creates `rel` (below the cgroup root) and its missing parents; returns its directory.
+    fn make(&mut self, rel: &str) -> PathBuf {
+        let mut dir = self.root.clone();
+        for part in rel.trim_start_matches('/').split('/') {
+            dir.push(part);
+            if !dir.exists() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                self.dirs.push(dir.clone());
+            }
+        }
+        dir
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        // The children that were in them have exited: the directories are empty cgroups.
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn addr(s: &str) -> SocketAddrV4 {
+    s.parse().unwrap()
+}
+
+#[test]
+fn events_carry_container_and_pod_and_the_filter_keeps_the_subtree() {
+    in_netns("cgroup", |c| {
+        let top = format!("observer-test-{}", std::process::id());
+        let mut tree = Tree::new(&top);
+        let id = format!("{:064x}", 0xc0ffee_u64 + u64::from(std::process::id()));
+        let uid = "8f2d6c3e-1b7a-4e5f-9a0b-c1d2e3f4a5b6";
+        let docker = format!("/{top}/system.slice/docker-{id}.scope");
+        let pod = format!(
+            "/{top}/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
+            uid.replace('-', "_")
+        );
+        let kube = format!("{pod}/cri-containerd-{id}.scope");
+        let (docker_dir, kube_dir) = (tree.make(&docker), tree.make(&kube));
+
+        let mut obs = Observer::watch(c, &["--cgroup", &format!("/{top}")]);
+        // The test's own thread is outside the subtree: filtered out.
+        let outside = Sock::tcp4();
+        assert_eq!(outside.bind("127.0.0.1:7000"), 0);
+        let a = bind_in_cgroup(c, addr("127.0.0.1:7001"), &docker_dir);
+        let b = bind_in_cgroup(c, addr("127.0.0.1:7002"), &kube_dir);
+        assert_eq!((a.errno, b.errno), (0, 0));
+        obs.expect(&[
+            bind_event(&a.caller, &a.sock, "127.0.0.1:7001")
+                .bound("127.0.0.1:7001")
+                .cgroup(cgroup_json(
+                    &docker,
+                    json!({"id": id, "runtime": "docker"}),
+                    json!(null),
+                )),
+            bind_event(&b.caller, &b.sock, "127.0.0.1:7002")
+                .bound("127.0.0.1:7002")
+                .cgroup(cgroup_json(
+                    &kube,
+                    json!({"id": id, "runtime": "containerd"}),
+                    json!(uid),
+                )),
+        ]);
+        let summary = obs.stop();
+        assert_eq!(summary["filtered"], 1, "{summary}");
+        assert_eq!(summary["cgroup_unresolved"], 0, "{summary}");
+        drop(tree);
+    });
+}
+
+#[test]
+fn cgroup_filter_must_name_a_cgroup() {
+    let (status, stdout, stderr) =
+        common::run_observer(&["watch", "--cgroup", "/no/such/cgroup/anywhere"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty());
+    let root = cgroup2_root();
+    assert_eq!(
+        stderr,
+        format!(
+            "observer: invalid value '/no/such/cgroup/anywhere' for '--cgroup <PATH>': \
+             `/no/such/cgroup/anywhere` is not a cgroup (no directory {}) (see `observer --help`)\n",
+            Path::new(&root).join("no/such/cgroup/anywhere").display()
+        )
+    );
+}

@@ -1,0 +1,186 @@
+//! `observer watch --metrics`, scraped by a real Prometheus server (Debian's `prometheus`,
+//! installed by `cargo xtask setup`), both inside the test's private network namespace: after
+//! real binds, Prometheus's own query API must return the expected series with exact values.
+
+#[allow(unused_imports)]
+mod common;
+
+use common::{BOUND, Observer, Sock, in_netns, no_forks};
+use serde_json::Value;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the test's Prometheus listens (inside the private namespace, so always free).
+const PROMETHEUS: &str = "127.0.0.1:9090";
+
+/// A Prometheus server of this test, ended by pid when dropped.
+struct Prometheus {
+    child: Child,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `target` every second, and waits (bounded) until it is ready.
+    fn start(target: &str) -> Prometheus {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("prometheus-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  \
+                 - job_name: observer\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let guard = no_forks();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={PROMETHEUS}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian's package; `cargo xtask setup` installs it)");
+        drop(guard);
+        let p = Prometheus { child };
+        let deadline = Instant::now() + BOUND;
+        while get("/-/ready").is_none_or(|(status, _)| status != 200) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready after {BOUND:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50)); // polling a readiness endpoint
+        }
+        p
+    }
+
+    /// The value of the one series `query` selects, once it equals `want` (bounded): a scrape
+    /// every second makes it converge; any other final value fails the test.
+    fn wait_for(&self, query: &str, want: f64) {
+        let deadline = Instant::now() + BOUND;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = instant_value(query);
+            if last == Some(want) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100)); // polling Prometheus's API
+        }
+        panic!("prometheus: {query} is {last:?}, want {want}");
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET path` from the test's Prometheus: status and body, `None` if it does not answer.
+fn get(path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(PROMETHEUS).ok()?;
+    s.set_read_timeout(Some(BOUND)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {PROMETHEUS}\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let status = reply.get(9..12)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of an instant query that selects exactly one series.
+fn instant_value(query: &str) -> Option<f64> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let (_, body) = get(&format!("/api/v1/query?query={encoded}"))?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    let result = v["data"]["result"].as_array()?;
+    if result.len() != 1 {
+        return None;
+    }
+    result[0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn prometheus_scrapes_exact_counts() {
+    in_netns("metrics", |c| {
+        let prometheus = Prometheus::start("127.0.0.1:9847");
+        // `--metrics` without an address: the loopback default, 127.0.0.1:9847.
+        let mut obs = Observer::watch(c, &["--metrics", "--metrics-ports", "5000"]);
+        let a = Sock::tcp4();
+        let b = Sock::tcp4();
+        let d = Sock::tcp4();
+        let e = Sock::udp4();
+        assert_eq!(a.bind("127.0.0.1:5000"), 0);
+        assert_eq!(b.bind("127.0.0.1:5000"), libc::EADDRINUSE);
+        assert_eq!(d.bind("127.0.0.1:5001"), 0);
+        assert_eq!(b.bind("127.0.0.1:5001"), libc::EADDRINUSE);
+        assert_eq!(e.bind("127.0.0.1:0"), 0);
+        let udp_port = e.local().port();
+        // Failures arrive after their conflict lookup, so the order is not the calls' order:
+        // each event is matched by its socket and requested port.
+        let events = obs.take(5);
+        let find = |ino: u64, port: u16| {
+            let matching: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["sock_ino"] == ino && e["requested"]["port"] == port)
+                .collect();
+            assert_eq!(
+                matching.len(),
+                1,
+                "one event of socket {ino} for port {port}: {events:#?}"
+            );
+            matching[0].clone()
+        };
+        for (sock, port, bound) in [(&a, 5000, 5000), (&d, 5001, 5001), (&e, 0, udp_port)] {
+            let event = find(sock.as_ref().ino, port);
+            assert_eq!(event["result"], "OK", "{event}");
+            assert_eq!(event["bound"]["port"], bound, "{event}");
+            assert_eq!(event["comm"], c.comm, "{event}");
+        }
+        for port in [5000, 5001] {
+            let event = find(b.as_ref().ino, port);
+            assert_eq!(event["result"], "EADDRINUSE", "{event}");
+            let holders = event["conflict"]["holders"].as_array().expect("holders");
+            assert_eq!(holders.len(), 1, "{event}");
+            assert_eq!(holders[0]["rule"]["name"], "no-reuse-flags", "{event}");
+            assert_eq!(holders[0]["port"], port, "{event}");
+        }
+
+        let attempts = |proto: &str, result: &str| {
+            format!(
+                "observer_bind_attempts_total{{family=\"inet\",protocol=\"{proto}\",op=\"bind\",result=\"{result}\"}}"
+            )
+        };
+        prometheus.wait_for(&attempts("tcp", "OK"), 2.0);
+        prometheus.wait_for(&attempts("tcp", "EADDRINUSE"), 2.0);
+        prometheus.wait_for(&attempts("udp", "OK"), 1.0);
+        prometheus.wait_for(
+            "observer_bind_failures_total{errno=\"EADDRINUSE\",port=\"5000\"}",
+            1.0,
+        );
+        prometheus.wait_for(
+            "observer_bind_failures_total{errno=\"EADDRINUSE\",port=\"other\"}",
+            1.0,
+        );
+        prometheus.wait_for("observer_conflicts_total{rule=\"no-reuse-flags\"}", 2.0);
+        prometheus.wait_for("observer_events_lost_total", 0.0);
+        prometheus.wait_for("observer_backend_info{backend=\"tracepoint\"}", 1.0);
+        prometheus.wait_for("up{job=\"observer\"}", 1.0);
+        obs.stop();
+    });
+}
