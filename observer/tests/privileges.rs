@@ -56,13 +56,13 @@ fn as_root_with(caps: &str) -> Vec<String> {
     ]
 }
 
-/// The capability lines of `/proc/PID/status` and `NoNewPrivs`, as numbers.
-fn status(pid: u32) -> (u32, [u64; 5], u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+/// The capability lines of `/proc/PID/task/TID/status` and `NoNewPrivs`, as numbers.
+fn status(pid: u32, tid: &str) -> (u32, [u64; 5], u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
+            .unwrap_or_else(|| panic!("{name} missing from the status of {pid}/{tid}"))
             .trim()
             .to_string()
     };
@@ -77,7 +77,8 @@ fn status(pid: u32) -> (u32, [u64; 5], u64) {
     (uid, caps, field("NoNewPrivs:").parse().unwrap())
 }
 
-/// What `/proc/PID/status` must say once the observer is past its start record.
+/// What `/proc/PID/task/*/status` must say, for every thread, once the observer is past its
+/// start record (capabilities belong to threads: one left out would keep them all).
 struct Dropped {
     uid: u32,
     /// Effective and permitted.
@@ -86,15 +87,23 @@ struct Dropped {
 }
 
 fn assert_dropped(obs: &Observer, want: Dropped) {
-    let (uid, [inh, prm, eff, bnd, amb], nnp) = status(obs.pid());
-    let got = format!(
-        "uid {uid} CapInh {inh:#x} CapPrm {prm:#x} CapEff {eff:#x} CapBnd {bnd:#x} CapAmb {amb:#x} NoNewPrivs {nnp}"
-    );
+    let pid = obs.pid();
     let expected = format!(
         "uid {} CapInh 0x0 CapPrm {:#x} CapEff {:#x} CapBnd {:#x} CapAmb 0x0 NoNewPrivs 1",
         want.uid, want.kept, want.kept, want.bounding
     );
-    assert_eq!(got, expected);
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(tasks.iter().any(|t| *t == pid.to_string()), "{tasks:?}");
+    for tid in &tasks {
+        let (uid, [inh, prm, eff, bnd, amb], nnp) = status(pid, tid);
+        let got = format!(
+            "uid {uid} CapInh {inh:#x} CapPrm {prm:#x} CapEff {eff:#x} CapBnd {bnd:#x} CapAmb {amb:#x} NoNewPrivs {nnp}"
+        );
+        assert_eq!(got, expected, "thread {tid} of {pid}");
+    }
 }
 
 fn start(c: &Caller, via: &[String], extra: &[&str]) -> Observer {
