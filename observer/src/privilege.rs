@@ -27,6 +27,16 @@ pub const CAP_BPF: u32 = 39;
 /// What the conflict lookup needs after attach (see the module doc).
 pub const LOOKUP: [u32; 3] = [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_ADMIN];
 
+/// The documented set (README "Capabilities", granted by `deploy/`): attaching (`CAP_BPF`,
+/// `CAP_PERFMON`; `CAP_DAC_READ_SEARCH` for tracefs when not uid 0) and the lookup.
+pub const DOCUMENTED: [u32; 5] = [
+    CAP_DAC_READ_SEARCH,
+    CAP_SYS_PTRACE,
+    CAP_SYS_ADMIN,
+    CAP_PERFMON,
+    CAP_BPF,
+];
+
 /// Capability names by number, as `<linux/capability.h>` has them (up to Linux 6.18).
 const NAMES: [&str; 41] = [
     "CAP_CHOWN",

