@@ -5,7 +5,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::{BOUND, Observer, Sock, in_netns, no_forks};
+use common::{BOUND, Observer, Sock, bind_event, in_netns, no_forks};
 use serde_json::Value;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -181,6 +181,114 @@ fn prometheus_scrapes_exact_counts() {
         prometheus.wait_for("observer_events_lost_total", 0.0);
         prometheus.wait_for("observer_backend_info{backend=\"tracepoint\"}", 1.0);
         prometheus.wait_for("up{job=\"observer\"}", 1.0);
+        obs.stop();
+    });
+}
+
+/// A raw connection to the observer's metrics endpoint.
+fn connect() -> TcpStream {
+    let s = TcpStream::connect("127.0.0.1:9847").expect("metrics endpoint");
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s
+}
+
+/// Sends `request` and reads until the server closes: the status code (`None` if it closed
+/// without answering).
+fn exchange(request: &[u8]) -> Option<u16> {
+    let mut s = connect();
+    // The server may close before all of an oversized request is written: not an error here.
+    let _ = s.write_all(request);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let text = String::from_utf8_lossy(&reply);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// The value of one sample line of `/metrics`.
+fn sample(name: &str) -> u64 {
+    let mut s = connect();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{reply}"))
+}
+
+#[test]
+fn malformed_and_slow_clients_neither_stop_serving_nor_observing() {
+    in_netns("metrics-abuse", |c| {
+        let mut obs = Observer::watch(c, &["--metrics"]);
+        // Wrong paths and methods.
+        assert_eq!(
+            exchange(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            Some(404)
+        );
+        assert_eq!(
+            exchange(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            Some(405)
+        );
+        assert_eq!(
+            exchange(b"DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            Some(405)
+        );
+        // Garbage, a header line larger than the head limit, too many headers.
+        assert_eq!(exchange(b"\x00\x01\x02 not http at all\r\n\r\n"), Some(400));
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        assert_eq!(exchange(huge.as_bytes()), Some(431));
+        let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let many = format!("GET /metrics HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(exchange(many.as_bytes()), Some(431));
+
+        // A slow client: half a request head, then nothing. The server ends it after its head
+        // timeout (5 s), well within the bound.
+        let started = Instant::now();
+        let mut slow = connect();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+        let mut buf = Vec::new();
+        let _ = slow.read_to_end(&mut buf);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(4) && waited < BOUND,
+            "slow client closed after {waited:?}"
+        );
+
+        // A flood: 16 idle connections take every slot; the 17th is closed at once, unanswered.
+        let idle: Vec<TcpStream> = (0..16).map(|_| connect()).collect();
+        assert_eq!(exchange(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        drop(idle);
+        // Slots come back as the server sees the idle connections close; then scrapes work
+        // again. (Attempts before that are rejected too: at least one rejection.)
+        let deadline = Instant::now() + BOUND;
+        let get = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        while exchange(get) != Some(200) {
+            assert!(Instant::now() < deadline, "the endpoint did not recover");
+            std::thread::sleep(Duration::from_millis(20)); // polling for free slots
+        }
+        let rejected = sample("observer_metrics_connections_rejected_total");
+        assert!(rejected >= 1, "rejected connections: {rejected}");
+        // Timed-out, oversized and garbage connections are counted as failed.
+        assert!(sample("observer_metrics_connections_failed_total") >= 4);
+
+        // And the observer still observes, exactly.
+        let s = Sock::tcp4();
+        assert_eq!(s.bind("127.0.0.1:7100"), 0);
+        obs.expect(&[bind_event(c, &s, "127.0.0.1:7100").bound("127.0.0.1:7100")]);
+        assert_eq!(
+            sample(
+                "observer_bind_attempts_total{family=\"inet\",protocol=\"tcp\",op=\"bind\",result=\"OK\"}"
+            ),
+            1
+        );
         obs.stop();
     });
 }

@@ -24,7 +24,11 @@ enum Command {
     /// Install what building, running and testing the observer needs (idempotent).
     Setup,
     /// Set up, then run formatting and lint checks and every test (root needed).
-    Test,
+    Test {
+        /// How long the soak test runs, in seconds (default 60).
+        #[arg(long, value_name = "SECS")]
+        soak: Option<u64>,
+    },
     /// Set up, build, and run every scenario under the observer (root needed).
     Demo {
         /// Scenario names (all when none is named).
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<()> = match cli.command {
         Command::Setup => setup::all().and_then(|()| setup::test_tools()),
-        Command::Test => setup::all().and_then(|()| test()),
+        Command::Test { soak } => setup::all().and_then(|()| test(soak)),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
         Command::Bench { rounds, seconds } => setup::all().and_then(|()| {
             bench::bench(&bench::Options {
@@ -88,7 +92,7 @@ fn root() -> Result<std::path::PathBuf> {
 }
 
 /// Formatting, lints on both sides, then the unit and root integration tests.
-fn test() -> Result<()> {
+fn test(soak_secs: Option<u64>) -> Result<()> {
     use std::process::Command;
     use util::{cargo, run};
     setup::test_tools()?;
@@ -110,6 +114,11 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--all-targets"]))?;
+    let mut tests = cargo();
+    tests.args(["test", "--all-targets"]);
+    if let Some(secs) = soak_secs {
+        tests.env("OBSERVER_SOAK_SECS", secs.to_string());
+    }
+    run(&mut tests)?;
     Ok(())
 }
