@@ -10,7 +10,7 @@
 mod common;
 
 use common::expect::reuseaddr_listener_conflict;
-use common::{Caller, NOBODY, Observer, Opt, Sock, Stdout, bind_event, in_netns};
+use common::{Caller, NOBODY, Observer, Opt, Sock, Stdout, bind_event, in_netns, listen_event};
 use serde_json::json;
 use std::process::Command;
 
@@ -114,6 +114,16 @@ fn start(c: &Caller, via: &[String], extra: &[&str]) -> Observer {
     Observer::start_via(&via, &args, Stdout::Read)
 }
 
+/// An observer started from this (host-namespace) thread, filtered on the test thread's name
+/// and port: the test thread then moves into a namespace of its own, so the observer has to
+/// enter it through `/proc`, as a deployed observer enters every other namespace.
+fn start_outside(via: &[String], comm: &str, port: u16) -> Observer {
+    let port = port.to_string();
+    let args = ["watch", "--json", "--comm", comm, "--port", &port];
+    let via: Vec<&str> = via.iter().map(String::as_str).collect();
+    Observer::start_via(&via, &args, Stdout::Read)
+}
+
 /// A bind to port 0 and the exact event for it.
 fn bind_once(c: &Caller, obs: &mut Observer) {
     let s = Sock::tcp4();
@@ -178,11 +188,11 @@ fn root_without_conflicts_keeps_nothing() {
 /// `pidfd_getfd` (CAP_SYS_PTRACE), the table read inside this thread's namespace (CAP_SYS_ADMIN).
 #[test]
 fn nobody_with_the_documented_set_names_the_holder_of_a_port() {
+    let mut obs = start_outside(&as_nobody(DOCUMENTED), "lp-conflict", 7000);
     in_netns("lp-conflict", |c| {
         let holder = Sock::tcp4().set(Opt::ReuseAddr, true);
         assert_eq!(holder.bind("127.0.0.1:7000"), 0);
         assert_eq!(holder.listen(), 0);
-        let mut obs = start(c, &as_nobody(DOCUMENTED), &[]);
         let mine = Sock::tcp4().set(Opt::ReuseAddr, true);
         assert_eq!(mine.bind("127.0.0.1:7000"), libc::EADDRINUSE);
         let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
@@ -197,13 +207,48 @@ fn nobody_with_the_documented_set_names_the_holder_of_a_port() {
             "cmdline": cmdline.join(" "), "fd": holder.fd()
         });
         let conflict = reuseaddr_listener_conflict(7000, holder.as_ref().ino, owner);
-        obs.expect(&[bind_event(c, &mine, "127.0.0.1:7000")
-            .flag(Opt::ReuseAddr)
-            .fails("EADDRINUSE", 98)
-            .conflict(conflict)]);
-        let summary = obs.stop();
-        assert_eq!(summary["conflict_lookups"], 1, "{summary}");
+        obs.expect(&[
+            bind_event(c, &holder, "127.0.0.1:7000")
+                .bound("127.0.0.1:7000")
+                .flag(Opt::ReuseAddr),
+            listen_event(c, &holder)
+                .bound("127.0.0.1:7000")
+                .flag(Opt::ReuseAddr),
+            bind_event(c, &mine, "127.0.0.1:7000")
+                .flag(Opt::ReuseAddr)
+                .fails("EADDRINUSE", 98)
+                .conflict(conflict),
+        ]);
     });
+    let summary = obs.stop();
+    assert_eq!(summary["conflict_lookups"], 1, "{summary}");
+}
+
+/// Without CAP_SYS_PTRACE the lookup may not open the failing thread's namespace: the event
+/// says so, naming the capability, instead of a lookup that found nothing.
+#[test]
+fn without_cap_sys_ptrace_the_lookup_says_why() {
+    let mut obs = start_outside(&as_root_with("bpf,perfmon,sys_admin"), "lp-no-ptrace", 7100);
+    in_netns("lp-no-ptrace", |c| {
+        let holder = Sock::tcp4();
+        assert_eq!(holder.bind("127.0.0.1:7100"), 0);
+        let mine = Sock::tcp4();
+        assert_eq!(mine.bind("127.0.0.1:7100"), libc::EADDRINUSE);
+        let own = format!("/proc/{}/task/{}/ns/net", c.pid, c.tid);
+        let note = format!(
+            "{own}: Permission denied (os error 13) (looking into another process's namespace \
+             needs CAP_SYS_PTRACE)"
+        );
+        obs.expect(&[
+            bind_event(c, &holder, "127.0.0.1:7100").bound("127.0.0.1:7100"),
+            bind_event(c, &mine, "127.0.0.1:7100")
+                .fails("EADDRINUSE", 98)
+                .conflict(json!({
+                    "verdict": "unavailable", "holders": [], "fixes": [], "notes": [note]
+                })),
+        ]);
+    });
+    obs.stop();
 }
 
 /// Runs `setpriv <via> observer watch --json --duration 1`; it must print exactly `message`

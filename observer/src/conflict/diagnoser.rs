@@ -254,9 +254,16 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
         return unavailable("the event has no network namespace".into());
     };
     let Some(path) = socktable::find_netns(e.pid, e.tid, u64::from(ino)) else {
-        return unavailable(format!(
-            "the network namespace {ino} has no process left in it"
-        ));
+        // Not found can also mean not allowed to look: say which.
+        let own = format!("/proc/{}/task/{}/ns/net", e.pid, e.tid);
+        return unavailable(match std::fs::metadata(&own) {
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                format!(
+                    "{own}: {err} (looking into another process's namespace needs CAP_SYS_PTRACE)"
+                )
+            }
+            _ => format!("the network namespace {ino} has no process left in it"),
+        });
     };
     let query = Query {
         request,
