@@ -172,7 +172,8 @@ fn daemonset_validates_and_grants_exactly_the_documented_set() {
         mounts,
         [
             ("btf", "/sys/kernel/btf", true),
-            ("tracefs", "/sys/kernel/tracing", true)
+            ("tracefs", "/sys/kernel/tracing", true),
+            ("cgroup", "/sys/fs/cgroup", true)
         ]
     );
 }
