@@ -57,6 +57,9 @@ pub enum Stdout {
     Read,
     /// Close the read end right after the start record.
     CloseAfterStart,
+    /// Read up to the start record, then close the read end when [`Proc::close_stdout`] says
+    /// so (the observer stays blocked on nothing until then).
+    CloseWhenTold,
 }
 
 /// One line of stdout, or why there is none.
@@ -77,6 +80,8 @@ pub struct Proc {
     stdout_done: bool,
     stderr_done: bool,
     status: Option<ExitStatus>,
+    /// Tells the stdout reader to close the read end ([`Stdout::CloseWhenTold`]).
+    close: Option<Sender<()>>,
 }
 
 impl Proc {
@@ -95,7 +100,14 @@ impl Proc {
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
         let tx_err = tx.clone();
-        std::thread::spawn(move || read_stdout(out, tx, stdout));
+        let (close, close_rx) = match stdout {
+            Stdout::CloseWhenTold => {
+                let (close, close_rx) = mpsc::channel();
+                (Some(close), Some(close_rx))
+            }
+            _ => (None, None),
+        };
+        std::thread::spawn(move || read_stdout(out, tx, stdout, close_rx));
         std::thread::spawn(move || read_stderr(err, tx_err));
         Proc {
             child,
@@ -105,7 +117,18 @@ impl Proc {
             stdout_done: false,
             stderr_done: false,
             status: None,
+            close,
         }
+    }
+
+    /// Closes the read end of stdout ([`Stdout::CloseWhenTold`]); the reader reports it as
+    /// [`Next::Closed`].
+    pub fn close_stdout(&mut self) {
+        let close = self
+            .close
+            .take()
+            .expect("stdout was not started as CloseWhenTold");
+        close.send(()).expect("the stdout reader is gone");
     }
 
     pub fn pid(&self) -> u32 {
@@ -205,7 +228,12 @@ impl Drop for Proc {
     }
 }
 
-fn read_stdout(out: std::process::ChildStdout, tx: Sender<Msg>, mode: Stdout) {
+fn read_stdout(
+    out: std::process::ChildStdout,
+    tx: Sender<Msg>,
+    mode: Stdout,
+    close: Option<Receiver<()>>,
+) {
     let mut reader = BufReader::new(out);
     loop {
         let mut line = String::new();
@@ -217,7 +245,11 @@ fn read_stdout(out: std::process::ChildStdout, tx: Sender<Msg>, mode: Stdout) {
             Ok(_) => {
                 let start = line.starts_with(r#"{"type":"start""#);
                 let _ = tx.send(Msg::Out(line));
-                if start && mode == Stdout::CloseAfterStart {
+                if start && mode != Stdout::Read {
+                    if let Some(close) = close {
+                        // Dropped sender (the test failed): close all the same.
+                        let _ = close.recv();
+                    }
                     drop(reader);
                     let _ = tx.send(Msg::OutClosed);
                     return;
