@@ -170,8 +170,9 @@ fn request(proto: Proto, family: u8) -> Vec<u8> {
     m
 }
 
-/// Parses one `recv()` worth of messages; true at the end of the dump.
-fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Result<bool> {
+/// Parses one `recv()` worth of messages; true at the end of the dump. Public for the fuzz
+/// target (`fuzz/`): its bytes come from the kernel.
+pub fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Result<bool> {
     while b.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());

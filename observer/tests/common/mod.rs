@@ -36,7 +36,7 @@ pub use self::observer::Observer;
 pub use expect::{bind_event, listen_event};
 pub use netns::{Caller, in_netns};
 pub use nobody::bind_as_nobody;
-pub use proc::{Stdout, run_observer};
+pub use proc::{Stdout, refused};
 pub use sock::{Sock, SockId};
 
 /// uid and gid of `nobody`, for the unprivileged caller.

@@ -1,6 +1,7 @@
 //! A child process (`observer ...`) with its stdout and stderr read on other threads and
 //! delivered as lines through one channel, so every wait on it is bounded; and the pidfd
-//! helpers that wait (bounded) for a child's exit.
+//! helpers that wait (bounded) for a child's exit; [`run_observer`] runs one to its end, and
+//! [`refused`] checks that bad command lines are refused as usage errors.
 
 use super::{BOUND, last_error, no_forks};
 use std::io::{BufRead, BufReader};
@@ -278,4 +279,24 @@ fn read_stderr(err: std::process::ChildStderr, tx: Sender<Msg>) {
 /// Runs `observer <args>` to its end (bounded); returns the status, stdout lines and stderr.
 pub fn run_observer(args: &[&str]) -> (ExitStatus, Vec<String>, String) {
     Proc::spawn(args, Stdout::Read).wait_end(Instant::now() + BOUND)
+}
+
+/// Bad usage: runs each command line and checks that it exits 2 with nothing on stdout and
+/// exactly one `observer: ...` line on stderr, ending with where to look (`(see `observer
+/// --help`)` or a more precise place) and containing every mention.
+pub fn refused(cases: &[(&[&str], &[&str])]) {
+    for (args, mentions) in cases {
+        let (status, stdout, stderr) = run_observer(args);
+        let what = format!("observer {}: stderr {stderr:?}", args.join(" "));
+        assert_eq!(status.code(), Some(2), "{what}");
+        assert!(stdout.is_empty(), "{what}: stdout {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line");
+        assert!(lines[0].starts_with("observer: "), "{what}");
+        assert!(lines[0].contains(" (see `observer "), "{what}");
+        assert!(lines[0].ends_with("`)"), "{what}");
+        for mention in *mentions {
+            assert!(lines[0].contains(mention), "{what}: no {mention:?}");
+        }
+    }
 }
