@@ -1,6 +1,6 @@
 //! The command line: any arguments (NUL-separated in the input, any bytes, not only UTF-8).
-//! Parsing never panics; a refusal renders a first line to print (the one line `observer`
-//! shows on stderr before exiting 2); and `why ADDR:PORT` accepts exactly what a socket
+//! Parsing never panics; a refusal makes one non-empty line (what `observer` prints on
+//! stderr before exiting 2); and `why ADDR:PORT` accepts exactly what a socket
 //! address parses as.
 
 #![no_main]
@@ -32,12 +32,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    if let Err(err) = parsed {
-        let rendered = err.render().to_string();
-        let first = rendered.lines().next().unwrap_or_default();
-        assert!(
-            !err.use_stderr() || !first.trim().is_empty(),
-            "{rendered:?}"
-        );
+    // A refusal is one non-empty line on stderr (`observer: LINE (see ...)`).
+    if let Err(err) = parsed
+        && err.use_stderr()
+    {
+        let line = observer::cli::usage_line(&err);
+        assert!(!line.trim().is_empty() && !line.contains('\n'), "{line:?}");
     }
 });
