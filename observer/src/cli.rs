@@ -91,10 +91,10 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Only this process id.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
     /// Only processes with this command name (as in /proc/PID/comm).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
     /// Only calls whose requested or bound port is PORT.
     #[arg(long, value_name = "PORT")]
@@ -154,6 +154,19 @@ fn parse_port_list(s: &str) -> Result<std::collections::BTreeSet<u16>, String> {
         .collect()
 }
 
+/// A name the kernel can hold: it keeps the first 15 bytes (`TASK_COMM_LEN` - 1), so a longer
+/// one would silently match nothing.
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.len() > 15 {
+        return Err(format!(
+            "`{s}` is {} bytes; a process name has at most 15 (the kernel keeps the first 15: `{}`)",
+            s.len(),
+            String::from_utf8_lossy(&s.as_bytes()[..15])
+        ));
+    }
+    Ok(s.to_string())
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -200,11 +213,8 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(err) => {
-            // One line: clap's first line says what is wrong; its hints follow in --help.
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("bad usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("observer: {first} (see `observer --help`)");
+            let line = usage_line(&err);
+            eprintln!("observer: {line} (see `observer --help`)");
             return ExitCode::from(EXIT_USAGE);
         }
     };
@@ -220,6 +230,42 @@ pub fn main() -> ExitCode {
             eprintln!("observer: {err:#}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// clap's error as one line: its first paragraph, which says what is wrong and, for a missing
+/// argument or a bad choice, names them on the lines after the first; without the usage and
+/// tips that follow (they are in `--help`).
+pub fn usage_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap renders the whole help of the command that lacks a subcommand: name that
+        // command (its usage line) and its subcommands.
+        let usage = rendered
+            .lines()
+            .find_map(|l| l.strip_prefix("Usage: "))
+            .unwrap_or("observer <COMMAND>");
+        let names: Vec<&str> = rendered
+            .lines()
+            .skip_while(|l| *l != "Commands:")
+            .skip(1)
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| *name != "help")
+            .collect();
+        return format!("{usage}: a command is needed: {}", names.join(", "));
+    }
+    let text = rendered.strip_prefix("error: ").unwrap_or(&rendered);
+    let line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.is_empty() {
+        "bad usage".into()
+    } else {
+        line
     }
 }
 

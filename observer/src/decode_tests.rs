@@ -927,3 +927,7 @@ fn get_port_ephemeral() {
     assert_eq!(e.requested_port(), Some(0));
     assert_eq!(e.bound, Some(v4(127, 0, 0, 1, 40000)));
 }
+
+/// Property tests over every length, alignment and family value.
+#[path = "decode_props.rs"]
+mod props;

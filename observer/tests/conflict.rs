@@ -463,11 +463,13 @@ fn why_looks_into_the_namespace_it_is_given() {
             .all(|h| h["owners"][0]["pid"] != server.pid()),
         "{v}"
     );
+    // A path that names no network namespace is bad usage, refused before any lookup.
     let missing = ask(Some("/nonexistent/ns"));
-    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(missing.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&missing.stderr),
-        "observer: entering the network namespace /nonexistent/ns: No such file or directory (os error 2)\n"
+        "observer: invalid value '/nonexistent/ns' for '--netns <PATH>': cannot open \
+         `/nonexistent/ns`: No such file or directory (os error 2) (see `observer --help`)\n"
     );
 }
 

@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     NOBODY, Observer, Opt, Sock, Stdout, bind_as_nobody, bind_event, in_netns, listen_event,
-    no_forks, run_observer,
+    no_forks, refused,
 };
 
 // ----- successful binds ----------------------------------------------------------------------
@@ -337,19 +337,7 @@ fn usage_errors_exit_2() {
         ),
         (&["bogus"], &["unrecognized subcommand 'bogus'"]),
     ];
-    for (args, mentions) in cases {
-        let (status, stdout, stderr) = run_observer(args);
-        let what = format!("observer {}: stderr {stderr:?}", args.join(" "));
-        assert_eq!(status.code(), Some(2), "{what}");
-        assert!(stdout.is_empty(), "{what}: stdout {stdout:?}");
-        let lines: Vec<&str> = stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "{what}: one line");
-        assert!(lines[0].starts_with("observer: "), "{what}");
-        assert!(lines[0].ends_with(" (see `observer --help`)"), "{what}");
-        for mention in mentions {
-            assert!(lines[0].contains(mention), "{what}: no {mention:?}");
-        }
-    }
+    refused(&cases);
 }
 
 /// `--duration` ends the run by itself, with a summary; no filter, so other tests' events may

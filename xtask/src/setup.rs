@@ -16,9 +16,14 @@ const LLVM_PACKAGES: [&str; 4] = [
     "zlib1g-dev",
 ];
 
+/// Tools the root integration tests call: `bpftool` lists the BPF objects loaded on the host
+/// (the detach tests check that an observer leaves none behind).
+const TEST_PACKAGES: [&str; 1] = ["bpftool"];
+
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
+    apt_install(&TEST_PACKAGES)?;
     tracefs()?;
     Ok(())
 }

@@ -170,8 +170,9 @@ fn request(proto: Proto, family: u8) -> Vec<u8> {
     m
 }
 
-/// Parses one `recv()` worth of messages; true at the end of the dump.
-fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Result<bool> {
+/// Parses one `recv()` worth of messages; true at the end of the dump. Public for the fuzz
+/// target (`fuzz/`): its bytes come from the kernel.
+pub fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Result<bool> {
     while b.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(b[4..6].try_into().unwrap());
@@ -185,10 +186,18 @@ fn parse_batch(mut b: &[u8], proto: Proto, out: &mut Vec<DiagSock>) -> io::Resul
         match ty {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let errno = payload
+                let error = payload
                     .get(0..4)
                     .map_or(0, |e| i32::from_ne_bytes(e.try_into().unwrap()));
-                return Err(io::Error::from_raw_os_error(-errno));
+                // The kernel sends -errno. Anything else (0 is an acknowledgement; i32::MIN
+                // has no negation) names no failure: say what came.
+                return Err(match error.checked_neg() {
+                    Some(errno) if errno > 0 => io::Error::from_raw_os_error(errno),
+                    _ => io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("sock_diag error message with error {error}"),
+                    ),
+                });
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(s) = parse_msg(payload, proto) {
@@ -316,4 +325,52 @@ pub fn local_addrs() -> Vec<IpAddr> {
     out.sort_by_key(|a| a.is_ipv6());
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One netlink message of type `ty` whose payload is `payload`.
+    fn message(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let len = (NLMSG_HDRLEN + payload.len()) as u32;
+        let mut m = len.to_ne_bytes().to_vec();
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.resize(NLMSG_HDRLEN, 0);
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn error_of(payload: &[u8]) -> io::Error {
+        let mut out = Vec::new();
+        let err = parse_batch(&message(NLMSG_ERROR, payload), Proto::Tcp, &mut out)
+            .expect_err("an error message");
+        assert!(out.is_empty());
+        err
+    }
+
+    /// Found by the `sockdiag` fuzz target: an error of i32::MIN overflowed its negation.
+    #[test]
+    fn error_messages_name_the_errno_or_say_what_came() {
+        let eperm = error_of(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(eperm.raw_os_error(), Some(libc::EPERM));
+        for (payload, text) in [
+            (i32::MIN.to_ne_bytes().to_vec(), "error -2147483648"),
+            (0i32.to_ne_bytes().to_vec(), "error 0"),
+            (5i32.to_ne_bytes().to_vec(), "error 5"),
+            (Vec::new(), "error 0"),
+        ] {
+            let err = error_of(&payload);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+            assert!(err.to_string().ends_with(text), "{err}");
+        }
+    }
+
+    #[test]
+    fn truncated_messages_are_invalid_data() {
+        let mut m = message(SOCK_DIAG_BY_FAMILY, &[0; INET_DIAG_MSG_LEN]);
+        m.truncate(m.len() - 1);
+        let err = parse_batch(&m, Proto::Udp, &mut Vec::new()).expect_err("truncated");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
 }

@@ -43,7 +43,7 @@ pub struct WhyArgs {
     pub uid: Option<u32>,
     /// Network namespace to look in, as a file: /proc/PID/ns/net, /run/netns/NAME
     /// (default: this process's).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = parse_netns)]
     pub netns: Option<PathBuf>,
     /// Print one JSON object.
     #[arg(long)]
@@ -53,6 +53,29 @@ pub struct WhyArgs {
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| format!("`{s}` is not ADDR:PORT (e.g. 127.0.0.1:8080 or [::1]:8080)"))
+}
+
+/// A file that names a network namespace: checked here so that a wrong path is bad usage
+/// (exit 2) rather than a failed lookup.
+fn parse_netns(s: &str) -> Result<PathBuf, String> {
+    use std::os::fd::AsRawFd as _;
+    /// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`, linux/nsfs.h): the namespace's `CLONE_NEW*` type.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let file = std::fs::File::open(s).map_err(|e| format!("cannot open `{s}`: {e}"))?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor, which `file`
+    // keeps open for the call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind == -1 {
+        return Err(format!(
+            "`{s}` is not a namespace file (e.g. /proc/PID/ns/net, /run/netns/NAME)"
+        ));
+    }
+    if kind != libc::CLONE_NEWNET {
+        return Err(format!(
+            "`{s}` is a namespace of another kind, not a network namespace"
+        ));
+    }
+    Ok(PathBuf::from(s))
 }
 
 /// The `--json` object.

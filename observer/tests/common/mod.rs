@@ -18,10 +18,12 @@
 //! * [`nobody`] — a forked child that binds as `nobody` ([`bind_as_nobody`]);
 //! * [`proc`] — a child process and its output, read on other threads ([`proc::Proc`]);
 //! * [`observer`] — a running `observer watch --json` ([`Observer`]);
-//! * [`expect`] — expected events and how a received one is checked ([`expect::Expect`]).
+//! * [`expect`] — expected events and how a received one is checked ([`expect::Expect`]);
+//! * [`bpfobjs`] — the BPF objects a process holds, those loaded on the host, and the pins.
 
 #![allow(dead_code)]
 
+pub mod bpfobjs;
 pub mod expect;
 pub mod netns;
 pub mod nobody;
@@ -34,7 +36,7 @@ pub use self::observer::Observer;
 pub use expect::{bind_event, listen_event};
 pub use netns::{Caller, in_netns};
 pub use nobody::bind_as_nobody;
-pub use proc::{Stdout, run_observer};
+pub use proc::{Stdout, refused};
 pub use sock::{Sock, SockId};
 
 /// uid and gid of `nobody`, for the unprivileged caller.

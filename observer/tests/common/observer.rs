@@ -169,11 +169,44 @@ impl Observer {
 
     /// SIGTERM, then reads to the summary (reason `"signal"`): no event may arrive besides
     /// those [`Observer::expect`] took. Returns the summary.
-    pub fn stop(mut self) -> Value {
-        self.proc.signal(libc::SIGTERM);
+    pub fn stop(self) -> Value {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// [`Observer::stop`] with another signal (SIGINT: Ctrl-C).
+    pub fn stop_with(mut self, sig: libc::c_int) -> Value {
+        self.proc.signal(sig);
         let summary = self.end(true);
         assert_eq!(summary["reason"], "signal", "summary: {summary}");
         summary
+    }
+
+    /// Sends `sig` and nothing else (SIGKILL: then [`Observer::wait_exit`]).
+    pub fn signal(&self, sig: libc::c_int) {
+        self.proc.signal(sig);
+    }
+
+    /// Sends `sig` and reads every record to the end of the output, checking nothing: for
+    /// tests that do their own accounting (losses). Returns the records after the start
+    /// record, the exit status and stderr.
+    pub fn stop_unchecked(mut self, sig: libc::c_int) -> (Vec<Value>, ExitStatus, String) {
+        self.proc.signal(sig);
+        let deadline = Instant::now() + BOUND;
+        let mut records = Vec::new();
+        loop {
+            match self.proc.next_line(deadline) {
+                Next::Line(line) => records.push(parse_record(&line)),
+                Next::End | Next::Closed => break,
+                Next::Timeout => panic!(
+                    "observer {} output still open {BOUND:?} after signal {sig}; stderr:\n{}",
+                    self.pid(),
+                    self.proc.stderr()
+                ),
+            }
+        }
+        let (status, rest, stderr) = self.proc.wait_end(deadline);
+        assert!(rest.is_empty(), "output after the end: {rest:?}");
+        (records, status, stderr)
     }
 
     /// Waits for the observer to end by itself (e.g. `--duration`); events it prints on the
@@ -244,7 +277,13 @@ impl Observer {
         }
     }
 
-    /// For [`Stdout::CloseAfterStart`]: waits (bounded) until the read end is closed.
+    /// For [`Stdout::CloseWhenTold`]: closes the read end of the observer's stdout now.
+    pub fn close_stdout(&mut self) {
+        self.proc.close_stdout();
+    }
+
+    /// For [`Stdout::CloseAfterStart`] (or after [`Observer::close_stdout`]): waits (bounded)
+    /// until the read end is closed.
     pub fn wait_stdout_closed(&mut self) {
         match self.proc.next_line(Instant::now() + BOUND) {
             Next::Closed => {}

@@ -1,6 +1,7 @@
 //! A child process (`observer ...`) with its stdout and stderr read on other threads and
 //! delivered as lines through one channel, so every wait on it is bounded; and the pidfd
-//! helpers that wait (bounded) for a child's exit.
+//! helpers that wait (bounded) for a child's exit; [`run_observer`] runs one to its end, and
+//! [`refused`] checks that bad command lines are refused as usage errors.
 
 use super::{BOUND, last_error, no_forks};
 use std::io::{BufRead, BufReader};
@@ -57,6 +58,9 @@ pub enum Stdout {
     Read,
     /// Close the read end right after the start record.
     CloseAfterStart,
+    /// Read up to the start record, then close the read end when [`Proc::close_stdout`] says
+    /// so (the observer stays blocked on nothing until then).
+    CloseWhenTold,
 }
 
 /// One line of stdout, or why there is none.
@@ -77,6 +81,8 @@ pub struct Proc {
     stdout_done: bool,
     stderr_done: bool,
     status: Option<ExitStatus>,
+    /// Tells the stdout reader to close the read end ([`Stdout::CloseWhenTold`]).
+    close: Option<Sender<()>>,
 }
 
 impl Proc {
@@ -110,7 +116,14 @@ impl Proc {
         let out = child.stdout.take().unwrap();
         let err = child.stderr.take().unwrap();
         let tx_err = tx.clone();
-        std::thread::spawn(move || read_stdout(out, tx, stdout));
+        let (close, close_rx) = match stdout {
+            Stdout::CloseWhenTold => {
+                let (close, close_rx) = mpsc::channel();
+                (Some(close), Some(close_rx))
+            }
+            _ => (None, None),
+        };
+        std::thread::spawn(move || read_stdout(out, tx, stdout, close_rx));
         std::thread::spawn(move || read_stderr(err, tx_err));
         Proc {
             child,
@@ -120,7 +133,18 @@ impl Proc {
             stdout_done: false,
             stderr_done: false,
             status: None,
+            close,
         }
+    }
+
+    /// Closes the read end of stdout ([`Stdout::CloseWhenTold`]); the reader reports it as
+    /// [`Next::Closed`].
+    pub fn close_stdout(&mut self) {
+        let close = self
+            .close
+            .take()
+            .expect("stdout was not started as CloseWhenTold");
+        close.send(()).expect("the stdout reader is gone");
     }
 
     pub fn pid(&self) -> u32 {
@@ -220,7 +244,12 @@ impl Drop for Proc {
     }
 }
 
-fn read_stdout(out: std::process::ChildStdout, tx: Sender<Msg>, mode: Stdout) {
+fn read_stdout(
+    out: std::process::ChildStdout,
+    tx: Sender<Msg>,
+    mode: Stdout,
+    close: Option<Receiver<()>>,
+) {
     let mut reader = BufReader::new(out);
     loop {
         let mut line = String::new();
@@ -232,7 +261,11 @@ fn read_stdout(out: std::process::ChildStdout, tx: Sender<Msg>, mode: Stdout) {
             Ok(_) => {
                 let start = line.starts_with(r#"{"type":"start""#);
                 let _ = tx.send(Msg::Out(line));
-                if start && mode == Stdout::CloseAfterStart {
+                if start && mode != Stdout::Read {
+                    if let Some(close) = close {
+                        // Dropped sender (the test failed): close all the same.
+                        let _ = close.recv();
+                    }
                     drop(reader);
                     let _ = tx.send(Msg::OutClosed);
                     return;
@@ -261,4 +294,24 @@ fn read_stderr(err: std::process::ChildStderr, tx: Sender<Msg>) {
 /// Runs `observer <args>` to its end (bounded); returns the status, stdout lines and stderr.
 pub fn run_observer(args: &[&str]) -> (ExitStatus, Vec<String>, String) {
     Proc::spawn(args, Stdout::Read).wait_end(Instant::now() + BOUND)
+}
+
+/// Bad usage: runs each command line and checks that it exits 2 with nothing on stdout and
+/// exactly one `observer: ...` line on stderr, ending with where to look (`(see `observer
+/// --help`)` or a more precise place) and containing every mention.
+pub fn refused(cases: &[(&[&str], &[&str])]) {
+    for (args, mentions) in cases {
+        let (status, stdout, stderr) = run_observer(args);
+        let what = format!("observer {}: stderr {stderr:?}", args.join(" "));
+        assert_eq!(status.code(), Some(2), "{what}");
+        assert!(stdout.is_empty(), "{what}: stdout {stdout:?}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line");
+        assert!(lines[0].starts_with("observer: "), "{what}");
+        assert!(lines[0].contains(" (see `observer "), "{what}");
+        assert!(lines[0].ends_with("`)"), "{what}");
+        for mention in *mentions {
+            assert!(lines[0].contains(mention), "{what}: no {mention:?}");
+        }
+    }
 }
