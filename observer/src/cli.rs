@@ -91,19 +91,20 @@ pub struct WatchArgs {
     #[arg(long)]
     pub json: bool,
     /// Only this process id.
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
     /// Only processes with this command name (as in /proc/PID/comm).
     #[arg(long, value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
     /// Only calls whose requested or bound port is PORT.
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub port: Option<u16>,
     /// Only failed calls.
     #[arg(long)]
     pub errors: bool,
     /// Only sockets in the network namespace with this inode (as in `ls -L -i /proc/PID/ns/net`).
-    #[arg(long, value_name = "INODE")]
+    #[arg(long, value_name = "INODE", allow_negative_numbers = true)]
     pub netns: Option<u32>,
     /// Only processes in this cgroup or below it: a path below the cgroup v2 root
     /// (`/system.slice/nginx.service`) or the directory itself (`/sys/fs/cgroup/...`).
@@ -113,7 +114,7 @@ pub struct WatchArgs {
     #[arg(long)]
     pub all_families: bool,
     /// Stop after SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Ring buffer size: a power of two, at least the page size (e.g. 4M, 512K).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = parse_buffer_size)]

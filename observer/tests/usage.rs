@@ -103,7 +103,34 @@ fn watch_refuses_bad_values() {
             &["watch", "--backend", "foo"],
             &["'foo'", "possible values: auto, fexit, kprobe, tracepoint"],
         ),
-        (&["watch", "--port", "-1"], &["'-1'"]),
+        (
+            &["watch", "--port", "-1"],
+            &["invalid value '-1' for '--port <PORT>'", "0..=65535"],
+        ),
+        (&["watch", "--port", "70000"], &["'70000'", "0..=65535"]),
+        (
+            &["watch", "--pid", "-1"],
+            &["invalid value '-1' for '--pid <PID>'"],
+        ),
+        (
+            &["watch", "--duration", "-1"],
+            &["not a positive number of seconds"],
+        ),
+        (
+            &["watch", "--netns", "-5"],
+            &["invalid value '-5' for '--netns <INODE>'"],
+        ),
+        (
+            &["watch", "--metrics", "localhost"],
+            &["`localhost` is not an address and port"],
+        ),
+        (&["watch", "--metrics-ports", "80"], &["--metrics"]),
+        (
+            &["watch", "--metrics", "--metrics-ports", "80,0"],
+            &["`0` is not a port"],
+        ),
+        (&["watch", "--quiet"], &["--metrics"]),
+        (&["watch", "--quiet", "--json", "--metrics"], &["--json"]),
         (&["watch", "--bogus"], &["unexpected argument '--bogus'"]),
     ]);
 }
