@@ -60,7 +60,8 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 fn parse_netns(s: &str) -> Result<PathBuf, String> {
     use std::os::fd::AsRawFd as _;
     /// `NS_GET_NSTYPE` (`_IO(0xb7, 0x3)`, linux/nsfs.h): the namespace's `CLONE_NEW*` type.
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // `libc::Ioctl`: the request type is `c_ulong` on glibc, `c_int` on musl.
+    const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
     let file = std::fs::File::open(s).map_err(|e| format!("cannot open `{s}`: {e}"))?;
     // SAFETY: NS_GET_NSTYPE takes no argument and only reads the descriptor, which `file`
     // keeps open for the call.
