@@ -112,9 +112,7 @@ impl State<'_> {
         }
         Ok(())
     }
-}
 
-impl State<'_> {
     /// Hands the running totals to the sink (metrics keep them current).
     fn progress(&mut self, c: Counters) -> io::Result<()> {
         c.store(&mut self.summary);

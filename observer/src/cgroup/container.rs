@@ -101,10 +101,6 @@ mod tests {
     const ID: &str = "4a6e5c0d3f2b1a09876543210fedcba9876543210fedcba9876543210fedcba9";
     const UID: &str = "8f2d6c3e-1b7a-4e5f-9a0b-c1d2e3f4a5b6";
 
-    fn both(path: &str) -> (Option<Container>, Option<String>) {
-        parse(path)
-    }
-
     fn c(runtime: Option<&'static str>) -> Option<Container> {
         Some(Container {
             id: ID.into(),
@@ -115,10 +111,10 @@ mod tests {
     #[test]
     fn docker_systemd_and_cgroupfs() {
         assert_eq!(
-            both(&format!("/system.slice/docker-{ID}.scope")),
+            parse(&format!("/system.slice/docker-{ID}.scope")),
             (c(Some("docker")), None)
         );
-        assert_eq!(both(&format!("/docker/{ID}")), (c(Some("docker")), None));
+        assert_eq!(parse(&format!("/docker/{ID}")), (c(Some("docker")), None));
     }
 
     #[test]
@@ -127,35 +123,35 @@ mod tests {
         let path = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope"
         );
-        assert_eq!(both(&path), (c(Some("containerd")), Some(UID.into())));
+        assert_eq!(parse(&path), (c(Some("containerd")), Some(UID.into())));
         // The pod's own slice (its pause process's siblings): a pod, no container.
         let pod = format!("/kubepods.slice/kubepods-pod{uid_}.slice");
-        assert_eq!(both(&pod), (None, Some(UID.into())));
+        assert_eq!(parse(&pod), (None, Some(UID.into())));
     }
 
     #[test]
     fn kubernetes_cgroupfs_does_not_say_the_runtime() {
         let path = format!("/kubepods/besteffort/pod{UID}/{ID}");
-        assert_eq!(both(&path), (c(None), Some(UID.into())));
+        assert_eq!(parse(&path), (c(None), Some(UID.into())));
     }
 
     #[test]
     fn crio_and_its_monitor() {
         let uid_ = UID.replace('-', "_");
         let path = format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-{ID}.scope");
-        assert_eq!(both(&path), (c(Some("cri-o")), Some(UID.into())));
+        assert_eq!(parse(&path), (c(Some("cri-o")), Some(UID.into())));
         let conmon = format!("/kubepods.slice/kubepods-pod{uid_}.slice/crio-conmon-{ID}.scope");
-        assert_eq!(both(&conmon), (None, Some(UID.into())));
+        assert_eq!(parse(&conmon), (None, Some(UID.into())));
     }
 
     #[test]
     fn podman_scope_nested_and_cgroupfs() {
         assert_eq!(
-            both(&format!("/machine.slice/libpod-{ID}.scope/container")),
+            parse(&format!("/machine.slice/libpod-{ID}.scope/container")),
             (c(Some("podman")), None)
         );
         assert_eq!(
-            both(&format!("/libpod_parent/libpod-{ID}")),
+            parse(&format!("/libpod_parent/libpod-{ID}")),
             (c(Some("podman")), None)
         );
     }
@@ -171,7 +167,7 @@ mod tests {
             "/kubepods/podnot-a-uid/abc",
             "/system.slice/docker-abc.scope",
         ] {
-            assert_eq!(both(path), (None, None), "{path}");
+            assert_eq!(parse(path), (None, None), "{path}");
         }
     }
 }

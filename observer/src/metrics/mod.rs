@@ -271,8 +271,8 @@ impl Sink for MetricsSink {
         self.metrics.event(e);
         Ok(())
     }
-    fn lost(&mut self, l: &LostRecord) -> io::Result<()> {
-        raise(&self.metrics.totals.lost, l.total);
+    /// The collector hands the same total to [`Sink::progress`] right after.
+    fn lost(&mut self, _: &LostRecord) -> io::Result<()> {
         Ok(())
     }
     fn progress(&mut self, s: &Summary) -> io::Result<()> {

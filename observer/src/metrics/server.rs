@@ -9,9 +9,9 @@
 
 use super::Metrics;
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::counter::Counter;
 use std::convert::Infallible;
@@ -83,7 +83,7 @@ async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &metrics)) }
+                async move { Ok::<_, Infallible>(route(req.method(), req.uri().path(), &metrics)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -102,12 +102,8 @@ async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-/// The response to one request.
-pub fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    route(req.method(), req.uri().path(), metrics)
-}
-
-fn route(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// The response to a request for `path`.
+pub(super) fn route(method: &Method, path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
     if path != "/metrics" {
         return plain(
             StatusCode::NOT_FOUND,
@@ -140,13 +136,4 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
-}
-
-#[cfg(test)]
-pub(super) fn route_for_test(
-    method: &Method,
-    path: &str,
-    metrics: &Metrics,
-) -> Response<Full<Bytes>> {
-    route(method, path, metrics)
 }
