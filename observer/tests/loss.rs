@@ -32,14 +32,10 @@ fn burst(n: usize) -> usize {
     assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
     // SAFETY: a new descriptor owned here only.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: PORT.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    let sa = common::sock::sockaddr_in(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        PORT,
+    ));
     let len = std::mem::size_of_val(&sa) as libc::socklen_t;
     (0..n)
         .filter(|_| {

@@ -187,7 +187,7 @@ fn prometheus_scrapes_exact_counts() {
 
 /// A raw connection to the observer's metrics endpoint.
 fn connect() -> TcpStream {
-    let s = TcpStream::connect("127.0.0.1:9847").expect("metrics endpoint");
+    let s = TcpStream::connect(common::scrape::METRICS).expect("metrics endpoint");
     s.set_read_timeout(Some(BOUND)).unwrap();
     s
 }
@@ -204,21 +204,9 @@ fn exchange(request: &[u8]) -> Option<u16> {
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
-/// The value of one sample line of `/metrics`.
+/// The value of one sample line of `/metrics`, which must be there.
 fn sample(name: &str) -> u64 {
-    let mut s = connect();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{reply}"))
+    common::scrape::metric(name).unwrap_or_else(|| panic!("no {name} in /metrics"))
 }
 
 #[test]

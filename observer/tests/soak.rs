@@ -7,9 +7,11 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::scrape::metric;
+use common::sock::sockaddr_in;
 use common::{BOUND, Sock, in_netns, no_forks};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -102,14 +104,7 @@ fn workload(secs: u64, seed: u64) -> Counts {
             libc::SOCK_DGRAM
         };
         let port = if i.is_multiple_of(4) { TAKEN } else { 0 };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
+        let sa = sockaddr_in(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
         // SAFETY: raw calls on a socket owned by this loop; `sa` outlives the bind.
         unsafe {
             let fd = libc::socket(libc::AF_INET, ty | libc::SOCK_CLOEXEC, 0);
@@ -141,22 +136,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-/// One sample of the observer's `/metrics` (in the test's namespace).
-fn metric(name: &str) -> Option<u64> {
-    let mut s = TcpStream::connect("127.0.0.1:9847").ok()?;
-    s.set_read_timeout(Some(BOUND)).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).ok()?;
-    reply
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[test]

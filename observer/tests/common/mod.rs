@@ -29,6 +29,7 @@ pub mod netns;
 pub mod nobody;
 pub mod observer;
 pub mod proc;
+pub mod scrape;
 pub mod sock;
 
 // What the tests call by name; the types they only receive stay at their module's path.

@@ -45,14 +45,7 @@ pub fn bind_in_cgroup(parent: &Caller, addr: SocketAddrV4, cgroup: &std::path::P
 }
 
 fn fork_bind(parent: &Caller, addr: SocketAddrV4, setup: Setup) -> ChildBind {
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    let sa = super::sock::sockaddr_in(addr);
     let no_forks = no_forks();
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors.

@@ -124,32 +124,8 @@ impl Observer {
             .join("\n")
     }
 
-    /// Waits (bounded) for exactly the next `expected.len()` events and compares each, in
-    /// order, field by field.
-    pub fn expect(&mut self, expected: &[Expect]) {
-        let deadline = Instant::now() + BOUND;
-        let mut got = Vec::new();
-        while got.len() < expected.len() {
-            let what = format!("{} events, {} so far", expected.len(), got.len());
-            let record = self.next_record(deadline, &what);
-            match record["type"].as_str() {
-                Some("bind") => got.push(record),
-                _ => panic!(
-                    "unexpected record while {what}: {record}\nall:\n{}",
-                    self.dump()
-                ),
-            }
-        }
-        check_times(&got, self.started_us);
-        for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
-            compare_event(i, &want.json(), got);
-        }
-        self.events.extend(got);
-    }
-
-    /// Waits (bounded) for the next `n` events and returns them, unchecked, for a test that
-    /// asserts on them itself.
-    pub fn take(&mut self, n: usize) -> Vec<Value> {
+    /// Waits (bounded) for exactly the next `n` events; any other record fails the test.
+    fn next_events(&mut self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + BOUND;
         let mut got = Vec::new();
         while got.len() < n {
@@ -163,6 +139,25 @@ impl Observer {
                 ),
             }
         }
+        got
+    }
+
+    /// Waits (bounded) for exactly the next `expected.len()` events and compares each, in
+    /// order, field by field.
+    pub fn expect(&mut self, expected: &[Expect]) {
+        let got = self.next_events(expected.len());
+        check_times(&got, self.started_us);
+        for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+            compare_event(i, &want.json(), got);
+        }
+        self.events.extend(got);
+    }
+
+    /// Waits (bounded) for the next `n` events and returns them, unchecked (not even their
+    /// order: events with a conflict arrive after their lookup), for a test that asserts on
+    /// them itself.
+    pub fn take(&mut self, n: usize) -> Vec<Value> {
+        let got = self.next_events(n);
         self.events.extend(got.iter().cloned());
         got
     }

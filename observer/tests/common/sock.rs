@@ -125,3 +125,16 @@ fn fd_inode(fd: RawFd) -> u64 {
     assert_eq!(rc, 0, "fstat: {}", last_error());
     st.st_ino
 }
+
+/// `addr` as the kernel's `sockaddr_in`, for tests that call `bind()` raw (forked children,
+/// tight loops).
+pub fn sockaddr_in(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
