@@ -17,21 +17,21 @@ const LLVM_PACKAGES: [&str; 4] = [
 ];
 
 /// Tools the root integration tests call: `bpftool` lists the BPF objects loaded on the host
-/// (the detach tests check that an observer leaves none behind).
-const TEST_PACKAGES: [&str; 1] = ["bpftool"];
+/// (the detach tests check that an observer leaves none behind); a real Prometheus server
+/// scrapes the metrics endpoint (tests/metrics.rs).
+const TEST_PACKAGES: [&str; 2] = ["bpftool", "prometheus"];
 
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
-    apt_install(&TEST_PACKAGES)?;
     tracefs()?;
     Ok(())
 }
 
-/// What the root integration tests run besides the observer: a real Prometheus server scrapes
-/// the metrics endpoint (tests/metrics.rs); validators check deploy/ (tests/deploy.rs).
+/// What the root integration tests run besides the observer: [`TEST_PACKAGES`], and the
+/// validators of deploy/ (tests/deploy.rs).
 pub fn test_tools() -> Result<()> {
-    apt_install(&["prometheus"])?;
+    apt_install(&TEST_PACKAGES)?;
     deploy_validators()
 }
 
