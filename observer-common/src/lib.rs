@@ -247,10 +247,11 @@ pub struct Config {
     pub regs_arg1: FieldLoc,
     /// `pt_regs.dx` (x86_64): the third system call argument (`bind`'s `addrlen`).
     pub regs_arg2: FieldLoc,
-    /// Bytes at the start of `struct sock` that the programs copy in one read before picking
-    /// the socket fields out of the copy (at most [`SK_WINDOW_MAX`]; a field that ends past it
-    /// is read on its own). One read instead of one per field.
-    pub sk_window: u32,
+    /// Stretches of `struct sock` (offsets relative to it) that the programs copy, one read
+    /// each, before picking the socket fields out of the copies: one read per stretch instead
+    /// of one per field, without copying the hundreds of bytes between the stretches. A field
+    /// outside every stretch is read on its own. Unused stretches have `len` 0.
+    pub sk_spans: [Span; SK_SPANS],
     /// The `bind` system call number on this architecture.
     pub nr_bind: u32,
     /// The `listen` system call number on this architecture.
@@ -289,7 +290,7 @@ impl Config {
         regs_arg0: FieldLoc::MISSING,
         regs_arg1: FieldLoc::MISSING,
         regs_arg2: FieldLoc::MISSING,
-        sk_window: 0,
+        sk_spans: [Span::EMPTY; SK_SPANS],
         nr_bind: 0,
         nr_listen: 0,
     };
@@ -308,16 +309,35 @@ pub struct SockFlagsRecord {
     pub known: u32,
 }
 
-/// Largest [`Config::sk_window`]: enough for `struct sock` and the option bits of
-/// `inet_sock` on the kernels seen so far (808 bytes on 6.18). A power of two, so the programs
-/// can bound offsets into their copy with a mask.
-pub const SK_WINDOW_MAX: u32 = 1024;
+/// One stretch of bytes of a kernel object (see [`Config::sk_spans`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Offset of the first byte.
+    pub offset: u32,
+    /// Number of bytes, at most [`SPAN_MAX`] (0: unused).
+    pub len: u32,
+}
+
+impl Span {
+    /// An unused stretch.
+    pub const EMPTY: Span = Span { offset: 0, len: 0 };
+}
+
+/// Number of [`Config::sk_spans`]: the socket fields the programs read lie in three clusters
+/// on the kernels seen so far (`sock_common`; `sk_uid`, `sk_protocol`, `sk_type`; the
+/// `inet_sock` option bits).
+pub const SK_SPANS: usize = 3;
+
+/// Largest [`Span::len`]. A power of two, so the programs can bound offsets into their copy
+/// with a mask.
+pub const SPAN_MAX: u32 = 128;
 
 /// Number of socket option bits in [`flag`].
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 3;
+pub const CONFIG_VERSION: u32 = 4;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;
@@ -338,6 +358,8 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FieldLoc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Span {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockFlagsRecord {}
 }

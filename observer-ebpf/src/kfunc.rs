@@ -70,8 +70,8 @@ pub(crate) fn forget_call(pid_tgid: u64) {
 fn syscall() -> Option<(u64, u64)> {
     let c = config();
     let regs = crate::user_regs()?;
-    let nr = read::field(regs, &c.regs_syscall_nr).ok()?;
-    let arg0 = read::field(regs, &c.regs_arg0).ok()?;
+    let nr = read::btf_field(regs, &c.regs_syscall_nr).ok()?;
+    let arg0 = read::btf_field(regs, &c.regs_arg0).ok()?;
     Some((nr, arg0))
 }
 

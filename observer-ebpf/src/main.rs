@@ -29,7 +29,8 @@ use aya_ebpf::{
 };
 use observer_common::{
     BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, Config, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_WINDOW_MAX, SOCKADDR_LEN, known,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SPAN_MAX,
+    known,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -89,10 +90,11 @@ pub(crate) fn wakeup_flags(now: u64) -> u64 {
     }
 }
 
-/// Bytes of the per-CPU scratch buffer: twice `SK_WINDOW_MAX`, a power of two.
-pub(crate) const SCRATCH_LEN: usize = 2 * SK_WINDOW_MAX as usize;
+/// Bytes of the per-CPU scratch buffer: room for `SK_SPANS` stretches of twice `SPAN_MAX`,
+/// rounded up to a power of two (offsets into it are bounded with a mask).
+pub(crate) const SCRATCH_LEN: usize = (SK_SPANS * 2 * SPAN_MAX as usize).next_power_of_two();
 
-/// Per-CPU scratch space for the copy of a `struct sock` (`read::Window`); too big for the
+/// Per-CPU scratch space for the copies of a `struct sock` (`read::Window`); too big for the
 /// 512-byte BPF stack.
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
@@ -161,7 +163,7 @@ struct Args {
 #[inline(always)]
 fn args(op: u16, c: &Config) -> Result<Args, i64> {
     let regs = user_regs().ok_or(-1i64)?;
-    let fd = read::field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
+    let fd = read::btf_field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
     let mut out = Args {
         fd: fd as i32,
         addrlen: 0,
@@ -171,8 +173,8 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
     if op != OP_BIND {
         return Ok(out);
     }
-    let uaddr = read::field(regs, &c.regs_arg1).map_err(|_| -1i64)?;
-    let addrlen = read::field(regs, &c.regs_arg2).map_err(|_| -1i64)? as u32;
+    let uaddr = read::btf_field(regs, &c.regs_arg1).map_err(|_| -1i64)?;
+    let addrlen = read::btf_field(regs, &c.regs_arg2).map_err(|_| -1i64)? as u32;
     out.addrlen = addrlen;
     let len = if addrlen > SOCKADDR_LEN as u32 {
         SOCKADDR_LEN as u32

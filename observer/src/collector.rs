@@ -6,10 +6,11 @@ use crate::backend::Loaded;
 use crate::conflict::diagnoser;
 use crate::decode;
 use crate::filter::Filter;
+use crate::ring::Ring;
 use crate::sink::{LostRecord, Sink, StartRecord, Summary};
 use crate::timefmt::{self, Clock};
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{Map, MapData, PerCpuArray};
 use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED};
 use std::io;
 use std::pin::Pin;
@@ -143,11 +144,9 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
     }
 }
 
-/// Drains every queued record. Returns the sink's error, if any.
-fn drain(ring: &mut RingBuf<MapData>, state: &mut State<'_>) -> io::Result<()> {
-    while let Some(item) = ring.next() {
-        state.handle(&item)?;
-    }
+/// Drains the queued records. Returns the sink's error, if any.
+fn drain(ring: &mut Ring, state: &mut State<'_>) -> io::Result<()> {
+    ring.drain(|record| state.handle(record))?;
     state.sink.flush()
 }
 
@@ -155,12 +154,14 @@ fn drain(ring: &mut RingBuf<MapData>, state: &mut State<'_>) -> io::Result<()> {
 pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let clock = Clock::now();
-    let ring = RingBuf::try_from(
-        loaded
-            .ebpf
-            .take_map("EVENTS")
-            .context("map EVENTS missing")?,
-    )
+    let ring = match loaded
+        .ebpf
+        .take_map("EVENTS")
+        .context("map EVENTS missing")?
+    {
+        Map::RingBuf(data) => Ring::new(data),
+        _ => Err(io::Error::other("map EVENTS is not a ring buffer")),
+    }
     .context("opening the ring buffer")?;
     let counters = PerCpuArray::<MapData, u64>::try_from(
         loaded
@@ -169,8 +170,8 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
             .context("map COUNTERS missing")?,
     )
     .context("opening the counters")?;
-    // SAFETY: the ring buffer owns its map fd (aya's `MapData` holds an `OwnedFd`) and the
-    // `AsyncFd` owns the ring buffer, so the fd stays open and the same until the `AsyncFd` is
+    // SAFETY: the ring owns its map fd (aya's `MapData` holds an `OwnedFd`) and the
+    // `AsyncFd` owns the ring, so the fd stays open and the same until the `AsyncFd` is
     // dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;

@@ -19,6 +19,7 @@ pub mod jsonline;
 pub mod metrics;
 pub mod offsets;
 pub mod privilege;
+pub mod ring;
 pub mod scenarios;
 pub mod sink;
 pub mod timefmt;
