@@ -215,6 +215,10 @@ pub struct Config {
     pub socket_file: FieldLoc,
     /// `socket.sk`.
     pub socket_sk: FieldLoc,
+    /// `socket_alloc.vfs_inode.i_ino`, relative to the `struct socket` at the start of its
+    /// `socket_alloc` (the kernel's `SOCK_INODE()`): the socket's inode number in one read.
+    /// Unknown when BTF has no `socket_alloc`; the inode is then read through the file.
+    pub socket_ino: FieldLoc,
     /// `sock.__sk_common.skc_family`.
     pub sk_family: FieldLoc,
     /// `sock.__sk_common.skc_num`.
@@ -274,6 +278,7 @@ impl Config {
         inode_ino: FieldLoc::MISSING,
         socket_file: FieldLoc::MISSING,
         socket_sk: FieldLoc::MISSING,
+        socket_ino: FieldLoc::MISSING,
         sk_family: FieldLoc::MISSING,
         sk_num: FieldLoc::MISSING,
         sk_rcv_saddr: FieldLoc::MISSING,
@@ -337,7 +342,7 @@ pub const SPAN_MAX: u32 = 128;
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 4;
+pub const CONFIG_VERSION: u32 = 5;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;

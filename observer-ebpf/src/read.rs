@@ -158,43 +158,78 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
     let Some(socket) = note(pointer(file, &c.file_private_data)) else {
         return;
     };
+    let Ok((back, sk)) = pair(socket, &c.socket_file, &c.socket_sk) else {
+        return;
+    };
     // A socket's file and the socket point at each other; any other file's private_data does
     // not point back (bind(ENOTSOCK) lands here).
-    let Ok(back) = pointer(socket, &c.socket_file) else {
-        return;
-    };
-    if back != file {
+    if back != file as u64 {
         return;
     }
-    socket_file_fields(rec, socket, Some(file), c);
+    if sk == 0 {
+        count(COUNTER_READ_ERRORS);
+        return;
+    }
+    inode(rec, socket, Some(file), c);
+    sock_fields(rec, sk as *const u8, c);
 }
 
-/// Fills the socket fields of `rec` from a `struct socket` (and its file, for the inode).
+/// Two 64-bit members of one object, with a single read when they are neighbours (as
+/// `socket.file` and `socket.sk` are).
 #[inline(always)]
-pub(crate) fn socket_file_fields(
-    rec: &mut BindRecord,
-    socket: *const u8,
-    file: Option<*const u8>,
-    c: &Config,
-) {
-    let Some(sk) = note(pointer(socket, &c.socket_sk)) else {
-        return;
+fn pair(base: *const u8, a: &FieldLoc, b: &FieldLoc) -> Result<(u64, u64), Miss> {
+    let (la, lb) = (cfg(a), cfg(b));
+    if la.bit_size != 64 || lb.bit_size != 64 || la.bit_offset & 63 != 0 {
+        return Ok((field(base, a)?, field(base, b)?));
+    }
+    if lb.bit_offset != la.bit_offset + 64 {
+        return Ok((field(base, a)?, field(base, b)?));
+    }
+    let mut raw = [0u64; 2];
+    // SAFETY: the helper validates the kernel address and fails instead of faulting; 16 bytes
+    // is the size of `raw`.
+    let rc = unsafe {
+        generated::bpf_probe_read_kernel(
+            raw.as_mut_ptr().cast(),
+            16,
+            base.wrapping_add((la.bit_offset / 8) as usize).cast(),
+        )
     };
-    if let Some(file) = file
-        && let Some(ino) =
-            note(pointer(file, &c.file_inode)).and_then(|i| note(field(i, &c.inode_ino)))
-    {
+    if rc != 0 {
+        return Err(Miss::Fault);
+    }
+    Ok((raw[0], raw[1]))
+}
+
+/// The socket's inode number: beside the `struct socket` when BTF says where
+/// (`socket_alloc`, the kernel's `SOCK_INODE()`), one read; else through `file`, two.
+#[inline(always)]
+fn inode(rec: &mut BindRecord, socket: *const u8, file: Option<*const u8>, c: &Config) {
+    let ino = if cfg(&c.socket_ino).is_known() {
+        note(field(socket, &c.socket_ino))
+    } else {
+        file.and_then(|f| note(pointer(f, &c.file_inode)))
+            .and_then(|i| note(field(i, &c.inode_ino)))
+    };
+    if let Some(ino) = ino {
         rec.ino = ino;
         rec.sock_known |= known::INODE;
     }
-    sock_fields(rec, sk, c);
 }
 
-/// From a `struct socket`: its file (for the inode), then the socket fields.
+/// From a `struct socket`: its inode, then the socket fields.
 #[inline(always)]
 pub(crate) fn from_socket(rec: &mut BindRecord, socket: *const u8, c: &Config) {
-    let file = pointer(socket, &c.socket_file).ok();
-    socket_file_fields(rec, socket, file, c);
+    let Some(sk) = note(pointer(socket, &c.socket_sk)) else {
+        return;
+    };
+    let file = if cfg(&c.socket_ino).is_known() {
+        None
+    } else {
+        pointer(socket, &c.socket_file).ok()
+    };
+    inode(rec, socket, file, c);
+    sock_fields(rec, sk, c);
 }
 
 /// From a `struct sock`: up to its `struct socket` and file when BTF says how, else the

@@ -186,6 +186,11 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
     // inode / fd as unknown, so they are not listed among the socket fields this kernel lacks.
     let quiet = |root: &str, path: &str| btf.member(root, path).map_or(FieldLoc::MISSING, to_loc);
     c.sk_socket = quiet("sock", "sk_socket");
+    // A shortcut, so not listed either: the file's inode serves without it.
+    c.socket_ino = match btf.member("socket_alloc", "socket") {
+        Ok(m) if m.bit_offset == 0 => quiet("socket_alloc", "vfs_inode.i_ino"),
+        _ => FieldLoc::MISSING,
+    };
     c.regs_syscall_nr = quiet("pt_regs", "orig_ax");
     c.regs_arg0 = quiet("pt_regs", "di");
     c.regs_arg1 = quiet("pt_regs", "si");
@@ -444,6 +449,7 @@ mod tests {
             [c.regs_arg0, c.regs_arg1, c.regs_arg2].map(|l| (l.bit_offset / 64, l.bit_size)),
             [(14, 64), (13, 64), (12, 64)]
         );
+        assert!(c.socket_ino.is_known(), "socket_alloc.vfs_inode.i_ino");
         // Every socket field lies in a copied stretch: none costs a read of its own.
         let socket = [
             c.sk_family,

@@ -60,7 +60,10 @@ pub struct Throughput {
     pub produced: u64,
     pub received: u64,
     pub lost: u64,
-    pub cpu_ns_per_event: f64,
+    /// Collector CPU per record received: user (its own work) and system (the kernel's, mostly
+    /// the write of its output).
+    pub user_ns_per_event: f64,
+    pub system_ns_per_event: f64,
     pub max_rss_bytes: u64,
 }
 
@@ -104,14 +107,21 @@ pub fn bench(opts: &Options) -> Result<()> {
         })
         .collect();
     let mut attach = Vec::new();
+    let (mut timed_received, mut timed_lost) = (0, 0);
     for round in 1..=opts.rounds {
         eprintln!("xtask: bench round {round} of {}", opts.rounds);
         for &tracer in &tracers {
-            if tracer == Tracer::Observer {
-                // Room for the JSON of one round's loads.
-                warm_page_cache(&dir, 1 << 30)?;
-            }
-            let running = tracer::start(tracer, &observer, &dir)?;
+            // Room for the JSON of one round's loads (about 550 bytes per event).
+            let room = if tracer == Tracer::Observer {
+                LOADS
+                    .iter()
+                    .filter(|l| l.mode != "getpid")
+                    .map(|l| l.iterations * 600)
+                    .sum()
+            } else {
+                0
+            };
+            let running = tracer::start(tracer, &observer, &dir, room)?;
             if let (Tracer::Observer, Some(r)) = (tracer, &running) {
                 attach.push(r.attach);
             }
@@ -124,7 +134,14 @@ pub fn bench(opts: &Options) -> Result<()> {
                 slot.ns.push(ns);
             }
             if let Some(running) = running {
-                tracer::stop(running)?;
+                let stopped = tracer::stop(running)?;
+                if tracer == Tracer::Observer {
+                    // A lost record costs the program less than a delivered one: say how many.
+                    let summary = last_summary(&stopped.output)?;
+                    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+                    timed_received += get("received");
+                    timed_lost += get("lost");
+                }
             }
         }
     }
@@ -136,6 +153,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         throughput: &throughput,
         attach: &attach,
         rounds: opts.rounds,
+        timed: (timed_received, timed_lost),
     });
     print!("{text}");
     std::fs::write(root.join("BENCH.md"), &text).context("writing BENCH.md")?;
@@ -168,10 +186,10 @@ fn load_run(bin: &Path, mode: &str, bound: &str) -> Result<(u64, f64)> {
 
 /// The failing-bind loop at full speed for `seconds`, the observer writing JSON to a file.
 fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Result<Throughput> {
-    // About 500 bytes per event at up to 2 million events a second.
-    warm_page_cache(dir, (seconds * 2e6 * 500.0) as u64)?;
-    let running =
-        tracer::start(Tracer::Observer, observer, dir)?.context("the observer did not start")?;
+    // About 550 bytes per event at up to 2 million events a second.
+    let room = (seconds * 2e6 * 600.0) as u64;
+    let running = tracer::start(Tracer::Observer, observer, dir, room)?
+        .context("the observer did not start")?;
     let (calls, _) = load_run(load_bin, "failbind", &format!("{seconds}s"))?;
     // The listener's bind and listen, and the first conflicting bind, come before the loop.
     let produced = calls + 3;
@@ -179,36 +197,16 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
     let summary = last_summary(&stopped.output)?;
     let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
     let received = get("received");
+    let per_event = |d: std::time::Duration| d.as_nanos() as f64 / received.max(1) as f64;
     Ok(Throughput {
         seconds,
         produced,
         received,
         lost: get("lost"),
-        cpu_ns_per_event: stopped.cpu.as_nanos() as f64 / received.max(1) as f64,
+        user_ns_per_event: per_event(stopped.user),
+        system_ns_per_event: per_event(stopped.system),
         max_rss_bytes: stopped.max_rss_bytes,
     })
-}
-
-/// In a VM whose memory the host backs lazily and takes back when the guest frees it (free
-/// page reporting, as on these Firecracker machines), the first write to a page of guest
-/// memory costs microseconds: a fresh page-cache page for the output file then costs more
-/// than the observer's whole work for the events on it (about 220 MB/s versus 2.5 GB/s for
-/// warm pages, measured with dd; the pages go cold again within 20 s of being freed). A
-/// bare-metal host has no such cost. Writing and deleting `bytes` just before a run makes it
-/// measure the observer, not the hypervisor: the kernel hands the freed, still-backed pages
-/// to the next writer.
-fn warm_page_cache(dir: &Path, bytes: u64) -> Result<()> {
-    use std::io::Write as _;
-    let path = dir.join("warm.tmp");
-    let mut file = std::fs::File::create(&path).context("creating the warm-up file")?;
-    let chunk = vec![0u8; 1 << 20];
-    let mut written = 0;
-    while written < bytes {
-        file.write_all(&chunk).context("writing the warm-up file")?;
-        written += chunk.len() as u64;
-    }
-    drop(file);
-    std::fs::remove_file(&path).context("removing the warm-up file")
 }
 
 /// The observer's summary record (its last line).

@@ -56,14 +56,18 @@ impl Tracer {
 pub struct Running {
     child: Child,
     pub output: PathBuf,
+    /// Shares the child's file offset (same open file): where its output ends.
+    out: std::fs::File,
     /// From spawn to attached.
     pub attach: Duration,
 }
 
 /// What a watcher left when it ended.
 pub struct Stopped {
-    /// User plus system CPU time.
-    pub cpu: Duration,
+    /// User CPU time: the watcher's own work.
+    pub user: Duration,
+    /// System CPU time: the kernel's work on its behalf (mostly writing its output).
+    pub system: Duration,
     /// Peak resident set size.
     pub max_rss_bytes: u64,
     pub output: PathBuf,
@@ -84,8 +88,9 @@ pub fn pinned(cmd: &mut Command, cpu: usize) -> &mut Command {
     }
 }
 
-/// Starts `tracer` writing to a file in `dir`, and waits until it is attached.
-pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Running>> {
+/// Starts `tracer` writing to a file in `dir`, and waits until it is attached. `room` bytes of
+/// the file are written before it starts and it overwrites them (see `prefill`).
+pub fn start(tracer: Tracer, observer: &Path, dir: &Path, room: u64) -> Result<Option<Running>> {
     let (mut cmd, output, ready): (Command, PathBuf, &str) = match tracer {
         Tracer::None => return Ok(None),
         Tracer::Observer => {
@@ -106,8 +111,12 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
             (cmd, dir.join("bpftrace.out"), "ready")
         }
     };
-    let file =
-        std::fs::File::create(&output).with_context(|| format!("creating {}", output.display()))?;
+    prefill(&output, room)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&output)
+        .with_context(|| format!("opening {}", output.display()))?;
+    let out = file.try_clone().context("sharing the output file")?;
     let began = Instant::now();
     let child = pinned(&mut cmd, TRACER_CPU)
         .stdout(file)
@@ -117,13 +126,13 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
     let mut running = Running {
         child,
         output,
+        out,
         attach: Duration::ZERO,
     };
-    // The watcher writes to a file, so readiness is polled; the bound keeps a stuck watcher
-    // from hanging the bench.
+    // The watcher writes to a file, so readiness is polled (in the first bytes: the ready line
+    // comes first); the bound keeps a stuck watcher from hanging the bench.
     loop {
-        let text = std::fs::read_to_string(&running.output).unwrap_or_default();
-        if text.contains(ready) {
+        if head(&running.output).contains(ready) {
             running.attach = began.elapsed();
             return Ok(Some(running));
         }
@@ -141,6 +150,38 @@ pub fn start(tracer: Tracer, observer: &Path, dir: &Path) -> Result<Option<Runni
     }
 }
 
+/// The first 64 KiB of `path`, as text.
+fn head(path: &Path) -> String {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; 64 << 10];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Writes `bytes` of zeros to a new `path`, for the watcher to overwrite.
+///
+/// These Firecracker VMs back guest memory lazily and take freed pages back within about two
+/// seconds (free page reporting), so the first write to each new page-cache page costs a host
+/// fault: dd writes about 370 MB/s to a new file and 4 GB/s over a file it wrote just
+/// before. Writing into fresh pages would make the watcher's CPU time measure the hypervisor.
+/// Overwriting pages that are already in the page cache, as a long-running observer writing
+/// to a log on a bare-metal host effectively does, measures the watcher.
+fn prefill(path: &Path, bytes: u64) -> Result<()> {
+    use std::io::Write as _;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0;
+    while written < bytes {
+        file.write_all(&chunk)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written += chunk.len() as u64;
+    }
+    Ok(())
+}
+
 /// Ends a watcher with SIGINT (the observer then drains and writes its summary) and collects
 /// its resource use.
 pub fn stop(running: Running) -> Result<Stopped> {
@@ -156,9 +197,14 @@ pub fn stop(running: Running) -> Result<Stopped> {
     }
     // `Child` would otherwise not know it was reaped; dropping it neither kills nor waits.
     drop(running.child);
+    // Cut the zeros the watcher did not overwrite.
+    let mut out = running.out;
+    let end = std::io::Seek::stream_position(&mut out).context("output position")?;
+    out.set_len(end).context("truncating the output")?;
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Stopped {
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        user: tv(usage.ru_utime),
+        system: tv(usage.ru_stime),
         max_rss_bytes: usage.ru_maxrss as u64 * 1024,
         output: running.output,
     })
