@@ -18,9 +18,9 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
         return false;
     }
     out.extend_from_slice(b"{\"type\":");
-    string(out, e.record_type);
+    plain(out, e.record_type);
     out.extend_from_slice(b",\"time\":");
-    string(out, &e.time);
+    plain(out, &e.time);
     out.extend_from_slice(b",\"op\":\"");
     out.extend_from_slice(e.op.as_str().as_bytes());
     out.extend_from_slice(b"\",\"pid\":");
@@ -34,9 +34,9 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     out.extend_from_slice(b",\"netns\":");
     opt_int(out, e.netns);
     out.extend_from_slice(b",\"family\":");
-    opt_string(out, e.family.as_deref());
+    opt_plain(out, e.family.as_deref());
     out.extend_from_slice(b",\"protocol\":");
-    opt_string(out, e.protocol.as_deref());
+    opt_plain(out, e.protocol.as_deref());
     out.extend_from_slice(b",\"fd\":");
     opt_int(out, e.fd);
     out.extend_from_slice(b",\"requested\":");
@@ -79,11 +79,11 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     out.extend_from_slice(b",\"sock_ino\":");
     opt_int(out, e.sock_ino);
     out.extend_from_slice(b",\"result\":");
-    string(out, &e.result);
+    plain(out, &e.result);
     out.extend_from_slice(b",\"errno\":");
     int(out, e.errno);
     out.extend_from_slice(b",\"hook\":");
-    string(out, e.hook);
+    plain(out, e.hook);
     out.extend_from_slice(b",\"call_id\":");
     opt_int(out, e.call_id);
     out.extend_from_slice(b",\"cgroup\":");
@@ -106,11 +106,24 @@ fn opt_int(out: &mut Vec<u8>, n: Option<impl itoa::Integer>) {
     }
 }
 
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
+fn opt_plain(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => string(out, s),
+        Some(s) => plain(out, s),
         None => out.extend_from_slice(b"null"),
     }
+}
+
+/// A JSON string the observer made itself (a time, a family, protocol, errno or hook name):
+/// letters, digits and punctuation that never need escaping, so no scan for them. `string()`
+/// is for text from elsewhere (a comm).
+fn plain(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(
+        s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\'),
+        "{s:?} needs escaping"
+    );
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// `{"addr":"...","port":N}` with `"scope_id"` when set, as serde writes `Endpoint`.

@@ -156,19 +156,35 @@ impl<D: Write> Sink for QuietSink<D> {
 /// JSON Lines: one object per line, each with a `"type"`.
 pub struct JsonSink<W: Write> {
     out: W,
-    /// Reused for every event: no allocation per line.
+    /// Events encoded since the last write to `out`: one buffer, no allocation per line and
+    /// no second copy through a `BufWriter`.
     buf: Vec<u8>,
 }
+
+/// Bytes of encoded events handed to `out` in one write: at least a `BufWriter`'s capacity
+/// (64 KiB in `cli`), so it passes them straight through.
+const JSON_CHUNK: usize = 64 * 1024;
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W) -> Self {
         JsonSink {
             out,
-            buf: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(JSON_CHUNK + 4096),
         }
     }
 
+    /// Hands the encoded events to `out`.
+    fn write_buffered(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let result = self.out.write_all(&self.buf);
+        self.buf.clear();
+        result
+    }
+
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
+        self.write_buffered()?;
         serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
         self.out.write_all(b"\n")
     }
@@ -181,12 +197,16 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.flush()
     }
     fn event(&mut self, event: &BindEvent) -> io::Result<()> {
-        self.buf.clear();
+        let mark = self.buf.len();
         if !crate::jsonline::encode(&mut self.buf, event) {
+            self.buf.truncate(mark);
             return self.line(event);
         }
         self.buf.push(b'\n');
-        self.out.write_all(&self.buf)
+        if self.buf.len() >= JSON_CHUNK {
+            self.write_buffered()?;
+        }
+        Ok(())
     }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.line(lost)
@@ -196,7 +216,16 @@ impl<W: Write> Sink for JsonSink<W> {
         self.out.flush()
     }
     fn flush(&mut self) -> io::Result<()> {
+        self.write_buffered()?;
         self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for JsonSink<W> {
+    /// Like a `BufWriter`, hands over what is still buffered; an error here has nowhere to go
+    /// (the collector flushes, and sees errors, after every drain).
+    fn drop(&mut self) {
+        let _ = self.write_buffered();
     }
 }
 

@@ -150,6 +150,7 @@ fn json_sink_writes_one_typed_line_per_record() {
     sink.lost(&lost()).unwrap();
     sink.summary(&summary()).unwrap();
     sink.flush().unwrap();
+    drop(sink);
 
     let out = text(&out);
     assert!(out.ends_with('\n'));
@@ -205,7 +206,31 @@ fn json_sink_flushes_start_and_summary_but_not_events() {
     sink.lost(&lost()).unwrap();
     let mid = sink.out.flushes;
     sink.summary(&summary()).unwrap();
+    drop(sink);
     assert_eq!((mid, w.flushes), (1, 2));
+}
+
+#[test]
+fn json_sink_hands_events_over_in_chunks_and_on_flush() {
+    let mut w = FlushCounter::default();
+    let mut sink = JsonSink::new(&mut w);
+    sink.event(&event()).unwrap();
+    assert!(sink.out.data.is_empty(), "one event stays buffered");
+    sink.flush().unwrap();
+    let one = sink.out.data.len();
+    assert!(one > 100 && sink.out.data.ends_with(b"\n"));
+    // Enough events for more than one 64 KiB chunk: handed over without a flush, whole lines
+    // only, and the rest on the next flush.
+    let n = 2 * (64 * 1024) / one + 1;
+    for _ in 0..n {
+        sink.event(&event()).unwrap();
+    }
+    let before_flush = sink.out.data.len();
+    assert!(before_flush > one && (before_flush - one) % one == 0);
+    sink.flush().unwrap();
+    drop(sink);
+    assert_eq!(w.data.len(), (n + 1) * one);
+    assert_eq!(text(&w.data).lines().count(), n + 1);
 }
 
 #[test]

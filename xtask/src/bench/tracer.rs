@@ -179,7 +179,10 @@ fn prefill(path: &Path, bytes: u64) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         written += chunk.len() as u64;
     }
-    Ok(())
+    // Clean pages: dirty ones would still be going to disk during the run, and the kernel
+    // throttles a writer while that much is dirty (the first runs lost events to it).
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 /// Ends a watcher with SIGINT (the observer then drains and writes its summary) and collects
