@@ -63,12 +63,14 @@ struct State<'a> {
     reported_lost: u64,
     conflicts: Option<diagnoser::Submitter>,
     cgroups: crate::cgroup::Cache,
+    /// The last event handled, whose strings the next one reuses.
+    spare: Option<crate::event::BindEvent>,
 }
 
 impl State<'_> {
     fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.summary.received += 1;
-        let mut event = decode::decode(bytes, &self.clock);
+        let mut event = decode::decode_reusing(bytes, &self.clock, self.spare.take());
         if let Ok(e) = &mut event
             && e.cgroup_id != 0
         {
@@ -78,16 +80,21 @@ impl State<'_> {
             Ok(event) if self.filter.matches(&event) => {
                 self.summary.events += 1;
                 *self.by_errno.entry(event.errno).or_default() += 1;
-                match self.conflicts.as_mut() {
-                    Some(submitter) if diagnoser::wants(&event) => match submitter.submit(event) {
-                        None => Ok(()),
-                        Some(event) => self.sink.event(&event),
-                    },
-                    _ => self.sink.event(&event),
-                }
+                let event = match self.conflicts.as_mut() {
+                    Some(submitter) if diagnoser::wants(&event) => submitter.submit(event),
+                    _ => Some(event),
+                };
+                // None: the event waits for its conflict lookup (it comes out through `Done`).
+                let Some(event) = event else {
+                    return Ok(());
+                };
+                let written = self.sink.event(&event);
+                self.spare = Some(event);
+                written
             }
-            Ok(_) => {
+            Ok(event) => {
                 self.summary.filtered += 1;
+                self.spare = Some(event);
                 Ok(())
             }
             Err(err) => {
@@ -199,6 +206,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         reported_lost: 0,
         conflicts: submitter,
         cgroups: crate::cgroup::Cache::new(),
+        spare: None,
     };
     let start = StartRecord {
         record_type: "start",

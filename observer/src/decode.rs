@@ -52,7 +52,18 @@ pub fn parse_record(bytes: &[u8]) -> Result<BindRecord, DecodeError> {
 
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
+    decode_reusing(bytes, clock, None)
+}
+
+/// `decode`, writing the event's text into the strings of `spare` (an event the caller is
+/// done with), so that the event path allocates nothing per record.
+pub fn decode_reusing(
+    bytes: &[u8],
+    clock: &Clock,
+    spare: Option<BindEvent>,
+) -> Result<BindEvent, DecodeError> {
     let r = parse_record(bytes)?;
+    let (mut time, mut comm_text) = spare.map(|e| (e.time, e.comm)).unwrap_or_default();
     let op = match r.op {
         OP_BIND => Op::Bind,
         OP_LISTEN => Op::Listen,
@@ -87,14 +98,16 @@ pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
         r.ret
     };
     let errno = ret.checked_neg().unwrap_or(i32::MAX).max(0);
+    clock.format_monotonic_into(r.ts_ns, &mut time);
+    comm(&r.comm, &mut comm_text);
     Ok(BindEvent {
         record_type: "bind",
-        time: clock.format_monotonic(r.ts_ns),
+        time,
         op,
         pid: r.pid,
         tid: r.tid,
         uid: r.uid,
-        comm: comm(&r.comm),
+        comm: comm_text,
         netns: (sock && has(known::NETNS)).then_some(r.netns),
         family,
         protocol: (sock && has(known::PROTOCOL)).then(|| protocol_name(r.protocol)),
@@ -182,10 +195,11 @@ fn flags(r: &BindRecord, sock: bool) -> Flags {
     }
 }
 
-/// The `comm` up to its first NUL, with invalid UTF-8 replaced.
-fn comm(raw: &[u8]) -> String {
+/// The `comm` up to its first NUL, with invalid UTF-8 replaced, into `out`.
+fn comm(raw: &[u8], out: &mut String) {
     let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+    out.clear();
+    out.push_str(&String::from_utf8_lossy(&raw[..end]));
 }
 
 pub fn family_name(family: u16) -> Cow<'static, str> {

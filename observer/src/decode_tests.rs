@@ -931,3 +931,26 @@ fn get_port_ephemeral() {
 /// Property tests over every length, alignment and family value.
 #[path = "decode_props.rs"]
 mod props;
+
+#[test]
+fn decoding_into_a_spare_event_gives_the_same_event() {
+    let first = BindRecord {
+        comm: *b"a-much-longer-cm",
+        ts_ns: 5_000_000_000,
+        ..record()
+    };
+    let mut second = BindRecord {
+        ts_ns: 7_000_001_000,
+        ..record()
+    };
+    second.comm = [0; 16];
+    second.comm[..2].copy_from_slice(b"ab");
+    let spare = decoded(&first);
+    let reused =
+        super::decode_reusing(&to_bytes(&second), &clock(), Some(spare)).expect("record decodes");
+    assert_eq!(reused, decoded(&second));
+    assert_eq!(
+        reused.comm, "ab",
+        "no text of the spare's comm is left over"
+    );
+}

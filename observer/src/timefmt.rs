@@ -34,6 +34,12 @@ impl Clock {
     pub fn format_monotonic(&self, monotonic_ns: u64) -> String {
         format_unix_ns(self.unix_ns(monotonic_ns))
     }
+
+    /// `format_monotonic`, into `out` (replacing its text, reusing its allocation).
+    pub fn format_monotonic_into(&self, monotonic_ns: u64, out: &mut String) {
+        out.clear();
+        out.push_str(rfc3339(self.unix_ns(monotonic_ns)).as_str());
+    }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds (the same clock as `bpf_ktime_get_ns`).
@@ -54,6 +60,20 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 /// RFC 3339 UTC text for Unix nanoseconds. Written digit by digit into a fixed buffer (one
 /// call per event at full rate: no `fmt` machinery, one allocation).
 pub fn format_unix_ns(unix_ns: i128) -> String {
+    rfc3339(unix_ns).as_str().to_string()
+}
+
+/// The 27 bytes of an RFC 3339 time with microseconds.
+struct Rfc3339([u8; 27]);
+
+impl Rfc3339 {
+    fn as_str(&self) -> &str {
+        // Every byte is an ASCII digit or one of the literal separators.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+fn rfc3339(unix_ns: i128) -> Rfc3339 {
     // Years outside 0..=9999 cannot be written in RFC 3339's four digits.
     let unix_ns = unix_ns.clamp(-62_167_219_200_000_000_000, 253_402_300_799_999_999_999);
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
@@ -83,8 +103,7 @@ pub fn format_unix_ns(unix_ns: i128) -> String {
         }
     }
     digits(&mut b[20..26], micros);
-    // Every byte is an ASCII digit or one of the literal separators.
-    String::from_utf8(b.to_vec()).unwrap_or_default()
+    Rfc3339(b)
 }
 
 /// Writes `v` in decimal into all of `out`, zero-padded (high digits cut).
