@@ -327,6 +327,11 @@ pub struct Span {
 impl Span {
     /// An unused stretch.
     pub const EMPTY: Span = Span { offset: 0, len: 0 };
+
+    /// True when the bytes `start..end` of the object lie inside this stretch.
+    pub const fn holds(&self, start: u32, end: u32) -> bool {
+        start >= self.offset && end <= self.offset + self.len
+    }
 }
 
 /// Number of [`Config::sk_spans`]: the socket fields the programs read lie in three clusters

@@ -179,10 +179,11 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
 #[inline(always)]
 fn pair(base: *const u8, a: &FieldLoc, b: &FieldLoc) -> Result<(u64, u64), Miss> {
     let (la, lb) = (cfg(a), cfg(b));
-    if la.bit_size != 64 || lb.bit_size != 64 || la.bit_offset & 63 != 0 {
-        return Ok((field(base, a)?, field(base, b)?));
-    }
-    if lb.bit_offset != la.bit_offset + 64 {
+    let neighbours = la.bit_size == 64
+        && lb.bit_size == 64
+        && la.bit_offset & 63 == 0
+        && lb.bit_offset == la.bit_offset + 64;
+    if !neighbours {
         return Ok((field(base, a)?, field(base, b)?));
     }
     let mut raw = [0u64; 2];
@@ -245,8 +246,10 @@ pub(crate) fn from_sk(rec: &mut BindRecord, sk: *const u8, c: &Config) {
 /// Copies of the stretches of a `struct sock` that hold the fields the programs read
 /// (`Config::sk_spans`), each taken with one read, so that each field after it is a plain
 /// load rather than a helper call.
-struct Window {
+struct Window<'c> {
     sk: *const u8,
+    /// The config whose `sk_spans` were copied.
+    c: &'c Config,
     /// The per-CPU scratch buffer; stretch `k` is copied to `k * SLOT`.
     copy: *const u8,
     /// Bit `k` set: stretch `k` was copied.
@@ -257,11 +260,12 @@ struct Window {
 /// any masked offset into a stretch stays inside its room.
 const SLOT: usize = 2 * SPAN_MAX as usize;
 
-impl Window {
+impl<'c> Window<'c> {
     #[inline(always)]
-    fn take(sk: *const u8, c: &Config) -> Window {
+    fn take(sk: *const u8, c: &'c Config) -> Window<'c> {
         let mut window = Window {
             sk,
+            c,
             copy: core::ptr::null(),
             copied: 0,
         };
@@ -293,12 +297,11 @@ impl Window {
 
     /// Where the bytes `start..end` of the socket are in the copy, if a stretch holds them.
     #[inline(always)]
-    fn locate(&self, c: &Config, start: u32, end: u32) -> Option<usize> {
+    fn locate(&self, start: u32, end: u32) -> Option<usize> {
         let mut k = 0;
         while k < SK_SPANS {
-            let span = cfg(&c.sk_spans[k]);
-            if self.copied & (1 << k) != 0 && start >= span.offset && end <= span.offset + span.len
-            {
+            let span = cfg(&self.c.sk_spans[k]);
+            if self.copied & (1 << k) != 0 && span.holds(start, end) {
                 return Some(k * SLOT + ((start - span.offset) & (SPAN_MAX - 1)) as usize);
             }
             k += 1;
@@ -308,7 +311,7 @@ impl Window {
 
     /// `field()`, from the copy when a stretch holds the field.
     #[inline(always)]
-    fn field(&self, loc: &FieldLoc, c: &Config) -> Result<u64, Miss> {
+    fn field(&self, loc: &FieldLoc) -> Result<u64, Miss> {
         let l = cfg(loc);
         let start = l.bit_offset / 8;
         let shift = l.bit_offset & 7;
@@ -316,7 +319,7 @@ impl Window {
         if l.bit_size == 0 || l.bit_size > 64 {
             return field(self.sk, loc);
         }
-        let Some(off) = self.locate(c, start, end) else {
+        let Some(off) = self.locate(start, end) else {
             return field(self.sk, loc);
         };
         // SAFETY: `off` is inside the room of a copied stretch, `SLOT` bytes, less
@@ -328,13 +331,13 @@ impl Window {
 
     /// `read_bytes()`, from the copy when a stretch holds the field.
     #[inline(always)]
-    fn bytes<const N: usize>(&self, loc: &FieldLoc, c: &Config) -> Option<[u8; N]> {
+    fn bytes<const N: usize>(&self, loc: &FieldLoc) -> Option<[u8; N]> {
         let l = cfg(loc);
         let start = l.bit_offset / 8;
         if l.bit_size as usize != N * 8 || l.bit_offset & 7 != 0 {
             return read_bytes::<N>(self.sk, loc);
         }
-        let Some(off) = self.locate(c, start, start + N as u32) else {
+        let Some(off) = self.locate(start, start + N as u32) else {
             return read_bytes::<N>(self.sk, loc);
         };
         let mut out = [0u8; N];
@@ -355,16 +358,16 @@ impl Window {
 fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
     rec.sock_known |= known::SOCK;
     let w = Window::take(sk, c);
-    if let Some(family) = note(w.field(&c.sk_family, c)) {
+    if let Some(family) = note(w.field(&c.sk_family)) {
         rec.sock_family = family as u16;
         rec.sock_known |= known::FAMILY;
     }
-    if let Some(port) = note(w.field(&c.sk_num, c)) {
+    if let Some(port) = note(w.field(&c.sk_num)) {
         rec.bound_port = port as u16;
         let addr = if rec.sock_family == 10 {
-            w.bytes::<16>(&c.sk_v6_rcv_saddr, c)
+            w.bytes::<16>(&c.sk_v6_rcv_saddr)
         } else {
-            w.bytes::<4>(&c.sk_rcv_saddr, c).map(|v4| {
+            w.bytes::<4>(&c.sk_rcv_saddr).map(|v4| {
                 let mut a = [0u8; 16];
                 a[..4].copy_from_slice(&v4);
                 a
@@ -375,11 +378,11 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
             rec.sock_known |= known::BOUND;
         }
     }
-    if let Some(dev) = note(w.field(&c.sk_bound_dev_if, c)) {
+    if let Some(dev) = note(w.field(&c.sk_bound_dev_if)) {
         rec.bound_dev_if = dev as u32;
         rec.sock_known |= known::DEV_IF;
     }
-    let net = match w.field(&c.sk_net, c) {
+    let net = match w.field(&c.sk_net) {
         Ok(0) => Err(Miss::Fault),
         Ok(p) => Ok(p as *const u8),
         Err(m) => Err(m),
@@ -388,21 +391,18 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
         rec.netns = inum as u32;
         rec.sock_known |= known::NETNS;
     }
-    if let (Some(proto), Some(ty)) = (
-        note(w.field(&c.sk_protocol, c)),
-        note(w.field(&c.sk_type, c)),
-    ) {
+    if let (Some(proto), Some(ty)) = (note(w.field(&c.sk_protocol)), note(w.field(&c.sk_type))) {
         rec.protocol = proto as u16;
         rec.sock_type = ty as u16;
         rec.sock_known |= known::PROTOCOL;
     }
-    if let Some(uid) = note(w.field(&c.sk_uid, c)) {
+    if let Some(uid) = note(w.field(&c.sk_uid)) {
         rec.sk_uid = uid as u32;
         rec.sock_known |= known::SK_UID;
     }
     let mut i = 0;
     while i < FLAG_COUNT {
-        if let Some(value) = note(w.field(&c.flag_locs[i], c)) {
+        if let Some(value) = note(w.field(&c.flag_locs[i])) {
             rec.flags_known |= 1 << i;
             if value != 0 {
                 rec.flags |= 1 << i;

@@ -126,8 +126,7 @@ impl Ring {
     /// wake the collector at least once a millisecond while records keep coming, and reading
     /// right behind a producer that is still writing is what costs it the most. Stops early at a
     /// record still being written (the next call gets it) or at `handle`'s first error.
-    /// Returns the records handed over.
-    pub fn drain(&mut self, mut handle: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<u64> {
+    pub fn drain(&mut self, mut handle: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         // SAFETY: the data pages follow the producer page; the mapping holds them twice.
         let data = unsafe {
             self.producer
@@ -138,7 +137,6 @@ impl Ring {
         let mask = self.size - 1;
         let end = self.producer_pos();
         let mut published = self.pos;
-        let mut records = 0;
         let mut result = Ok(());
         while self.pos != end {
             let off = self.pos & mask;
@@ -157,7 +155,6 @@ impl Ring {
                 break;
             }
             if header & DISCARD_BIT == 0 {
-                records += 1;
                 // SAFETY: the record lies within the double mapping (`off < size`,
                 // `len <= size - 8`), was committed (acquire above), and the kernel does not
                 // reuse its room until the consumer position passes it (published below).
@@ -178,7 +175,7 @@ impl Ring {
         if published != self.pos {
             self.publish();
         }
-        result.map(|()| records)
+        result
     }
 }
 

@@ -102,19 +102,6 @@ pub fn start_with(
     ))
 }
 
-/// `CLOCK_MONOTONIC_COARSE`: the time of the last tick, a few milliseconds old at most, read
-/// without the clock source. Plenty for a one-second window; `Instant::now()` here was 5% of
-/// the collector's time per event under a failure flood.
-fn coarse_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is valid for writes; the clock id is a constant Linux has had since 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Whether an event gets a lookup: a TCP or UDP socket's EADDRINUSE.
 pub fn wants(e: &BindEvent) -> bool {
     e.errno == libc::EADDRINUSE
@@ -130,7 +117,9 @@ impl Submitter {
             event.protocol.clone(),
             request_of(&event).map(|r| (r.addr, r.port)),
         );
-        let now = coarse_now();
+        // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
+        // the collector's time per event under a failure flood.
+        let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());
         if let Some((last, asked)) = &self.last
             && *last == question
             && now.saturating_sub(*asked) < REPEAT_WINDOW

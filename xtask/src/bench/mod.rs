@@ -140,10 +140,9 @@ pub fn bench(opts: &Options) -> Result<()> {
                 let stopped = tracer::stop(running)?;
                 if tracer == Tracer::Observer {
                     // A lost record costs the program less than a delivered one: say how many.
-                    let summary = last_summary(&stopped.output)?;
-                    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
-                    timed_received += get("received");
-                    timed_lost += get("lost");
+                    let (received, lost) = delivered(&stopped.output)?;
+                    timed_received += received;
+                    timed_lost += lost;
                 }
             }
         }
@@ -205,31 +204,41 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
     // The listener's bind and listen, and the first conflicting bind, come before the loop.
     let produced = calls + 3;
     let stopped = tracer::stop(running)?;
-    let summary = last_summary(&stopped.output)?;
-    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
-    let received = get("received");
+    let (received, lost) = delivered(&stopped.output)?;
     let per_event = |d: std::time::Duration| d.as_nanos() as f64 / received.max(1) as f64;
     Ok(Throughput {
         seconds,
         produced,
         received,
-        lost: get("lost"),
+        lost,
         user_ns_per_event: per_event(stopped.user),
         system_ns_per_event: per_event(stopped.system),
         max_rss_bytes: stopped.max_rss_bytes,
     })
 }
 
-/// The observer's summary record (its last line).
-fn last_summary(path: &PathBuf) -> Result<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+/// Records received and lost, from the observer's summary record: its last line, so only the
+/// end of the output (gigabytes after a full-rate run) is read.
+fn delivered(path: &PathBuf) -> Result<(u64, u64)> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = file.metadata().context("output size")?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))
+        .context("seeking to the end of the output")?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&tail);
     let last = text
         .lines()
         .rev()
         .find(|l| l.contains("\"type\":\"summary\""))
         .with_context(|| format!("no summary record in {}", path.display()))?;
-    serde_json::from_str(last).context("parsing the summary record")
+    let summary: serde_json::Value =
+        serde_json::from_str(last).context("parsing the summary record")?;
+    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+    Ok((get("received"), get("lost")))
 }
 
 /// Median of the samples (0 for none).
