@@ -63,48 +63,39 @@ struct State<'a> {
     reported_lost: u64,
     conflicts: Option<diagnoser::Submitter>,
     cgroups: crate::cgroup::Cache,
-    /// The last event handled, whose strings the next one reuses.
-    spare: Option<crate::event::BindEvent>,
+    /// The event being handled: each record is decoded over the one before, reusing its
+    /// strings, and never moved.
+    event: crate::event::BindEvent,
 }
 
 impl State<'_> {
     fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.summary.received += 1;
-        let mut event = decode::decode_reusing(bytes, &self.clock, self.spare.take());
-        if let Ok(e) = &mut event
-            && e.cgroup_id != 0
+        let event = &mut self.event;
+        if let Err(err) = decode::decode_into(bytes, &self.clock, event) {
+            self.summary.decode_errors += 1;
+            if self.summary.decode_errors == 1 {
+                eprintln!("observer: undecodable record ({err}); counting further ones");
+            }
+            return Ok(());
+        }
+        if event.cgroup_id != 0 {
+            event.cgroup = Some(self.cgroups.get(event.cgroup_id, event.pid));
+        }
+        if !self.filter.matches(event) {
+            self.summary.filtered += 1;
+            return Ok(());
+        }
+        self.summary.events += 1;
+        *self.by_errno.entry(event.errno).or_default() += 1;
+        if let Some(submitter) = self.conflicts.as_mut()
+            && diagnoser::wants(event)
+            && submitter.submit(event)
         {
-            e.cgroup = Some(self.cgroups.get(e.cgroup_id, e.pid));
+            // The event waits for its conflict lookup (it comes out through `Done`).
+            return Ok(());
         }
-        match event {
-            Ok(event) if self.filter.matches(&event) => {
-                self.summary.events += 1;
-                *self.by_errno.entry(event.errno).or_default() += 1;
-                let event = match self.conflicts.as_mut() {
-                    Some(submitter) if diagnoser::wants(&event) => submitter.submit(event),
-                    _ => Some(event),
-                };
-                // None: the event waits for its conflict lookup (it comes out through `Done`).
-                let Some(event) = event else {
-                    return Ok(());
-                };
-                let written = self.sink.event(&event);
-                self.spare = Some(event);
-                written
-            }
-            Ok(event) => {
-                self.summary.filtered += 1;
-                self.spare = Some(event);
-                Ok(())
-            }
-            Err(err) => {
-                self.summary.decode_errors += 1;
-                if self.summary.decode_errors == 1 {
-                    eprintln!("observer: undecodable record ({err}); counting further ones");
-                }
-                Ok(())
-            }
-        }
+        self.sink.event(event)
     }
 
     fn report_lost(&mut self, lost: u64) -> io::Result<()> {
@@ -206,7 +197,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         reported_lost: 0,
         conflicts: submitter,
         cgroups: crate::cgroup::Cache::new(),
-        spare: None,
+        event: crate::event::BindEvent::blank(),
     };
     let start = StartRecord {
         record_type: "start",

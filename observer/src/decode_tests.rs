@@ -945,10 +945,20 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
     };
     second.comm = [0; 16];
     second.comm[..2].copy_from_slice(b"ab");
-    let spare = decoded(&first);
-    let reused =
-        super::decode_reusing(&to_bytes(&second), &clock(), Some(spare)).expect("record decodes");
-    assert_eq!(reused, decoded(&second));
+    let mut reused = decoded(&first);
+    reused.conflict = Some(crate::conflict::Conflict {
+        verdict: "in_use",
+        holders: Vec::new(),
+        fixes: vec!["a fix".into()],
+        ephemeral: None,
+        notes: Vec::new(),
+    });
+    super::decode_into(&to_bytes(&second), &clock(), &mut reused).expect("record decodes");
+    assert_eq!(
+        reused,
+        decoded(&second),
+        "nothing of the event before is left"
+    );
     assert_eq!(
         reused.comm, "ab",
         "no text of the spare's comm is left over"

@@ -140,6 +140,7 @@ const NAMES: [&str; 134] = [
 ];
 
 /// `"OK"` for 0, the errno's name for a known positive errno, `"E<n>"` otherwise.
+#[inline]
 pub fn name(errno: i32) -> std::borrow::Cow<'static, str> {
     let known = usize::try_from(errno).ok().and_then(|i| NAMES.get(i));
     match known.filter(|n| !n.is_empty()) {

@@ -134,6 +134,36 @@ pub struct BindEvent {
 }
 
 impl BindEvent {
+    /// An event with nothing known, for `decode::decode_into` to fill.
+    pub fn blank() -> BindEvent {
+        BindEvent {
+            record_type: "bind",
+            time: String::new(),
+            op: Op::Bind,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            comm: String::new(),
+            netns: None,
+            family: None,
+            protocol: None,
+            fd: None,
+            requested: None,
+            bound: None,
+            flags: Flags::default(),
+            bound_dev_if: None,
+            sock_uid: None,
+            sock_ino: None,
+            result: Cow::Borrowed(""),
+            errno: 0,
+            hook: "",
+            call_id: None,
+            cgroup: None,
+            cgroup_id: 0,
+            conflict: None,
+        }
+    }
+
     /// The socket family as the kernel names it: `AF_INET` = 2, `AF_INET6` = 10.
     pub fn is_inet(&self) -> bool {
         matches!(self.family.as_deref(), Some("inet" | "inet6"))

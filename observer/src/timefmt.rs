@@ -35,7 +35,10 @@ impl Clock {
     /// with microseconds, into `out` (replacing its text, reusing its allocation).
     pub fn format_monotonic_into(&self, monotonic_ns: u64, out: &mut String) {
         out.clear();
-        out.push_str(rfc3339(self.unix_ns(monotonic_ns)).as_str());
+        let text = rfc3339(self.unix_ns(monotonic_ns));
+        // SAFETY: every byte of `text` is an ASCII digit or separator, so the string stays
+        // UTF-8. (Checking that again was a few percent of the collector's time per event.)
+        unsafe { out.as_mut_vec() }.extend_from_slice(&text.0);
     }
 }
 
@@ -79,8 +82,17 @@ impl Rfc3339 {
 fn rfc3339(unix_ns: i128) -> Rfc3339 {
     // Years outside 0..=9999 cannot be written in RFC 3339's four digits.
     let unix_ns = unix_ns.clamp(-62_167_219_200_000_000_000, 253_402_300_799_999_999_999);
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let micros = (unix_ns.rem_euclid(1_000_000_000) / 1_000) as u32;
+    // Every time until 2262 fits a u64, whose division is far cheaper than an i128's.
+    let (secs, micros) = match u64::try_from(unix_ns) {
+        Ok(ns) => (
+            (ns / 1_000_000_000) as i64,
+            (ns % 1_000_000_000 / 1_000) as u32,
+        ),
+        Err(_) => (
+            unix_ns.div_euclid(1_000_000_000) as i64,
+            (unix_ns.rem_euclid(1_000_000_000) / 1_000) as u32,
+        ),
+    };
     let mut b = *b"0000-00-00T00:00:00.000000Z";
     // Events come in bursts within the same second: the date and time of day are worked out
     // once per second.

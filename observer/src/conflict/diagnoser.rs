@@ -110,12 +110,13 @@ pub fn wants(e: &BindEvent) -> bool {
 }
 
 impl Submitter {
-    /// Hands `event` over; gives it back when the queue is full (and counts that).
-    pub fn submit(&mut self, event: BindEvent) -> Option<BindEvent> {
+    /// Takes a copy of `event` for a lookup (true), or declines: a repeat of a recent
+    /// question, or the queue is full (counted). A declined event is written as it is.
+    pub fn submit(&mut self, event: &BindEvent) -> bool {
         let question: Question = (
             event.netns,
             event.protocol.clone(),
-            request_of(&event).map(|r| (r.addr, r.port)),
+            request_of(event).map(|r| (r.addr, r.port)),
         );
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
@@ -125,14 +126,14 @@ impl Submitter {
             && now.saturating_sub(*asked) < REPEAT_WINDOW
         {
             self.repeats += 1;
-            return Some(event);
+            return false;
         }
         if let Some(asked) = self.recent.get(&question)
             && now.saturating_sub(*asked) < REPEAT_WINDOW
         {
             self.last = Some((question, *asked));
             self.repeats += 1;
-            return Some(event);
+            return false;
         }
         if self.recent.len() >= RECENT_MAX {
             self.recent
@@ -147,20 +148,20 @@ impl Submitter {
         // waiting and one in the worker, give it back without copying anything.
         if lock(&self.pending).len() > QUEUE {
             self.queue_full += 1;
-            return Some(event);
+            return false;
         }
         let seq = self.next;
         self.next += 1;
         lock(&self.pending).insert(seq, event.clone());
-        match self.tx.try_send((seq, event)) {
+        match self.tx.try_send((seq, event.clone())) {
             Ok(()) => {
                 self.submitted += 1;
-                None
+                true
             }
-            Err(TrySendError::Full((_, event)) | TrySendError::Disconnected((_, event))) => {
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 lock(&self.pending).remove(&seq);
                 self.queue_full += 1;
-                Some(event)
+                false
             }
         }
     }
