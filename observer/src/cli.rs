@@ -397,6 +397,31 @@ fn demo(args: DemoArgs) -> Result<Outcome> {
     })
 }
 
+/// Standard output as a `File` (sharing its offset) when it is a regular file, with the offset
+/// its next write lands at; `None` for a pipe, socket or terminal.
+fn stdout_file() -> Option<(std::fs::File, u64)> {
+    use std::io::Seek as _;
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let mut file = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned().ok()?);
+    let meta = file.metadata().ok()?;
+    if !meta.file_type().is_file() {
+        return None;
+    }
+    // SAFETY: F_GETFL only reads the flags of an fd this function owns.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    let offset = if flags >= 0 && flags & libc::O_APPEND != 0 {
+        meta.len()
+    } else {
+        file.stream_position().ok()?
+    };
+    Some((file, offset))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 fn watch(args: WatchArgs) -> Result<()> {
     let filter = Filter {
         pid: args.pid,
@@ -425,7 +450,10 @@ fn watch(args: WatchArgs) -> Result<()> {
     let mut sink: Box<dyn Sink> = if args.quiet {
         Box::new(QuietSink(io::stderr()))
     } else if args.json {
-        Box::new(JsonSink::new(stdout))
+        match stdout_file() {
+            Some((file, offset)) => Box::new(JsonSink::for_file(file, offset, page_size())),
+            None => Box::new(JsonSink::new(stdout)),
+        }
     } else {
         Box::new(TableSink::new(stdout, io::stderr()))
     };

@@ -156,9 +156,12 @@ impl<D: Write> Sink for QuietSink<D> {
 /// JSON Lines: one object per line, each with a `"type"`.
 pub struct JsonSink<W: Write> {
     out: W,
-    /// Events encoded since the last write to `out`: one buffer, no allocation per line and
+    /// Records encoded since the last write to `out`: one buffer, no allocation per line and
     /// no second copy through a `BufWriter`.
     buf: Vec<u8>,
+    /// When `out` is a regular file: the file offset the next write lands at, and the page
+    /// size. Full chunks are then cut at a page boundary of the file (see `write_chunk`).
+    file: Option<(u64, usize)>,
 }
 
 /// Bytes of encoded events handed to `out` in one write: at least a `BufWriter`'s capacity
@@ -170,23 +173,57 @@ impl<W: Write> JsonSink<W> {
         JsonSink {
             out,
             buf: Vec::with_capacity(JSON_CHUNK + 4096),
+            file: None,
         }
     }
 
-    /// Hands the encoded events to `out`.
+    /// A sink writing into a regular file whose next write lands at `offset`, in pages of
+    /// `page` bytes.
+    pub fn for_file(out: W, offset: u64, page: usize) -> Self {
+        let mut sink = JsonSink::new(out);
+        sink.file = (page > 0).then_some((offset, page));
+        sink
+    }
+
+    /// Hands everything encoded to `out`.
     fn write_buffered(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let result = self.out.write_all(&self.buf);
+        if let Some((offset, _)) = &mut self.file {
+            *offset += self.buf.len() as u64;
+        }
         self.buf.clear();
         result
     }
 
+    /// Hands a full buffer to `out`. Into a file, only up to the last page boundary it
+    /// reaches; the rest starts the next chunk. A write that ends inside a page the kernel no
+    /// longer holds in its cache makes it read that page from disk first, and waits for it:
+    /// the case of a log file overwritten in place, or of a host that reclaims idle page cache
+    /// (these VMs do within seconds). Under a flood that was a disk read per chunk.
+    fn write_chunk(&mut self) -> io::Result<()> {
+        let Some((offset, page)) = self.file else {
+            return self.write_buffered();
+        };
+        let end = offset + self.buf.len() as u64;
+        let cut = self.buf.len() - (end % page as u64) as usize;
+        if cut == 0 {
+            return self.write_buffered();
+        }
+        let result = self.out.write_all(&self.buf[..cut]);
+        self.buf.drain(..cut);
+        self.file = Some((offset + cut as u64, page));
+        result
+    }
+
+    /// A record written through serde (start, lost, summary, an event with a conflict), after
+    /// the events before it and with them.
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        self.write_buffered()?;
-        serde_json::to_writer(&mut self.out, value).map_err(io::Error::from)?;
-        self.out.write_all(b"\n")
+        serde_json::to_writer(&mut self.buf, value).map_err(io::Error::from)?;
+        self.buf.push(b'\n');
+        self.write_buffered()
     }
 }
 
@@ -204,7 +241,7 @@ impl<W: Write> Sink for JsonSink<W> {
         }
         self.buf.push(b'\n');
         if self.buf.len() >= JSON_CHUNK {
-            self.write_buffered()?;
+            self.write_chunk()?;
         }
         Ok(())
     }

@@ -233,6 +233,63 @@ fn json_sink_hands_events_over_in_chunks_and_on_flush() {
     assert_eq!(text(&w.data).lines().count(), n + 1);
 }
 
+/// Records the length of every write.
+#[derive(Default)]
+struct Writes {
+    data: Vec<u8>,
+    lengths: Vec<usize>,
+}
+
+impl Write for Writes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.data.extend_from_slice(buf);
+        self.lengths.push(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn json_sink_into_a_file_ends_full_chunks_on_page_boundaries_of_the_file() {
+    let (offset, page) = (1000u64, 4096usize);
+    let (mut into_file, mut plain) = (Writes::default(), Vec::new());
+    {
+        let mut file = JsonSink::for_file(&mut into_file, offset, page);
+        let mut other = JsonSink::new(&mut plain);
+        file.start(&start()).unwrap();
+        other.start(&start()).unwrap();
+        for n in 0..2000u32 {
+            let e = BindEvent { pid: n, ..event() };
+            file.event(&e).unwrap();
+            other.event(&e).unwrap();
+        }
+        file.summary(&summary()).unwrap();
+        other.summary(&summary()).unwrap();
+    }
+    assert_eq!(
+        text(&into_file.data),
+        text(&plain),
+        "the same bytes, in order"
+    );
+    let lengths = &into_file.lengths;
+    // The start line, the full chunks, then what the summary wrote out.
+    assert!(lengths.len() > 4, "{lengths:?}");
+    let mut at = offset;
+    for (i, len) in lengths.iter().enumerate() {
+        at += *len as u64;
+        if i > 0 && i < lengths.len() - 1 {
+            assert_eq!(
+                at % page as u64,
+                0,
+                "write {i} of {lengths:?} ends inside a page"
+            );
+            assert!(*len >= 64 * 1024 - page, "write {i} is a full chunk: {len}");
+        }
+    }
+}
+
 #[test]
 fn table_start_prints_header_on_out_and_messages_on_diag() {
     let (mut out, mut diag) = (Vec::new(), Vec::new());

@@ -93,6 +93,16 @@ impl Proc {
     /// `<via...> observer <args...>`: started by a wrapper that execs it (`setpriv`), so the
     /// child's pid is the observer's.
     pub fn spawn_via(via: &[&str], args: &[&str], stdout: Stdout) -> Proc {
+        Proc::spawn_inner(via, args, Stdio::piped(), stdout)
+    }
+
+    /// `observer <args...>` writing its stdout into `file` (stdout lines are then not read:
+    /// [`Proc::next_line`] says [`Next::End`]).
+    pub fn spawn_into(args: &[&str], file: std::fs::File) -> Proc {
+        Proc::spawn_inner(&[], args, Stdio::from(file), Stdout::Read)
+    }
+
+    fn spawn_inner(via: &[&str], args: &[&str], out: Stdio, stdout: Stdout) -> Proc {
         let observer = env!("CARGO_BIN_EXE_observer");
         let mut command = match via.split_first() {
             None => Command::new(observer),
@@ -106,14 +116,14 @@ impl Proc {
         let mut child = command
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(out)
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting the observer binary");
         drop(no_forks);
         let pidfd = pidfd_open(child.id());
         let (tx, rx) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
+        let out = child.stdout.take();
         let err = child.stderr.take().unwrap();
         let tx_err = tx.clone();
         let (close, close_rx) = match stdout {
@@ -123,7 +133,14 @@ impl Proc {
             }
             _ => (None, None),
         };
-        std::thread::spawn(move || read_stdout(out, tx, stdout, close_rx));
+        match out {
+            Some(out) => {
+                std::thread::spawn(move || read_stdout(out, tx, stdout, close_rx));
+            }
+            None => {
+                let _ = tx.send(Msg::OutEnd);
+            }
+        }
         std::thread::spawn(move || read_stderr(err, tx_err));
         Proc {
             child,
