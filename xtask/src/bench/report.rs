@@ -114,7 +114,9 @@ pub fn render(input: &Input<'_>) -> String {
          page-cache page costs a host fault (dd: about 370 MB/s to a new file, 4 GB/s over \
          one it wrote just before). The bench therefore has the observer overwrite a file it \
          wrote just before, as a long-running observer's log on a bare-metal host costs; \
-         into fresh pages the same run loses events."
+         into fresh pages the same run loses events. They also reclaim idle page cache within \
+         seconds; the observer writes whole pages into a file, so overwriting a reclaimed page \
+         does not read it back from disk."
     );
     let mut attach: Vec<f64> = input.attach.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     attach.sort_by(f64::total_cmp);
