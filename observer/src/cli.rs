@@ -194,8 +194,7 @@ fn parse_buffer_size(s: &str) -> Result<u32, String> {
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (use K, M or G)")),
     };
     let bytes = n.saturating_mul(mult);
-    // SAFETY: sysconf has no preconditions.
-    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = crate::page_size() as u64;
     if !bytes.is_power_of_two() || bytes < page || bytes > 1 << 30 {
         return Err(format!(
             "`{s}` must be a power of two from {page} bytes to 1G"
@@ -417,11 +416,6 @@ fn stdout_file() -> Option<(std::fs::File, u64)> {
     Some((file, offset))
 }
 
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
-}
-
 fn watch(args: WatchArgs) -> Result<()> {
     let filter = Filter {
         pid: args.pid,
@@ -451,7 +445,7 @@ fn watch(args: WatchArgs) -> Result<()> {
         Box::new(QuietSink(io::stderr()))
     } else if args.json {
         match stdout_file() {
-            Some((file, offset)) => Box::new(JsonSink::for_file(file, offset, page_size())),
+            Some((file, offset)) => Box::new(JsonSink::for_file(file, offset, crate::page_size())),
             None => Box::new(JsonSink::new(stdout)),
         }
     } else {

@@ -32,7 +32,7 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     out.extend_from_slice(b",\"comm\":");
     string(out, &e.comm);
     out.extend_from_slice(b",\"netns\":");
-    opt_int(out, e.netns);
+    opt_uint(out, e.netns);
     out.extend_from_slice(b",\"family\":");
     opt_plain(out, e.family.as_deref());
     out.extend_from_slice(b",\"protocol\":");
@@ -75,11 +75,11 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     out.extend_from_slice(b",\"bind_address_no_port\":");
     opt_bool(out, no_port);
     out.extend_from_slice(b",\"bound_dev_if\":");
-    opt_int(out, e.bound_dev_if);
+    opt_uint(out, e.bound_dev_if);
     out.extend_from_slice(b",\"sock_uid\":");
-    opt_int(out, e.sock_uid);
+    opt_uint(out, e.sock_uid);
     out.extend_from_slice(b",\"sock_ino\":");
-    opt_int(out, e.sock_ino);
+    opt_uint(out, e.sock_ino);
     out.extend_from_slice(b",\"result\":");
     plain(out, &e.result);
     out.extend_from_slice(b",\"errno\":");
@@ -87,7 +87,7 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     out.extend_from_slice(b",\"hook\":");
     plain(out, e.hook);
     out.extend_from_slice(b",\"call_id\":");
-    opt_int(out, e.call_id);
+    opt_uint(out, e.call_id);
     out.extend_from_slice(b",\"cgroup\":");
     match &e.cgroup {
         Some(c) => out.extend_from_slice(c.json.as_bytes()),
@@ -123,7 +123,7 @@ fn int(out: &mut Vec<u8>, n: i32) {
 }
 
 #[inline]
-fn opt_int(out: &mut Vec<u8>, n: Option<impl Into<u64>>) {
+fn opt_uint(out: &mut Vec<u8>, n: Option<impl Into<u64>>) {
     match n {
         Some(n) => uint(out, n),
         None => out.extend_from_slice(b"null"),

@@ -24,3 +24,10 @@ pub mod scenarios;
 pub mod sink;
 pub mod timefmt;
 pub mod tracefs;
+
+/// The size of a memory page (4096 where the kernel cannot say): ring-buffer sizes and
+/// mappings, and the boundaries file output is cut at.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}

@@ -30,15 +30,11 @@ impl Clock {
         i128::from(monotonic_ns) + self.offset_ns
     }
 
-    /// RFC 3339 UTC with microseconds, e.g. `2026-11-21T16:23:51.123456Z`.
     /// Formats a `CLOCK_MONOTONIC` time (as the kernel programs stamp records) as RFC 3339 UTC
     /// with microseconds, into `out` (replacing its text, reusing its allocation).
     pub fn format_monotonic_into(&self, monotonic_ns: u64, out: &mut String) {
         out.clear();
-        let text = rfc3339(self.unix_ns(monotonic_ns));
-        // SAFETY: every byte of `text` is an ASCII digit or separator, so the string stays
-        // UTF-8. (Checking that again was a few percent of the collector's time per event.)
-        unsafe { out.as_mut_vec() }.extend_from_slice(&text.0);
+        push_rfc3339(self.unix_ns(monotonic_ns), out);
     }
 }
 
@@ -63,23 +59,25 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
-/// RFC 3339 UTC text for Unix nanoseconds. Written digit by digit into a fixed buffer (one
-/// call per event at full rate: no `fmt` machinery, one allocation).
+/// RFC 3339 UTC text with microseconds for Unix nanoseconds, e.g.
+/// `2026-11-21T16:23:51.123456Z`.
 pub fn format_unix_ns(unix_ns: i128) -> String {
-    rfc3339(unix_ns).as_str().to_string()
+    let mut out = String::with_capacity(27);
+    push_rfc3339(unix_ns, &mut out);
+    out
 }
 
-/// The 27 bytes of an RFC 3339 time with microseconds.
-struct Rfc3339([u8; 27]);
-
-impl Rfc3339 {
-    fn as_str(&self) -> &str {
-        // Every byte is an ASCII digit or one of the literal separators.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
+/// Appends the RFC 3339 text of `unix_ns` to `out`.
+fn push_rfc3339(unix_ns: i128, out: &mut String) {
+    let text = rfc3339(unix_ns);
+    // SAFETY: every byte of `text` is an ASCII digit or separator, so the string stays UTF-8.
+    // (Checking that again was a few percent of the collector's time per event.)
+    unsafe { out.as_mut_vec() }.extend_from_slice(&text);
 }
 
-fn rfc3339(unix_ns: i128) -> Rfc3339 {
+/// The 27 bytes of the RFC 3339 text, written digit by digit into a fixed buffer (once per
+/// event at full rate: no `fmt` machinery, no allocation).
+fn rfc3339(unix_ns: i128) -> [u8; 27] {
     // Years outside 0..=9999 cannot be written in RFC 3339's four digits.
     let unix_ns = unix_ns.clamp(-62_167_219_200_000_000_000, 253_402_300_799_999_999_999);
     // Every time until 2262 fits a u64, whose division is far cheaper than an i128's.
@@ -118,7 +116,7 @@ fn rfc3339(unix_ns: i128) -> Rfc3339 {
         }
     }
     digits(&mut b[20..26], micros);
-    Rfc3339(b)
+    b
 }
 
 /// Writes `v` in decimal into all of `out`, zero-padded (high digits cut).

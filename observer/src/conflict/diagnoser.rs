@@ -145,7 +145,7 @@ impl Submitter {
         self.recent.insert(question.clone(), now);
         self.last = Some((question, now));
         // A flood of failures must cost the event path next to nothing: with QUEUE events
-        // waiting and one in the worker, give it back without copying anything.
+        // waiting and one in the worker, decline it without copying anything.
         if lock(&self.pending).len() > QUEUE {
             self.queue_full += 1;
             return false;

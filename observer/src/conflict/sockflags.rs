@@ -33,8 +33,7 @@ static LOADED: Mutex<Option<Ebpf>> = Mutex::new(None);
 fn load() -> Result<Ebpf, String> {
     let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
     let config = offsets::resolve(&btf).map_err(|e| e.to_string())?.config;
-    // SAFETY: sysconf has no preconditions.
-    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let page = u32::try_from(crate::page_size()).unwrap_or(4096);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)
         // The smallest ring buffer: this object only serves the iterator.
