@@ -167,7 +167,9 @@ fn head(path: &Path) -> String {
 /// fault: dd writes about 370 MB/s to a new file and 4 GB/s over a file it wrote just
 /// before. Writing into fresh pages would make the watcher's CPU time measure the hypervisor.
 /// Overwriting pages that are already in the page cache, as a long-running observer writing
-/// to a log on a bare-metal host effectively does, measures the watcher.
+/// to a log on a bare-metal host effectively does, measures the watcher. (The VMs also reclaim
+/// idle page cache within seconds, so some of these pages are gone again when the watcher
+/// reaches them; the observer writes whole pages into a file, so that costs it no disk read.)
 fn prefill(path: &Path, bytes: u64) -> Result<()> {
     use std::io::Write as _;
     let mut file =
