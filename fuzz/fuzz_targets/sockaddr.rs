@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use observer::decode::parse_sockaddr;
-use observer::event::{Endpoint, Requested};
+use observer::model::{Endpoint, Requested};
 use observer_common::SOCKADDR_LEN;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

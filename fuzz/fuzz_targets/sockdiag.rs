@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use observer::conflict::rules::Proto;
+use observer::model::Proto;
 use observer::conflict::socktable::parse_batch;
 
 /// `sizeof(struct nlmsghdr) + sizeof(struct inet_diag_msg)`.

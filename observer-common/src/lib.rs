@@ -64,6 +64,125 @@ pub mod flag {
     pub const ALL: u32 = (1 << 6) - 1;
 }
 
+/// The socket options the observer reports, declared once: every other place that names an
+/// option (the BTF lookup of its kernel field, the event's JSON key, the table letter, the
+/// workload's `setsockopt`, the holders' `getsockopt`) takes it from [`sockopt::ALL`]. Not
+/// wire data: nothing here crosses the user/kernel boundary but the bit.
+pub mod sockopt {
+    /// Where the kernel keeps an option's value, for the BTF lookup that finds it.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum KernelField {
+        /// A member of `struct sock`, by path (e.g. `__sk_common.skc_reuse`).
+        Sock(&'static str),
+        /// An `inet_sock` option: bit `enumerator` of `inet_sock.inet_flags` (6.6 and later),
+        /// else the one-bit member `bitfield` of `inet_sock`.
+        InetFlag {
+            enumerator: &'static str,
+            bitfield: &'static str,
+        },
+    }
+
+    /// One socket option.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SockOpt {
+        /// Its bit in [`super::flag`] (`BindRecord::flags`).
+        pub bit: u32,
+        /// The option's name as `setsockopt(2)` documents it, e.g. `"SO_REUSEADDR"`.
+        pub name: &'static str,
+        /// The key events report it under in JSON, e.g. `"reuseaddr"`.
+        pub key: &'static str,
+        /// Its letter in the table's `OPTS` column (`.` when clear, `?` when unknown).
+        pub letter: u8,
+        /// `setsockopt` level and name on an `AF_INET` socket (Linux UAPI numbers).
+        pub v4: (i32, i32),
+        /// `setsockopt` level and name on an `AF_INET6` socket.
+        pub v6: (i32, i32),
+        /// Where the kernel keeps it.
+        pub field: KernelField,
+        /// What it does, in one line (README, `--help`).
+        pub about: &'static str,
+    }
+
+    // Linux UAPI numbers (`asm-generic/socket.h`, `linux/in.h`, `linux/in6.h`); the collector's
+    // tests check them against libc.
+    const SOL_SOCKET: i32 = 1;
+    const IPPROTO_IP: i32 = 0;
+    const IPPROTO_IPV6: i32 = 41;
+
+    /// Every option, in bit order.
+    pub const ALL: [SockOpt; super::FLAG_COUNT] = [
+        SockOpt {
+            bit: super::flag::REUSEADDR,
+            name: "SO_REUSEADDR",
+            key: "reuseaddr",
+            letter: b'R',
+            v4: (SOL_SOCKET, 2),
+            v6: (SOL_SOCKET, 2),
+            field: KernelField::Sock("__sk_common.skc_reuse"),
+            about: "share the port with sockets that also have it, unless one listens (TCP)",
+        },
+        SockOpt {
+            bit: super::flag::REUSEPORT,
+            name: "SO_REUSEPORT",
+            key: "reuseport",
+            letter: b'r',
+            v4: (SOL_SOCKET, 15),
+            v6: (SOL_SOCKET, 15),
+            field: KernelField::Sock("__sk_common.skc_reuseport"),
+            about: "share the port with sockets of the same owner uid that also have it",
+        },
+        SockOpt {
+            bit: super::flag::V6ONLY,
+            name: "IPV6_V6ONLY",
+            key: "v6only",
+            letter: b'6',
+            v4: (IPPROTO_IPV6, 26),
+            v6: (IPPROTO_IPV6, 26),
+            field: KernelField::Sock("__sk_common.skc_ipv6only"),
+            about: "an IPv6 socket that does not also cover IPv4",
+        },
+        SockOpt {
+            bit: super::flag::FREEBIND,
+            name: "IP_FREEBIND",
+            key: "freebind",
+            letter: b'F',
+            v4: (IPPROTO_IP, 15),
+            v6: (IPPROTO_IPV6, 78),
+            field: KernelField::InetFlag {
+                enumerator: "INET_FLAGS_FREEBIND",
+                bitfield: "freebind",
+            },
+            about: "bind to an address that is not (yet) local",
+        },
+        SockOpt {
+            bit: super::flag::TRANSPARENT,
+            name: "IP_TRANSPARENT",
+            key: "transparent",
+            letter: b'T',
+            v4: (IPPROTO_IP, 19),
+            v6: (IPPROTO_IP, 19),
+            field: KernelField::InetFlag {
+                enumerator: "INET_FLAGS_TRANSPARENT",
+                bitfield: "transparent",
+            },
+            about: "bind to any address, for transparent proxying (needs CAP_NET_ADMIN or CAP_NET_RAW)",
+        },
+        SockOpt {
+            bit: super::flag::BIND_ADDRESS_NO_PORT,
+            name: "IP_BIND_ADDRESS_NO_PORT",
+            key: "bind_address_no_port",
+            letter: b'N',
+            v4: (IPPROTO_IP, 24),
+            v6: (IPPROTO_IP, 24),
+            field: KernelField::InetFlag {
+                enumerator: "INET_FLAGS_BIND_ADDRESS_NO_PORT",
+                bitfield: "bind_address_no_port",
+            },
+            about: "bind the address now and choose the port at connect()",
+        },
+    ];
+}
+
 /// Which socket fields of a `BindRecord` the program could read (`BindRecord::sock_known`).
 pub mod known {
     /// The fd resolved to a socket and `sock` was reachable: the fields below are meaningful.

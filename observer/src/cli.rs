@@ -82,7 +82,7 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
-const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
+pub(crate) const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
 F IP_FREEBIND, T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT; '.' not set, '?' unknown on this kernel.";
 
 #[derive(Debug, Args)]

@@ -6,8 +6,9 @@ use crate::backend::Loaded;
 use crate::conflict::diagnoser;
 use crate::decode;
 use crate::filter::Filter;
+use crate::model::{LostRecord, StartRecord, Summary};
 use crate::ring::Ring;
-use crate::sink::{LostRecord, Sink, StartRecord, Summary};
+use crate::sink::Sink;
 use crate::timefmt::{self, Clock};
 use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
@@ -65,7 +66,7 @@ struct State<'a> {
     cgroups: crate::cgroup::Cache,
     /// The event being handled: each record is decoded over the one before, reusing its
     /// strings, and never moved.
-    event: crate::event::BindEvent,
+    event: crate::model::BindEvent,
 }
 
 impl State<'_> {
@@ -197,7 +198,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         reported_lost: 0,
         conflicts: submitter,
         cgroups: crate::cgroup::Cache::new(),
-        event: crate::event::BindEvent::blank(),
+        event: crate::model::BindEvent::blank(),
     };
     let start = StartRecord {
         record_type: "start",
@@ -287,7 +288,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     }
 }
 
-async fn diagnosed(done: &mut Option<diagnoser::Done>) -> crate::event::BindEvent {
+async fn diagnosed(done: &mut Option<diagnoser::Done>) -> crate::model::BindEvent {
     match done {
         Some(done) => done.next().await,
         None => std::future::pending().await,

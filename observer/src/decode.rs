@@ -4,15 +4,14 @@
 //! are checked, unknown tags and families are reported as such, and no input can panic.
 
 use crate::errno;
-use crate::event::{BindEvent, Endpoint, Flags, Op, Requested};
+use crate::model::{BindEvent, Endpoint, Flags, Op, Requested};
 use crate::timefmt::Clock;
 use observer_common::{
     BIND_RECORD_SIZE, BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT,
     HOOK_FEXIT_INET_LISTEN, HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT,
     HOOK_KRETPROBE_INET_BIND, HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN,
     HOOK_KRETPROBE_INET6_BIND, HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, flag,
-    known,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, known,
 };
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -178,14 +177,7 @@ fn bound_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Endpoint {
 
 fn flags(r: &BindRecord, sock: bool) -> Flags {
     let get = |bit: u32| (sock && r.flags_known & bit != 0).then_some(r.flags & bit != 0);
-    Flags {
-        reuseaddr: get(flag::REUSEADDR),
-        reuseport: get(flag::REUSEPORT),
-        v6only: get(flag::V6ONLY),
-        freebind: get(flag::FREEBIND),
-        transparent: get(flag::TRANSPARENT),
-        bind_address_no_port: get(flag::BIND_ADDRESS_NO_PORT),
-    }
+    Flags(observer_common::sockopt::ALL.map(|o| get(o.bit)))
 }
 
 /// The `comm` up to its first NUL, with invalid UTF-8 replaced, into `out`.

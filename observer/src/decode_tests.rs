@@ -1,5 +1,5 @@
 use super::*;
-use observer_common::{COMM_LEN, HOOK_COUNT};
+use observer_common::{COMM_LEN, HOOK_COUNT, flag};
 use serde_json::json;
 use std::mem::{offset_of, size_of};
 
@@ -104,14 +104,14 @@ fn expected() -> BindEvent {
         fd: Some(3),
         requested: Some(Requested::Inet(v4(127, 0, 0, 1, 8080))),
         bound: Some(v4(127, 0, 0, 1, 8080)),
-        flags: Flags {
-            reuseaddr: Some(true),
-            reuseport: Some(false),
-            v6only: Some(false),
-            freebind: Some(false),
-            transparent: Some(false),
-            bind_address_no_port: Some(false),
-        },
+        flags: Flags([
+            Some(true),
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(false),
+            Some(false),
+        ]),
         bound_dev_if: Some(0),
         sock_uid: Some(1001),
         sock_ino: Some(123_456),
@@ -448,7 +448,7 @@ fn unknown_flag_is_null() {
     r.flags = flag::REUSEADDR | flag::FREEBIND;
     r.flags_known = flag::ALL & !flag::FREEBIND;
     let mut want = expected();
-    want.flags.freebind = None;
+    want.flags.set(crate::sockopt::Opt::FreeBind, None);
     assert_eq!(decoded(&r), want);
     assert_eq!(json_of(&r)["freebind"], json!(null));
 
@@ -946,7 +946,7 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
     second.comm = [0; 16];
     second.comm[..2].copy_from_slice(b"ab");
     let mut reused = decoded(&first);
-    reused.conflict = Some(crate::conflict::Conflict {
+    reused.conflict = Some(crate::model::Conflict {
         verdict: "in_use",
         holders: Vec::new(),
         fixes: vec!["a fix".into()],

@@ -4,7 +4,7 @@
 //! Filters run in userspace on decoded events: the kernel side stays one code path for every
 //! filter combination, and what a filter drops is still counted in the summary.
 
-use crate::event::{BindEvent, Requested};
+use crate::model::{BindEvent, Requested};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {

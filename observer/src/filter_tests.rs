@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::{Endpoint, Flags, Op, Requested};
+use crate::model::{Endpoint, Flags, Op, Requested};
 use std::net::{IpAddr, Ipv4Addr};
 
 const NETNS: u32 = 4_026_531_840;
@@ -236,7 +236,7 @@ fn combined_filters_need_every_condition() {
         cgroup: Some("/system.slice".into()),
     };
     let target = BindEvent {
-        cgroup: Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test(
+        cgroup: Some(std::sync::Arc::new(crate::cgroup::for_test(
             "/system.slice/nginx.service",
         ))),
         requested: Some(Requested::Inet(v4(8080))),
@@ -253,7 +253,7 @@ fn combined_filters_need_every_condition() {
         ("netns", |e| e.netns = Some(1)),
         ("family", |e| e.family = Some("unix".into())),
         ("cgroup", |e| {
-            e.cgroup = Some(std::sync::Arc::new(crate::cgroup::Cgroup::for_test(
+            e.cgroup = Some(std::sync::Arc::new(crate::cgroup::for_test(
                 "/system.slice2/nginx.service",
             )))
         }),

@@ -1,9 +1,21 @@
 //! observer: an eBPF-assisted bind observer.
 //!
-//! The kernel programs (crate `observer-ebpf`) report every `bind()` and `listen()`; this
-//! library loads them ([`backend`]), drains and decodes what they report ([`collector`],
-//! [`decode`]) and prints it ([`sink`], [`jsonline`] for events at full rate); [`conflict`] explains an EADDRINUSE: the sockets in
-//! the way, the rule, what would work (also `observer why`).
+//! The layers point one way; a test (`tests/layers.rs`) fails on any circle:
+//! - below everything: the output model ([`model`]: every record written, with its serde
+//!   shape), the socket-option table ([`sockopt`]), namespace helpers ([`netns`]), errno names,
+//!   time formatting, and the kernel programs' object and BTF-derived layout ([`kernel`],
+//!   [`btf`], [`offsets`]);
+//! - capture: [`backend`] loads and attaches the programs, [`ring`] and [`decode`] turn what
+//!   they report into [`model::BindEvent`]s;
+//! - explanation: [`conflict`] explains an EADDRINUSE (the sockets in the way, the rule, what
+//!   would work; also `observer why`), [`cgroup`] names the caller's cgroup;
+//! - output: [`sink`] and [`jsonline`] print, [`metrics`] counts;
+//! - driving: [`collector`] runs the pipeline, [`scenarios`] plays the demo, [`cli`] parses.
+
+// The test fixtures shared with the integration tests (`tests/common/cases.rs`) name the
+// library `observer`, as the integration tests see it.
+#[cfg(test)]
+extern crate self as observer;
 
 pub mod backend;
 pub mod btf;
@@ -13,15 +25,18 @@ pub mod collector;
 pub mod conflict;
 pub mod decode;
 pub mod errno;
-pub mod event;
 pub mod filter;
 pub mod jsonline;
+pub mod kernel;
 pub mod metrics;
+pub mod model;
+pub mod netns;
 pub mod offsets;
 pub mod privilege;
 pub mod ring;
 pub mod scenarios;
 pub mod sink;
+pub mod sockopt;
 pub mod timefmt;
 pub mod tracefs;
 

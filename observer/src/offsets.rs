@@ -7,7 +7,8 @@
 //! (an `inet_sock` starts with its `struct sock`), so the programs need one reader for both.
 
 use crate::btf::{Btf, BtfError, MemberLoc};
-use observer_common::{CONFIG_VERSION, Config, FLAG_COUNT, FieldLoc, SK_SPANS, SPAN_MAX, Span};
+use observer_common::sockopt::{self, KernelField};
+use observer_common::{CONFIG_VERSION, Config, FieldLoc, SK_SPANS, SPAN_MAX, Span};
 
 /// The config, and the names of the fields that could not be resolved.
 #[derive(Debug, Clone)]
@@ -172,19 +173,15 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
     c.sk_protocol = r.loc("sock.sk_protocol", "protocol")?;
     c.sk_type = r.loc("sock.sk_type", "protocol")?;
     c.sk_uid = r.loc("sock.sk_uid", "sock_uid")?;
-    let flags: [FieldLoc; FLAG_COUNT] = [
-        r.loc("sock.__sk_common.skc_reuse", "reuseaddr")?,
-        r.loc("sock.__sk_common.skc_reuseport", "reuseport")?,
-        r.loc("sock.__sk_common.skc_ipv6only", "v6only")?,
-        r.inet_flag("freebind", "INET_FLAGS_FREEBIND", "freebind")?,
-        r.inet_flag("transparent", "INET_FLAGS_TRANSPARENT", "transparent")?,
-        r.inet_flag(
-            "bind_address_no_port",
-            "INET_FLAGS_BIND_ADDRESS_NO_PORT",
-            "bind_address_no_port",
-        )?,
-    ];
-    c.flag_locs = flags;
+    for (loc, opt) in c.flag_locs.iter_mut().zip(&sockopt::ALL) {
+        *loc = match opt.field {
+            KernelField::Sock(member) => r.loc(&format!("sock.{member}"), opt.key)?,
+            KernelField::InetFlag {
+                enumerator,
+                bitfield,
+            } => r.inet_flag(opt.key, enumerator, bitfield)?,
+        };
+    }
     // Read only by the kernel-function backends; without them those backends report the
     // inode / fd as unknown, so they are not listed among the socket fields this kernel lacks.
     let quiet = |root: &str, path: &str| btf.member(root, path).map_or(FieldLoc::MISSING, to_loc);

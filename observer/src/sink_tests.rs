@@ -1,5 +1,6 @@
 use super::*;
-use crate::event::{Flags, Op};
+use crate::model::{Flags, Op, Skipped};
+use crate::sockopt::Opt;
 use serde_json::{Value, json};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -21,14 +22,14 @@ fn v6(addr: &str, port: u16, scope_id: Option<u32>) -> Endpoint {
     }
 }
 
-const REUSEADDR_ONLY: Flags = Flags {
-    reuseaddr: Some(true),
-    reuseport: Some(false),
-    v6only: Some(false),
-    freebind: Some(false),
-    transparent: Some(false),
-    bind_address_no_port: Some(false),
-};
+const REUSEADDR_ONLY: Flags = Flags([
+    Some(true),
+    Some(false),
+    Some(false),
+    Some(false),
+    Some(false),
+    Some(false),
+]);
 
 /// A successful TCP bind of 127.0.0.1:8080 with SO_REUSEADDR.
 pub(crate) fn event() -> BindEvent {
@@ -407,14 +408,14 @@ fn table_time_column_tolerates_odd_time_text() {
 #[test]
 fn opts_letters() {
     assert_eq!(opts(&event()), "R.....");
-    let all = Flags {
-        reuseaddr: Some(true),
-        reuseport: Some(true),
-        v6only: Some(true),
-        freebind: Some(true),
-        transparent: Some(true),
-        bind_address_no_port: Some(true),
-    };
+    let all = Flags([
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+        Some(true),
+    ]);
     assert_eq!(
         opts(&BindEvent {
             flags: all,
@@ -429,12 +430,10 @@ fn opts_letters() {
         }),
         "??????"
     );
-    let mixed = Flags {
-        reuseport: Some(true),
-        freebind: None,
-        bind_address_no_port: Some(true),
-        ..REUSEADDR_ONLY
-    };
+    let mut mixed = REUSEADDR_ONLY;
+    mixed.set(Opt::ReusePort, Some(true));
+    mixed.set(Opt::FreeBind, None);
+    mixed.set(Opt::BindAddressNoPort, Some(true));
     assert_eq!(
         opts(&BindEvent {
             flags: mixed,
@@ -489,9 +488,7 @@ fn endpoint_text() {
 
 #[test]
 fn conflict_goes_indented_under_the_row_and_into_the_json() {
-    use crate::conflict::owners::Owner;
-    use crate::conflict::rules::{Overlap, Proto, Rule};
-    use crate::conflict::{Conflict, Holder, Named};
+    use crate::model::{Conflict, Holder, Named, Overlap, Owner, Proto, Rule};
     let mut e = event();
     e.result = "EADDRINUSE".into();
     e.errno = 98;

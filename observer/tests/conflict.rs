@@ -1,6 +1,6 @@
 //! The conflict diagnosis against the real kernel, as root.
 //!
-//! * Every case of `observer::conflict::cases` is played on real sockets in its own network
+//! * Every case of `common::cases` is played on real sockets in its own network
 //!   namespace: the kernel must give the case's answer, and `diagnose` (socket table, owners,
 //!   flags read through pidfd_getfd, rule engine), asked just before the call, must agree with
 //!   the kernel, naming the case's overlap and rule.
@@ -11,11 +11,14 @@
 #[allow(unused_imports)]
 mod common;
 
+use common::cases::{self, Fate, PORT, Spec};
 use common::{BOUND, Observer, Opt, Sock, bind_event, in_netns, no_forks};
-use observer::conflict::cases::{self, Fate, PORT, Spec};
-use observer::conflict::rules::{Proto, Request, TCP_TIME_WAIT};
-use observer::conflict::socktable::{self, Netns};
-use observer::conflict::{Conflict, Query, diagnose};
+use observer::conflict::rules::{Request, TCP_TIME_WAIT};
+use observer::conflict::socktable;
+use observer::conflict::{Query, diagnose};
+use observer::model::Conflict;
+use observer::model::Proto;
+use observer::netns::Netns;
 use serde_json::{Value, json};
 use socket2::{Domain, Socket, Type};
 use std::io::{BufRead, BufReader};
@@ -369,7 +372,7 @@ fn ephemeral_exhaustion_reports_the_range() {
 #[test]
 fn lookup_after_the_holder_is_gone_says_so() {
     use observer::conflict::diagnoser::conflict_of;
-    use observer::event::{BindEvent, Endpoint, Flags, Op, Requested};
+    use observer::model::{BindEvent, Endpoint, Flags, Op, Requested};
     in_netns("holder-gone", |c| {
         let holder = Sock::tcp4();
         let failing = Sock::tcp4();

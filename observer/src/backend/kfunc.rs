@@ -8,7 +8,8 @@
 //! the programs' `FIRED` counters; a hook that stayed silent fails the backend, so `auto`
 //! falls back instead of watching nothing.
 
-use super::{LoadError, Loaded, PROGRAMS, raise_memlock};
+use super::{LoadError, Loaded};
+use crate::kernel::{PROGRAMS, raise_memlock};
 use crate::offsets::Resolved;
 use aya::maps::{MapData, PerCpuArray};
 use aya::programs::{FExit, KProbe, ProgramError};
@@ -189,7 +190,7 @@ fn self_test(kind: Kind, ebpf: &Ebpf) -> Result<(), LoadError> {
 /// bind when IPv6 exists. Returns whether the IPv6 bind was made.
 fn exercise() -> std::io::Result<bool> {
     // Wildcard binds only: `lo` may stay down, so the self-test needs CAP_SYS_ADMIN alone.
-    crate::scenarios::netns::enter_empty()?;
+    crate::netns::enter_empty()?;
     let any4 = SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
     let tcp = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     tcp.bind(&any4)?;

@@ -15,14 +15,10 @@ mod precheck;
 pub mod tracepoint;
 
 use crate::btf::{Btf, BtfError};
-use crate::offsets::{self, Resolved};
-use crate::sink::Skipped;
+use crate::model::Skipped;
+use crate::offsets::Resolved;
 use crate::tracefs::TracefsError;
 use aya::Ebpf;
-
-/// The programs, built by `build.rs`.
-pub(crate) static PROGRAMS: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/observer"));
 
 /// Which backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -38,8 +34,8 @@ pub enum Choice {
 /// reasons the others were skipped in [`Loaded::skipped`].
 pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
     check_privileges()?;
-    // Our own BTF reader, once per run; dropped before aya parses BTF again in its loader,
-    // so the two never weigh on memory together.
+    // Our own BTF reader, once per run (`crate::kernel`); dropped before aya parses BTF
+    // again in its loader, so the two never weigh on memory together.
     let btf = Btf::from_sys_fs()?;
     let resolved = prepare(&btf)?;
     // Only `auto` skips a backend the kernel refuses; a backend asked for by name is tried in
@@ -103,7 +99,7 @@ fn one_line(kind: kfunc::Kind, buffer_bytes: u32, r: &Resolved) -> Result<Loaded
 
 /// The kernel-specific config every backend starts from: BTF offsets and the collector's pid.
 fn prepare(btf: &Btf) -> Result<Resolved, LoadError> {
-    let mut resolved = offsets::resolve(btf)?;
+    let mut resolved = crate::kernel::resolve(btf)?;
     resolved.config.collector_tgid = std::process::id();
     resolved.config.nr_bind = libc::SYS_bind as u32;
     resolved.config.nr_listen = libc::SYS_listen as u32;
@@ -208,17 +204,4 @@ pub(crate) fn check_privileges() -> Result<(), LoadError> {
     } else {
         Err(LoadError::Privilege(missing.join(" and ")))
     }
-}
-
-/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (raising it past the hard limit needs
-/// CAP_SYS_RESOURCE there); newer ones charge the memory cgroup and ignore it (6.18 loads with
-/// a memlock limit of 0 and no CAP_SYS_RESOURCE). Failure is not fatal: an old kernel then
-/// refuses the maps with EPERM, reported with its own message.
-pub(crate) fn raise_memlock() {
-    let limit = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: `limit` is a valid rlimit; setrlimit only reads it.
-    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
 }

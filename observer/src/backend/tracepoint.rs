@@ -3,7 +3,8 @@
 //! program and no per-thread pairing (half the cost for every `bind()`, and no state for a
 //! thread to leave behind).
 
-use super::{LoadError, Loaded, PROGRAMS, raise_memlock};
+use super::{LoadError, Loaded};
+use crate::kernel::{PROGRAMS, raise_memlock};
 use crate::offsets::Resolved;
 use crate::tracefs;
 use aya::EbpfLoader;
@@ -33,9 +34,9 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
     raise_memlock();
 
     let mut ebpf = EbpfLoader::new()
-        // These programs need no CO-RE relocation (every offset is in CONFIG), so aya need
-        // not parse the kernel's BTF a second time: that parse alone is most of the peak
-        // memory and a good part of the start-up time.
+        // These programs need no CO-RE relocation (every offset is in CONFIG). aya 0.14 has
+        // already parsed the kernel's BTF in `EbpfLoader::new()` (see `crate::kernel`); this
+        // only drops that copy before the load instead of relocating against it.
         .btf(None)
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", buffer_bytes)

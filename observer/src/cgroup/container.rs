@@ -12,16 +12,7 @@
 //! A 64-hex-digit directory under a pod (cgroupfs driver) is a container whose runtime the path
 //! does not tell: its `runtime` is `None`.
 
-use serde::Serialize;
-
-/// A container, as its cgroup path names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Container {
-    /// The runtime's container id (64 hex digits).
-    pub id: String,
-    /// `docker`, `containerd`, `cri-o`, `podman`; `None` when the path does not say.
-    pub runtime: Option<&'static str>,
-}
+use crate::model::Container;
 
 /// The container and pod uid a cgroup path shows, if any. The deepest container wins (podman's
 /// nested `container` directory belongs to the scope above it).

@@ -11,65 +11,26 @@
 
 pub mod container;
 
-use serde::Serialize;
+use crate::model::Cgroup;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The cgroup of an event's caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Cgroup {
-    /// The cgroup v2 id (inode number of its directory).
-    pub id: u64,
-    /// Path below the cgroup v2 root, e.g. `/system.slice/nginx.service`; `None` when it could
-    /// not be resolved (the cgroup was removed before it was looked up).
-    pub path: Option<String>,
-    /// The container the path names, if any.
-    pub container: Option<container::Container>,
-    /// The Kubernetes pod uid the path names, if any.
-    pub pod_uid: Option<String>,
-    /// This object as JSON text, written as is by the JSON Lines encoder.
-    #[serde(skip)]
-    pub json: String,
+/// The cgroup `id` at `path`, with what the path says about containers.
+pub fn make(id: u64, path: Option<String>) -> Cgroup {
+    let (container, pod_uid) = path
+        .as_deref()
+        .map(container::parse)
+        .unwrap_or((None, None));
+    Cgroup::new(id, path, container, pod_uid)
 }
 
-impl Cgroup {
-    fn new(id: u64, path: Option<String>) -> Cgroup {
-        let (container, pod_uid) = path
-            .as_deref()
-            .map(container::parse)
-            .unwrap_or((None, None));
-        let mut c = Cgroup {
-            id,
-            path,
-            container,
-            pod_uid,
-            json: String::new(),
-        };
-        c.json = serde_json::to_string(&c).unwrap_or_default();
-        c
-    }
-
-    /// A resolved cgroup with id 1 at `path`, for tests.
-    #[cfg(test)]
-    pub fn for_test(path: &str) -> Cgroup {
-        Cgroup::new(1, Some(path.into()))
-    }
-
-    /// Whether this cgroup is `root` (a path below the cgroup root) or below it.
-    pub fn is_under(&self, root: &str) -> bool {
-        let Some(path) = &self.path else {
-            return false;
-        };
-        let root = root.trim_end_matches('/');
-        root.is_empty()
-            || path == root
-            || path
-                .strip_prefix(root)
-                .is_some_and(|rest| rest.starts_with('/'))
-    }
+/// A resolved cgroup with id 1 at `path`, for tests.
+#[cfg(test)]
+pub fn for_test(path: &str) -> Cgroup {
+    make(1, Some(path.into()))
 }
 
 /// How often the cgroup tree may be walked for ids that `/proc/<pid>/cgroup` did not resolve:
@@ -137,7 +98,7 @@ impl Cache {
             .is_some_and(|at| at.elapsed() < WALK_INTERVAL)
         {
             // Not cached: a later event of the same cgroup tries again.
-            return Arc::new(Cgroup::new(id, None));
+            return Arc::new(make(id, None));
         }
         self.last_walk = Some(Instant::now());
         self.index.clear();
@@ -154,7 +115,7 @@ impl Cache {
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
         }
-        let c = Arc::new(Cgroup::new(id, path));
+        let c = Arc::new(make(id, path));
         self.cache.insert(id, c.clone());
         c
     }
@@ -231,19 +192,19 @@ mod tests {
 
     #[test]
     fn subtree_membership_is_by_whole_components() {
-        let c = Cgroup::new(7, Some("/system.slice/nginx.service".into()));
+        let c = make(7, Some("/system.slice/nginx.service".into()));
         assert!(c.is_under("/system.slice"));
         assert!(c.is_under("/system.slice/"));
         assert!(c.is_under("/system.slice/nginx.service"));
         assert!(c.is_under("/"));
         assert!(!c.is_under("/system"));
         assert!(!c.is_under("/system.slice/nginx"));
-        assert!(!Cgroup::new(7, None).is_under("/"));
+        assert!(!make(7, None).is_under("/"));
     }
 
     #[test]
     fn json_is_precomputed_like_serde() {
-        let c = Cgroup::new(9, Some("/system.slice/a.service".into()));
+        let c = make(9, Some("/system.slice/a.service".into()));
         assert_eq!(
             c.json,
             r#"{"id":9,"path":"/system.slice/a.service","container":null,"pod_uid":null}"#

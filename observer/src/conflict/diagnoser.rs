@@ -9,10 +9,13 @@
 //! protocol, address, port) per [`REPEAT_WINDOW`]: the repeats within it go out at once
 //! without a conflict, counted as `conflict_repeats`, and the first failure carries the answer.
 
-use super::rules::{Proto, Request};
-use super::socktable::{self, Netns};
-use super::{Conflict, Query, diagnose};
-use crate::event::{BindEvent, Op, Requested};
+use super::rules::Request;
+use super::{Query, diagnose};
+use crate::model::Conflict;
+use crate::model::Proto;
+use crate::model::{BindEvent, Op, Requested};
+use crate::netns::{self, Netns};
+use crate::sockopt::Opt;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -213,7 +216,7 @@ fn request_of(e: &BindEvent) -> Option<Request> {
     let ep = match (e.op, &e.requested, &e.bound) {
         (Op::Bind, Some(Requested::Inet(ep)), _) => *ep,
         (Op::Listen, _, Some(ep)) => *ep,
-        (Op::Listen, _, None) => crate::event::Endpoint {
+        (Op::Listen, _, None) => crate::model::Endpoint {
             addr: if e.family.as_deref() == Some("inet6") {
                 std::net::Ipv6Addr::UNSPECIFIED.into()
             } else {
@@ -232,9 +235,9 @@ fn request_of(e: &BindEvent) -> Option<Request> {
         },
         addr: ep.addr,
         port: ep.port,
-        reuseaddr: e.flags.reuseaddr.unwrap_or(false),
-        reuseport: e.flags.reuseport.unwrap_or(false),
-        v6only: e.flags.v6only.unwrap_or(false),
+        reuseaddr: e.flags.get(Opt::ReuseAddr).unwrap_or(false),
+        reuseport: e.flags.get(Opt::ReusePort).unwrap_or(false),
+        v6only: e.flags.get(Opt::V6Only).unwrap_or(false),
         bound_dev_if: e.bound_dev_if.unwrap_or(0),
         uid: e.sock_uid.unwrap_or(e.uid),
     })
@@ -256,7 +259,7 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
     let Some(ino) = e.netns else {
         return unavailable("the event has no network namespace".into());
     };
-    let Some(path) = socktable::find_netns(e.pid, e.tid, u64::from(ino)) else {
+    let Some(path) = netns::find_netns(e.pid, e.tid, u64::from(ino)) else {
         // Not found can also mean not allowed to look: say which.
         let own = format!("/proc/{}/task/{}/ns/net", e.pid, e.tid);
         return unavailable(match std::fs::metadata(&own) {

@@ -4,7 +4,7 @@
 //! unfinished lookups.
 
 use super::*;
-use crate::event::{Endpoint, Flags};
+use crate::model::{Endpoint, Flags};
 use std::sync::mpsc;
 use std::time::Instant;
 

@@ -3,24 +3,9 @@
 //! taken for the requested address and protocol.
 
 use super::rules::{Existing, Request, check};
-use serde::Serialize;
+use crate::model::Ephemeral;
 use std::collections::BTreeSet;
 use std::io;
-
-/// The port range and its use, for one address and protocol.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ephemeral {
-    /// `net.ipv4.ip_local_port_range` (inclusive; IPv6 uses it too).
-    pub range: [u16; 2],
-    /// `net.ipv4.ip_local_reserved_ports`, as the sysctl prints it.
-    pub reserved: String,
-    /// Ports of the range that are reserved.
-    pub reserved_in_range: u32,
-    /// Ports of the range the requested socket could not take (some socket is in the way).
-    pub in_use: u32,
-    /// Ports of the range neither reserved nor in use.
-    pub free: u32,
-}
 
 /// The two sysctls, read in the calling thread's network namespace.
 pub fn read_sysctls() -> io::Result<([u16; 2], String)> {

@@ -5,12 +5,14 @@
 //! kernel ([`socktable`]), finds the processes holding the sockets on the port and the flags
 //! sock_diag does not export ([`owners`]), applies the kernel's own conflict checks
 //! ([`rules`], the one implementation of them), tries what would have worked ([`advice`]) and
-//! returns a [`Conflict`], the serde type behind the `"conflict"` object of events and of
-//! `observer why --json`. For a port-0 request it reports the ephemeral range instead
+//! returns a [`Conflict`] (declared in the output model, `crate::model`: the `"conflict"`
+//! object of events and of `observer why --json`). For a port-0 request it reports the ephemeral range instead
 //! ([`ephemeral`]). [`report`] renders a conflict for people.
 
 pub mod advice;
-pub mod cases;
+#[cfg(test)]
+#[path = "../../tests/common/cases.rs"]
+pub(crate) mod cases;
 pub mod diagnoser;
 pub mod ephemeral;
 pub mod owners;
@@ -20,11 +22,10 @@ pub mod sockflags;
 pub mod socktable;
 pub mod why;
 
-use self::ephemeral::Ephemeral;
-use self::owners::Owner;
-use self::rules::{Existing, Finding, Overlap, Proto, Request, Rule, TCP_TIME_WAIT};
-use self::socktable::{DiagSock, Netns};
-use serde::Serialize;
+use self::rules::{Existing, Finding, Request, TCP_TIME_WAIT};
+use self::socktable::DiagSock;
+use crate::model::{Conflict, Holder, Named, Owner, Proto};
+use crate::netns::{Netns, in_netns};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -37,65 +38,6 @@ pub enum Error {
     Table(std::io::Error),
     #[error("the network namespace {0} has no process left in it")]
     NetnsGone(u64),
-}
-
-/// The answer for one bind or listen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Conflict {
-    /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
-    /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
-    /// `"ephemeral"`: a port-0 request, see `ephemeral`.
-    pub verdict: &'static str,
-    pub holders: Vec<Holder>,
-    /// Changes that would have worked, each checked against the same table.
-    pub fixes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ephemeral: Option<Ephemeral>,
-    /// Anything the lookup could not establish.
-    pub notes: Vec<String>,
-}
-
-/// A socket in the way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Holder {
-    pub protocol: Proto,
-    /// `"inet"` or `"inet6"`.
-    pub family: &'static str,
-    /// As `ss` names it: LISTEN, BOUND (bound, not listening), ESTABLISHED, TIME_WAIT, UNCONN...
-    pub state: &'static str,
-    /// TIME_WAIT only: milliseconds until the kernel drops it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time_left_ms: Option<u32>,
-    pub addr: IpAddr,
-    pub port: u16,
-    /// `null` when it could not be read (no owner process, or no access to it).
-    pub reuseaddr: Option<bool>,
-    pub reuseport: Option<bool>,
-    /// IPv6 sockets only.
-    pub v6only: Option<bool>,
-    /// `SO_BINDTODEVICE` interface, `null` when unbound.
-    pub bound_dev: Option<String>,
-    /// Owner uid; `null` for TIME_WAIT (no owner).
-    pub uid: Option<u32>,
-    /// `null` for TIME_WAIT.
-    pub inode: Option<u64>,
-    pub owners: Vec<Owner>,
-    /// Why `owners` is empty, when it is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner_note: Option<&'static str>,
-    pub overlap: Named<Overlap>,
-    pub rule: Named<Rule>,
-    /// The kernel function whose check refuses the port.
-    pub kernel_check: &'static str,
-    /// False when the socket is in the way only for some values of its unread flags.
-    pub certain: bool,
-}
-
-/// A rule by name, with its sentence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Named<T> {
-    pub name: T,
-    pub text: &'static str,
 }
 
 /// What to diagnose and where.
@@ -118,7 +60,7 @@ struct Snapshot {
 fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     let port0 = q.request.port == 0;
     let proto = q.request.proto;
-    let inner = socktable::in_netns(&q.netns, || {
+    let inner = in_netns(&q.netns, || {
         let table = match socktable::dump(proto) {
             Ok(table) => table,
             Err(err) => return Ok(Err(Error::Table(err))),
@@ -236,7 +178,7 @@ fn read_flags(
             .count()
     };
     if unknown(table) > 0 {
-        match socktable::in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
+        match in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
             Ok(Ok(by_cookie)) => {
                 for f in candidates {
                     let e = &mut table[f.index];

@@ -3,22 +3,11 @@
 //! not export through sock_diag (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY), read from a
 //! duplicate of the holder's descriptor (`pidfd_getfd`, needs CAP_SYS_PTRACE over the holder).
 
-use crate::scenarios::Opt;
-use serde::Serialize;
+use crate::model::Owner;
+use crate::sockopt::Opt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-/// A process holding a socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Owner {
-    pub pid: u32,
-    pub comm: String,
-    /// Arguments joined by spaces (empty for kernel threads).
-    pub cmdline: String,
-    /// One of its descriptors for the socket.
-    pub fd: i32,
-}
 
 /// Processes holding each of `inodes` (inode → owners, by pid). Inodes nobody holds are
 /// absent. Processes that end during the scan are skipped.

@@ -2,7 +2,7 @@
 //! it, the overlap and the rule), then what would have worked. Used under a failing row of the
 //! table sink and by `observer why`.
 
-use super::{Conflict, Holder};
+use crate::model::{Conflict, Holder};
 use std::net::IpAddr;
 
 /// `addr:port` with IPv6 in brackets.

@@ -16,7 +16,7 @@
 //! bind through there; and a socket that already joined a reuseport group (`sk_reuseport_cb`)
 //! is assumed not to have.
 
-use serde::Serialize;
+pub use crate::model::{Overlap, Proto, Rule};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// TCP states the rules look at (`include/net/tcp_states.h`).
@@ -31,13 +31,6 @@ pub const TCP_BOUND_INACTIVE: u8 = 13;
 /// `INADDR_LOOPBACK`-like stand-in the kernel stores as `inet_rcv_saddr` of an IPv6 socket
 /// bound or connected to a non-mapped address (`LOOPBACK4_IPV6`, 127.0.0.6).
 const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
 
 /// The socket whose `bind()` or `listen()` is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,15 +64,6 @@ pub struct Existing {
     pub uid: Option<u32>,
 }
 
-/// How two addresses overlap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overlap {
-    SameAddress,
-    Wildcard,
-    DualStack,
-}
-
 impl Overlap {
     pub fn sentence(self) -> &'static str {
         match self {
@@ -94,31 +78,7 @@ impl Overlap {
     }
 }
 
-/// Why the flags did not let two overlapping sockets share the port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    NoReuseFlags,
-    ReuseaddrBothSides,
-    ReuseaddrVsListener,
-    ReuseportBothSides,
-    ReuseportSameUid,
-    TimeWaitKeepsFlags,
-}
-
 impl Rule {
-    /// The rule's name as serde writes it (a metrics label).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::NoReuseFlags => "no-reuse-flags",
-            Rule::ReuseaddrBothSides => "reuseaddr-both-sides",
-            Rule::ReuseaddrVsListener => "reuseaddr-vs-listener",
-            Rule::ReuseportBothSides => "reuseport-both-sides",
-            Rule::ReuseportSameUid => "reuseport-same-uid",
-            Rule::TimeWaitKeepsFlags => "time-wait-keeps-flags",
-        }
-    }
-
     pub fn sentence(self) -> &'static str {
         match self {
             Rule::NoReuseFlags => {

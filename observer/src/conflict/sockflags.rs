@@ -8,10 +8,8 @@
 //! a fresh iterator, which walks the network namespace of the thread that creates it.
 
 use super::owners::SockOpts;
-use super::rules::Proto;
-use crate::backend::PROGRAMS;
-use crate::btf::Btf;
-use crate::offsets;
+use crate::kernel::{self, PROGRAMS};
+use crate::model::Proto;
 use aya::programs::Iter;
 use aya::{Ebpf, EbpfLoader};
 use observer_common::{SockFlagsRecord, flag};
@@ -31,8 +29,7 @@ fn names(proto: Proto) -> (&'static str, &'static str) {
 static LOADED: Mutex<Option<Ebpf>> = Mutex::new(None);
 
 fn load() -> Result<Ebpf, String> {
-    let btf = Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    let config = offsets::resolve(&btf).map_err(|e| e.to_string())?.config;
+    let config = kernel::resolved().map_err(|e| e.to_string())?.config;
     let page = u32::try_from(crate::page_size()).unwrap_or(4096);
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &config, true)

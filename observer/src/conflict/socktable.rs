@@ -3,14 +3,14 @@
 //! every UDP socket, IPv4 and IPv6, with state, owner uid, inode, bound device, TIME_WAIT time
 //! left and, where the kernel exports it, IPV6_V6ONLY.
 //!
-//! Netlink sockets see the namespace they were created in, so [`in_netns`] runs the dump on a
-//! short-lived thread that first `setns()`es into the target namespace.
+//! Netlink sockets see the namespace they were created in, so the caller runs the dump inside
+//! the target namespace (`crate::netns::in_netns`).
 
-use super::rules::{Proto, TCP_BOUND_INACTIVE, TCP_CLOSE};
+use super::rules::{TCP_BOUND_INACTIVE, TCP_CLOSE};
+use crate::model::Proto;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
@@ -38,59 +38,6 @@ pub struct DiagSock {
     pub expires_ms: u32,
     /// The socket cookie (`sock_gen_cookie`), as the socket iterator programs report it too.
     pub cookie: u64,
-}
-
-/// Where a namespace is: the caller's own, or a namespace file (`/proc/PID/ns/net`,
-/// `/run/netns/NAME`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Netns {
-    Current,
-    Path(PathBuf),
-}
-
-/// Runs `f` in the network namespace `ns` (on a new thread unless it is the current one).
-pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-    let path = match ns {
-        Netns::Current => return f(),
-        Netns::Path(path) => path,
-    };
-    let file = std::fs::File::open(path)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns affects only this thread, which ends when `f` returns.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                f()
-            })
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-/// The namespace file of the thread `tid` of `pid`, if its inode is `ino`; else the first
-/// task on the host whose namespace has inode `ino`. `None` when no process is in it any
-/// more.
-pub fn find_netns(pid: u32, tid: u32, ino: u64) -> Option<PathBuf> {
-    use std::os::unix::fs::MetadataExt;
-    let is = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ino);
-    let own = PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
-    if is(&own) {
-        return Some(own);
-    }
-    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(tasks) = std::fs::read_dir(proc_entry.path().join("task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let p = task.path().join("ns/net");
-            if is(&p) {
-                return Some(p);
-            }
-        }
-    }
-    None
 }
 
 /// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace.

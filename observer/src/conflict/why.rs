@@ -3,11 +3,12 @@
 //! rule engine only.
 
 use super::report::{addr_port, lines};
-use super::rules::{Proto, Request};
-use super::socktable::Netns;
-use super::{Conflict, Query, diagnose};
+use super::rules::Request;
+use super::{Query, diagnose};
+use crate::model::Proto;
+use crate::model::WhyRecord;
+use crate::netns::Netns;
 use clap::Args;
-use serde::Serialize;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -77,23 +78,6 @@ fn parse_netns(s: &str) -> Result<PathBuf, String> {
         ));
     }
     Ok(PathBuf::from(s))
-}
-
-/// The `--json` object.
-#[derive(Debug, Serialize)]
-struct WhyRecord<'a> {
-    #[serde(rename = "type")]
-    record_type: &'static str,
-    protocol: Proto,
-    addr: std::net::IpAddr,
-    port: u16,
-    reuseaddr: bool,
-    reuseport: bool,
-    v6only: bool,
-    uid: u32,
-    /// `"OK"`, `"EADDRINUSE"` or `"UNCERTAIN"`.
-    result: &'static str,
-    conflict: &'a Conflict,
 }
 
 /// Runs `why`, prints the answer; returns the exit code for it.

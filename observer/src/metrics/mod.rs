@@ -8,8 +8,9 @@
 
 pub mod server;
 
-use crate::event::{BindEvent, Requested};
-use crate::sink::{LostRecord, Sink, StartRecord, Summary};
+use crate::model::{BindEvent, Requested};
+use crate::model::{LostRecord, StartRecord, Summary};
+use crate::sink::Sink;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -234,7 +235,7 @@ impl Metrics {
 }
 
 /// The distinct rules of a conflict's holders, or its verdict when none is in the way.
-fn rules(c: &crate::conflict::Conflict) -> BTreeSet<Cow<'static, str>> {
+fn rules(c: &crate::model::Conflict) -> BTreeSet<Cow<'static, str>> {
     let named: BTreeSet<Cow<'static, str>> = c
         .holders
         .iter()

@@ -84,7 +84,7 @@ fn events_and_totals_become_counters() {
         result: "EADDRINUSE".into(),
         errno: 98,
         bound: None,
-        requested: Some(Requested::Inet(crate::event::Endpoint {
+        requested: Some(Requested::Inet(crate::model::Endpoint {
             addr: std::net::Ipv4Addr::LOCALHOST.into(),
             port,
             scope_id: None,

@@ -4,7 +4,8 @@
 //! `inet_bind_sk` / `__inet6_bind` for addresses and privileged ports), and are checked against
 //! the running kernel by the tests.
 
-use super::{Act, Kind, NOBODY, NON_LOCAL_V4, OTHER_LOCAL_V4, Opt, Scenario, Setup, Step};
+use super::{Act, Kind, NOBODY, NON_LOCAL_V4, OTHER_LOCAL_V4, Scenario, Setup, Step};
+use crate::sockopt::Opt;
 use libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EINVAL};
 
 const OK: i32 = 0;

@@ -10,8 +10,9 @@
 //! success the port the socket got), and a successful `bind` to port 0 and a `listen` on a
 //! socket without a port must show one.
 
-use super::{Opt, StepOutcome};
-use crate::event::{BindEvent, Op, Requested};
+use super::StepOutcome;
+use crate::model::{BindEvent, Op, Requested};
+use crate::sockopt::Opt;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 

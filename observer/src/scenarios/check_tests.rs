@@ -1,5 +1,5 @@
 use super::*;
-use crate::event::{Endpoint, Flags};
+use crate::model::{Endpoint, Flags};
 use std::net::Ipv4Addr;
 
 const NETNS: u32 = 4026532000;

@@ -7,7 +7,8 @@ use super::{Scenario, StepOutcome};
 use crate::backend;
 use crate::collector::{self, RunOptions};
 use crate::filter::Filter;
-use crate::sink::{CollectSink, Summary};
+use crate::model::Summary;
+use crate::sink::CollectSink;
 use anyhow::{Context as _, Result, bail};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -37,7 +38,7 @@ pub fn run(names: &[String], buffer_bytes: u32, choice: backend::Choice) -> Resu
 /// What a child observer process did, and what was seen of it.
 pub struct Observed {
     pub output: std::process::Output,
-    pub events: Vec<crate::event::BindEvent>,
+    pub events: Vec<crate::model::BindEvent>,
     pub summary: Summary,
     pub backend: String,
 }

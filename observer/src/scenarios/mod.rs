@@ -9,72 +9,13 @@
 pub mod catalog;
 pub mod check;
 pub mod demo;
-pub mod netns;
 pub mod report;
 mod run;
 pub mod uring;
 
 pub use run::{StepOutcome, run};
 
-/// A socket option a step can set (to 1) before binding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opt {
-    ReuseAddr,
-    ReusePort,
-    V6Only,
-    FreeBind,
-    Transparent,
-    BindAddressNoPort,
-}
-
-impl Opt {
-    /// Every option, in the order of the observer's flag fields.
-    pub const ALL: [Opt; 6] = [
-        Opt::ReuseAddr,
-        Opt::ReusePort,
-        Opt::V6Only,
-        Opt::FreeBind,
-        Opt::Transparent,
-        Opt::BindAddressNoPort,
-    ];
-
-    /// The JSON key the observer reports this option under.
-    pub fn key(self) -> &'static str {
-        match self {
-            Opt::ReuseAddr => "reuseaddr",
-            Opt::ReusePort => "reuseport",
-            Opt::V6Only => "v6only",
-            Opt::FreeBind => "freebind",
-            Opt::Transparent => "transparent",
-            Opt::BindAddressNoPort => "bind_address_no_port",
-        }
-    }
-
-    /// `(level, name)` for `setsockopt`/`getsockopt`; an IPv6 socket takes `IPV6_FREEBIND`,
-    /// the IPv6 spelling of the same option.
-    pub fn sockopt(self, v6: bool) -> (libc::c_int, libc::c_int) {
-        match self {
-            Opt::ReuseAddr => (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-            Opt::ReusePort => (libc::SOL_SOCKET, libc::SO_REUSEPORT),
-            Opt::V6Only => (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
-            Opt::FreeBind if v6 => (libc::IPPROTO_IPV6, libc::IPV6_FREEBIND),
-            Opt::FreeBind => (libc::IPPROTO_IP, libc::IP_FREEBIND),
-            Opt::Transparent => (libc::IPPROTO_IP, libc::IP_TRANSPARENT),
-            Opt::BindAddressNoPort => (libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Opt::ReuseAddr => "SO_REUSEADDR",
-            Opt::ReusePort => "SO_REUSEPORT",
-            Opt::V6Only => "IPV6_V6ONLY",
-            Opt::FreeBind => "IP_FREEBIND",
-            Opt::Transparent => "IP_TRANSPARENT",
-            Opt::BindAddressNoPort => "IP_BIND_ADDRESS_NO_PORT",
-        }
-    }
-}
+use crate::sockopt::Opt;
 
 /// The kind of socket a step creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,9 @@
 //! Performing a scenario's steps on real sockets, on a thread of its own inside a private
 //! network namespace, and recording each step's outcome as the kernel reports it.
 
-use super::{Act, Kind, NOBODY, OTHER_LOCAL_V4, Opt, Scenario, Setup, Step, netns};
+use super::{Act, Kind, NOBODY, OTHER_LOCAL_V4, Scenario, Setup, Step};
+use crate::netns;
+use crate::sockopt::Opt;
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::BTreeMap;

@@ -82,7 +82,7 @@ fn map(fd: &OwnedFd, len: usize, offset: i64) -> io::Result<*mut u8> {
 /// In a private network namespace: a TCP socket bound to 127.0.0.1:[`PORT`] by one
 /// `IORING_OP_BIND`. The mappings are left to process exit.
 pub fn bind_once() -> io::Result<UringBind> {
-    let netns = super::netns::enter_private()?;
+    let netns = crate::netns::enter_private()?;
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     let ino = std::fs::metadata(format!("/proc/self/fd/{}", sock.as_raw_fd()))
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))?;
@@ -175,7 +175,7 @@ pub fn check(choice: Choice) -> Result<Option<(bool, String)>> {
         })
         .collect();
     let caught = observed.events.iter().any(|e| {
-        e.op == crate::event::Op::Bind
+        e.op == crate::model::Op::Bind
             && e.sock_ino == Some(did.ino)
             && e.bound.is_some_and(|b| b.port == PORT)
             && e.errno == 0

@@ -24,6 +24,7 @@
 #![allow(dead_code)]
 
 pub mod bpfobjs;
+pub mod cases;
 pub mod expect;
 pub mod netns;
 pub mod nobody;
@@ -43,7 +44,7 @@ pub use sock::{Sock, SockId};
 /// uid and gid of `nobody`, for the unprivileged caller.
 pub use ::observer::scenarios::NOBODY;
 /// The socket options the observer reports (`key()` is the event's JSON key).
-pub use ::observer::scenarios::Opt;
+pub use ::observer::sockopt::Opt;
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

@@ -1,8 +1,8 @@
 //! The caller: a named test thread moved into a private network namespace (only `lo` up, set
-//! up by the library's `observer::scenarios::netns`), and the identity its events carry.
+//! up by the library's `observer::netns`), and the identity its events carry.
 
 use super::require_root;
-use ::observer::scenarios::netns;
+use ::observer::netns;
 
 /// Who makes the calls: the identity fields every event of this caller carries.
 #[derive(Debug, Clone)]

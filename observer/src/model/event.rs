@@ -1,10 +1,15 @@
-//! The userspace event: what a `BindRecord` means, in the shape the sinks print.
+//! The bind event: what a `BindRecord` means, in the shape the sinks print.
 //!
 //! This is the serde type behind every JSON Lines `"type":"bind"` record; the table sink
 //! formats the same struct. Fields the kernel could not read are `None` (JSON `null`), never a
 //! made-up value.
 
+use super::cgroup::Cgroup;
+use super::conflict::Conflict;
+use crate::sockopt::Opt;
+use observer_common::FLAG_COUNT;
 use serde::Serialize;
+use serde::ser::SerializeMap as _;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -52,29 +57,36 @@ pub enum Requested {
     Other { sa_family: u16, addrlen: u32 },
 }
 
-/// Socket options as the kernel holds them after the call; `None` = this kernel's BTF did not
-/// describe the field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Flags {
-    pub reuseaddr: Option<bool>,
-    pub reuseport: Option<bool>,
-    pub v6only: Option<bool>,
-    pub freebind: Option<bool>,
-    pub transparent: Option<bool>,
-    pub bind_address_no_port: Option<bool>,
-}
+/// Socket options as the kernel holds them after the call, one per entry of
+/// `observer_common::sockopt::ALL`, in bit order; `None` = this kernel's BTF did not describe
+/// the field. Written as one key per option (`"reuseaddr": true, ...`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags(pub [Option<bool>; FLAG_COUNT]);
 
 impl Flags {
-    /// The six values in `observer_common::flag` bit order (the order of `scenarios::Opt::ALL`).
-    pub fn in_order(&self) -> [Option<bool>; 6] {
-        [
-            self.reuseaddr,
-            self.reuseport,
-            self.v6only,
-            self.freebind,
-            self.transparent,
-            self.bind_address_no_port,
-        ]
+    /// The value of one option.
+    pub fn get(&self, opt: Opt) -> Option<bool> {
+        self.0[opt as usize]
+    }
+
+    /// Sets one option.
+    pub fn set(&mut self, opt: Opt, value: Option<bool>) {
+        self.0[opt as usize] = value;
+    }
+
+    /// Every value in bit order (the order of [`Opt::ALL`]).
+    pub fn in_order(&self) -> [Option<bool>; FLAG_COUNT] {
+        self.0
+    }
+}
+
+impl Serialize for Flags {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(FLAG_COUNT))?;
+        for (opt, value) in Opt::ALL.iter().zip(&self.0) {
+            map.serialize_entry(opt.key(), value)?;
+        }
+        map.end()
     }
 }
 
@@ -123,14 +135,14 @@ pub struct BindEvent {
     /// (with `tid`). `None` from the tracepoint backend, which sees no port allocation.
     pub call_id: Option<u64>,
     /// The caller's cgroup (path, container, pod), `None` when the kernel gave no cgroup id.
-    pub cgroup: Option<std::sync::Arc<crate::cgroup::Cgroup>>,
+    pub cgroup: Option<std::sync::Arc<Cgroup>>,
     /// The caller's cgroup id as the kernel program read it (0: none); the collector turns it
     /// into `cgroup`.
     #[serde(skip)]
     pub cgroup_id: u64,
     /// For EADDRINUSE: what is in the way, looked up after the failure (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub conflict: Option<crate::conflict::Conflict>,
+    pub conflict: Option<Conflict>,
 }
 
 impl BindEvent {

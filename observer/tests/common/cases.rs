@@ -3,8 +3,12 @@
 //! TIME_WAIT, each with the answer Linux 6.18 gives and the overlap and rule that explain a
 //! refusal. The rule engine's unit tests check it against these answers; the root
 //! integration test plays every case on real sockets and checks the kernel gives them too.
+//! A test fixture: compiled into the tests only, never into the binary.
 
-use super::rules::{Existing, Overlap, Proto, Request, Rule, TCP_CLOSE, TCP_LISTEN, TCP_TIME_WAIT};
+// `observer::` paths, not `crate::`: this file is also compiled into the library's own unit
+// tests (`conflict::rules_tests`), where `observer` names the library itself.
+use observer::conflict::rules::{Existing, Request, TCP_CLOSE, TCP_LISTEN, TCP_TIME_WAIT};
+use observer::model::{Overlap, Proto, Rule};
 use std::net::IpAddr;
 
 /// The port every case uses (in its own network namespace).

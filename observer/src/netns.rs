@@ -1,6 +1,7 @@
-//! Private network namespaces for the scenario workload: one per scenario, with loopback up
-//! and any extra local address the scenario needs added to `lo`, so that no scenario ever
-//! touches a real service or sends a packet anywhere but loopback.
+//! Private network namespaces: the scenario workload plays each scenario in one (loopback up,
+//! any extra local address added to `lo`, so that no scenario touches a real service or sends
+//! a packet anywhere but loopback), and the kernel-function self-test makes its test binds in
+//! one. Below the backends, the scenarios and the diagnosis, which all use it.
 //!
 //! Network namespaces belong to threads: [`enter_private`] moves only the calling thread, and
 //! every socket created on that thread afterwards lives in the new namespace.
@@ -9,6 +10,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 /// Moves the calling thread into a new network namespace with `lo` up; returns its inode.
 pub fn enter_private() -> io::Result<u64> {
@@ -32,6 +34,58 @@ pub fn enter_empty() -> io::Result<()> {
 /// Inode of the calling thread's network namespace (what events carry as `netns`).
 pub fn current_inode() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+/// Where a namespace is: the caller's own, or a namespace file (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Netns {
+    Current,
+    Path(PathBuf),
+}
+
+/// Runs `f` in the network namespace `ns` (on a new thread unless it is the current one).
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    let path = match ns {
+        Netns::Current => return f(),
+        Netns::Path(path) => path,
+    };
+    let file = std::fs::File::open(path)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                // SAFETY: setns affects only this thread, which ends when `f` returns.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// The namespace file of the thread `tid` of `pid`, if its inode is `ino`; else the first
+/// task on the host whose namespace has inode `ino`. `None` when no process is in it any
+/// more.
+pub fn find_netns(pid: u32, tid: u32, ino: u64) -> Option<PathBuf> {
+    let is = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ino);
+    let own = PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
+    if is(&own) {
+        return Some(own);
+    }
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(tasks) = std::fs::read_dir(proc_entry.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let p = task.path().join("ns/net");
+            if is(&p) {
+                return Some(p);
+            }
+        }
+    }
+    None
 }
 
 fn ioctl_socket() -> io::Result<OwnedFd> {

@@ -1,0 +1,154 @@
+//! An explanation of a failed bind or listen, as printed: the verdict, the sockets in the way
+//! with the processes holding them, the kernel rule each one trips, what would have worked, and
+//! for a port-0 request the ephemeral range. The `"conflict"` object of events and of
+//! `observer why --json`; the rule engine that fills it is `crate::conflict`.
+
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// The answer for one bind or listen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Conflict {
+    /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
+    /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
+    /// `"ephemeral"`: a port-0 request, see `ephemeral`.
+    pub verdict: &'static str,
+    pub holders: Vec<Holder>,
+    /// Changes that would have worked, each checked against the same table.
+    pub fixes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<Ephemeral>,
+    /// Anything the lookup could not establish.
+    pub notes: Vec<String>,
+}
+
+/// A socket in the way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Holder {
+    pub protocol: Proto,
+    /// `"inet"` or `"inet6"`.
+    pub family: &'static str,
+    /// As `ss` names it: LISTEN, BOUND (bound, not listening), ESTABLISHED, TIME_WAIT, UNCONN...
+    pub state: &'static str,
+    /// TIME_WAIT only: milliseconds until the kernel drops it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_left_ms: Option<u32>,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// `null` when it could not be read (no owner process, or no access to it).
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    /// IPv6 sockets only.
+    pub v6only: Option<bool>,
+    /// `SO_BINDTODEVICE` interface, `null` when unbound.
+    pub bound_dev: Option<String>,
+    /// Owner uid; `null` for TIME_WAIT (no owner).
+    pub uid: Option<u32>,
+    /// `null` for TIME_WAIT.
+    pub inode: Option<u64>,
+    pub owners: Vec<Owner>,
+    /// Why `owners` is empty, when it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_note: Option<&'static str>,
+    pub overlap: Named<Overlap>,
+    pub rule: Named<Rule>,
+    /// The kernel function whose check refuses the port.
+    pub kernel_check: &'static str,
+    /// False when the socket is in the way only for some values of its unread flags.
+    pub certain: bool,
+}
+
+/// A rule by name, with its sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Named<T> {
+    pub name: T,
+    pub text: &'static str,
+}
+
+/// A process holding a socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+    /// Arguments joined by spaces (empty for kernel threads).
+    pub cmdline: String,
+    /// One of its descriptors for the socket.
+    pub fd: i32,
+}
+
+/// The port range and its use, for one address and protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ephemeral {
+    /// `net.ipv4.ip_local_port_range` (inclusive; IPv6 uses it too).
+    pub range: [u16; 2],
+    /// `net.ipv4.ip_local_reserved_ports`, as the sysctl prints it.
+    pub reserved: String,
+    /// Ports of the range that are reserved.
+    pub reserved_in_range: u32,
+    /// Ports of the range the requested socket could not take (some socket is in the way).
+    pub in_use: u32,
+    /// Ports of the range neither reserved nor in use.
+    pub free: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// How two addresses overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    SameAddress,
+    Wildcard,
+    DualStack,
+}
+
+/// Why the flags did not let two overlapping sockets share the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    NoReuseFlags,
+    ReuseaddrBothSides,
+    ReuseaddrVsListener,
+    ReuseportBothSides,
+    ReuseportSameUid,
+    TimeWaitKeepsFlags,
+}
+
+impl Rule {
+    /// The rule's name as serde writes it (a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::NoReuseFlags => "no-reuse-flags",
+            Rule::ReuseaddrBothSides => "reuseaddr-both-sides",
+            Rule::ReuseaddrVsListener => "reuseaddr-vs-listener",
+            Rule::ReuseportBothSides => "reuseport-both-sides",
+            Rule::ReuseportSameUid => "reuseport-same-uid",
+            Rule::TimeWaitKeepsFlags => "time-wait-keeps-flags",
+        }
+    }
+}
+
+/// The answer of `observer why --json`: the bind asked about and its explanation.
+#[derive(Debug, Serialize)]
+pub struct WhyRecord<'a> {
+    #[serde(rename = "type")]
+    /// Always `"why"`.
+    pub record_type: &'static str,
+    /// The bind asked about: protocol, address, port, options and owner uid.
+    pub protocol: Proto,
+    pub addr: std::net::IpAddr,
+    pub port: u16,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+    pub uid: u32,
+    /// `"OK"`, `"EADDRINUSE"` or `"UNCERTAIN"`.
+    pub result: &'static str,
+    /// The explanation, as in events.
+    pub conflict: &'a Conflict,
+}

@@ -1,0 +1,91 @@
+//! The run's own records: the start record (what is attached, what was skipped), the lost
+//! record (what the kernel had no room for) and the summary (what the run saw and missed).
+
+use serde::Serialize;
+
+/// The first record: written once the programs are attached, so a reader that sees it knows
+/// every later call is observed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartRecord {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// Observer version.
+    pub version: &'static str,
+    /// The backend in use, e.g. `"tracepoint"`.
+    pub backend: &'static str,
+    /// The kernel hooks attached, e.g. `"tracepoint:sys_exit_bind"`.
+    pub hooks: Vec<String>,
+    /// Backends not used, each with the reason.
+    pub skipped_backends: Vec<Skipped>,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The collector's pid (its own calls are not reported).
+    pub pid: u32,
+    /// Socket fields this kernel's BTF did not describe: reported as `null` in every event.
+    pub unknown_fields: Vec<String>,
+    /// Ring buffer size in bytes.
+    pub buffer_bytes: u32,
+    /// The capabilities the observer keeps for the rest of the run (its effective set once
+    /// the programs are attached), e.g. `["CAP_DAC_READ_SEARCH","CAP_SYS_PTRACE","CAP_SYS_ADMIN"]`.
+    pub capabilities: Vec<String>,
+}
+
+/// A backend that was not used, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub backend: &'static str,
+    pub reason: String,
+}
+
+/// Records the kernel had no room for since the previous report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LostRecord {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// Newly lost records.
+    pub count: u64,
+    /// Lost since start.
+    pub total: u64,
+}
+
+/// The last record: what the run saw and what it missed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    pub duration_secs: f64,
+    /// Records received from the kernel.
+    pub received: u64,
+    /// Events printed (received, decoded and passing the filters).
+    pub events: u64,
+    /// Events the filters dropped.
+    pub filtered: u64,
+    /// Records the ring buffer had no room for.
+    pub lost: u64,
+    /// Records that could not be decoded.
+    pub decode_errors: u64,
+    /// Calls whose entry was not seen (started before attach, or the pairing map evicted it).
+    pub unpaired: u64,
+    /// Calls the pairing map could not hold.
+    pub pair_full: u64,
+    /// Kernel memory reads that failed (fields reported as `null`).
+    pub read_errors: u64,
+    /// Events per result, e.g. `{"OK": 10, "EADDRINUSE": 2}`.
+    pub results: std::collections::BTreeMap<String, u64>,
+    /// Why the run ended: `"signal"`, `"duration"`, `"output closed"`.
+    pub reason: String,
+    /// EADDRINUSE events handed to the conflict lookup.
+    pub conflict_lookups: u64,
+    /// EADDRINUSE events printed without a conflict because the lookup queue was full.
+    pub conflict_queue_full: u64,
+    /// EADDRINUSE events printed without a conflict because the same address was looked up
+    /// less than a second before (a retry loop asks the same question again and again).
+    pub conflict_repeats: u64,
+    /// Lookups still unfinished at the end (their events printed without a conflict).
+    pub conflict_unfinished: u64,
+    /// Events whose cgroup id could not be turned into a path (`"path": null`).
+    pub cgroup_unresolved: u64,
+}
