@@ -3,10 +3,10 @@
 //! closed output.
 
 use crate::backend::Loaded;
-use crate::conflict::diagnoser;
+use crate::conflict::diagnoser::{self, Submitted};
 use crate::decode;
 use crate::filter::Filter;
-use crate::model::{LostRecord, StartRecord, Summary};
+use crate::model::{Conflict, LostRecord, StartRecord, Summary};
 use crate::ring::Ring;
 use crate::sink::Sink;
 use crate::timefmt::{self, Clock};
@@ -63,6 +63,10 @@ struct State<'a> {
     by_errno: std::collections::BTreeMap<i32, u64>,
     reported_lost: u64,
     conflicts: Option<diagnoser::Submitter>,
+    /// Events held back behind one waiting for its explanation (call order).
+    hold: crate::hold::Hold,
+    /// The `seq` of the last event written.
+    seq: u64,
     cgroups: crate::cgroup::Cache,
     /// The event being handled: each record is decoded over the one before, reusing its
     /// strings, and never moved.
@@ -88,15 +92,58 @@ impl State<'_> {
             return Ok(());
         }
         self.summary.events += 1;
+        self.seq += 1;
+        event.seq = self.seq;
         *self.by_errno.entry(event.errno).or_default() += 1;
+        let now = timefmt::monotonic_coarse_ns();
         if let Some(submitter) = self.conflicts.as_mut()
             && diagnoser::wants(event)
-            && submitter.submit(event)
         {
-            // The event waits for its conflict lookup (it comes out through `Done`).
-            return Ok(());
+            match submitter.submit(event) {
+                Submitted::Lookup => {
+                    // It waits for its answer, which comes through `Done` by its `seq`.
+                    self.hold.wait(event, now);
+                    return Ok(());
+                }
+                Submitted::Repeat {
+                    of,
+                    time,
+                    flags_differ,
+                } => {
+                    event.repeat_of = Some(of);
+                    event.repeat_time = Some(time);
+                    event.repeat_flags_differ = flags_differ;
+                }
+                Submitted::QueueFull => {
+                    event.conflict = Some(Conflict::with_note(
+                        "unavailable",
+                        format!(
+                            "not looked up: {} lookups were already waiting",
+                            diagnoser::QUEUE
+                        ),
+                    ));
+                }
+            }
         }
-        self.sink.event(event)
+        let result = self.hold.write(event, now, &mut *self.sink);
+        // The next record is decoded over this one: what only some events have must not stay.
+        event.repeat_of = None;
+        event.repeat_time = None;
+        event.repeat_flags_differ = false;
+        event.conflict = None;
+        result
+    }
+
+    /// A lookup's answer, attached to its event or written after it.
+    fn answer(&mut self, seq: u64, conflict: Conflict) -> io::Result<()> {
+        let clock = self.clock;
+        self.hold.answer(
+            seq,
+            conflict,
+            timefmt::monotonic_coarse_ns(),
+            || timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns())),
+            &mut *self.sink,
+        )
     }
 
     fn report_lost(&mut self, lost: u64) -> io::Result<()> {
@@ -197,6 +244,8 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         by_errno: Default::default(),
         reported_lost: 0,
         conflicts: submitter,
+        hold: Default::default(),
+        seq: 0,
         cgroups: crate::cgroup::Cache::new(),
         event: crate::model::BindEvent::blank(),
     };
@@ -227,12 +276,17 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 }
                 _ = ticker.tick() => {
                     drain(ring.get_mut(), &mut state)?;
+                    state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
                     let c = read_counters(&counters);
                     state.report_lost(c.lost)?;
                     state.progress(c)?;
                 }
-                event = diagnosed(&mut done) => {
-                    state.sink.event(&event)?;
+                (seq, conflict) = diagnosed(&mut done) => {
+                    state.answer(seq, conflict)?;
+                    state.sink.flush()?;
+                }
+                _ = hold_expiry(state.hold.deadline()) => {
+                    state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
                     state.sink.flush()?;
                 }
                 _ = sigint.recv() => return Ok("signal"),
@@ -258,12 +312,23 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         state.summary.conflict_lookups = submitter.submitted;
         state.summary.conflict_queue_full = submitter.queue_full;
         state.summary.conflict_repeats = submitter.repeats;
-        let (late, unfinished) = done.finish(submitter, CONFLICT_END_WAIT).await;
+        let (answers, unfinished) = done.finish(submitter, CONFLICT_END_WAIT).await;
         state.summary.conflict_unfinished = unfinished;
         if end.is_ok() && reason != "output closed" {
-            end = late.iter().try_for_each(|e| state.sink.event(e));
+            end = answers
+                .into_iter()
+                .try_for_each(|(seq, conflict)| state.answer(seq, conflict));
         }
     }
+    if end.is_ok() && reason != "output closed" {
+        let time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
+        end = state
+            .hold
+            .end(timefmt::monotonic_coarse_ns(), &time, &mut *state.sink);
+    }
+    state.summary.explanations_late = state.hold.late_explanations;
+    state.summary.events_held = state.hold.held;
+    state.summary.hold_max_ms = state.hold.max_ns / 1_000_000;
     let c = read_counters(&counters);
     if end.is_ok() && reason != "output closed" {
         end = state.report_lost(c.lost);
@@ -288,7 +353,19 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     }
 }
 
-async fn diagnosed(done: &mut Option<diagnoser::Done>) -> crate::model::BindEvent {
+/// Completes when the oldest held event has waited its time (coarse monotonic nanoseconds).
+async fn hold_expiry(deadline: Option<u64>) {
+    match deadline {
+        Some(at) => {
+            let wait = at.saturating_sub(timefmt::monotonic_coarse_ns());
+            // The coarse clock lags by up to a tick: never wake before the deadline it reads.
+            tokio::time::sleep(Duration::from_nanos(wait) + Duration::from_millis(5)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn diagnosed(done: &mut Option<diagnoser::Done>) -> (u64, Conflict) {
     match done {
         Some(done) => done.next().await,
         None => std::future::pending().await,

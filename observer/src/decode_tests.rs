@@ -92,6 +92,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> Endpoint {
 fn expected() -> BindEvent {
     BindEvent {
         record_type: "bind",
+        seq: 0,
         time: TIME.to_string(),
         op: Op::Bind,
         pid: 4242,
@@ -121,6 +122,9 @@ fn expected() -> BindEvent {
         call_id: None,
         cgroup: None,
         cgroup_id: 0,
+        repeat_of: None,
+        repeat_time: None,
+        repeat_flags_differ: false,
         conflict: None,
     }
 }
@@ -181,6 +185,7 @@ fn ipv4_tcp_bind_success_exact_json() {
         json_of(&record()),
         json!({
             "type": "bind",
+            "seq": 0,
             "time": TIME,
             "op": "bind",
             "pid": 4242,

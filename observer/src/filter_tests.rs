@@ -16,6 +16,7 @@ fn v4(port: u16) -> Endpoint {
 fn event() -> BindEvent {
     BindEvent {
         record_type: "bind",
+        seq: 0,
         time: "2026-11-21T16:23:51.000123Z".to_string(),
         op: Op::Bind,
         pid: 100,
@@ -38,6 +39,9 @@ fn event() -> BindEvent {
         call_id: None,
         cgroup: None,
         cgroup_id: 0,
+        repeat_of: None,
+        repeat_time: None,
+        repeat_flags_differ: false,
         conflict: None,
     }
 }

@@ -22,6 +22,8 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     }
     out.extend_from_slice(b"{\"type\":");
     plain(out, e.record_type);
+    out.extend_from_slice(b",\"seq\":");
+    uint(out, e.seq);
     out.extend_from_slice(b",\"time\":");
     plain(out, &e.time);
     out.extend_from_slice(b",\"op\":\"");
@@ -86,6 +88,13 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     match &e.cgroup {
         Some(c) => out.extend_from_slice(c.json.as_bytes()),
         None => out.extend_from_slice(b"null"),
+    }
+    if let Some(of) = e.repeat_of {
+        out.extend_from_slice(b",\"repeat_of\":");
+        uint(out, of);
+    }
+    if e.repeat_flags_differ {
+        out.extend_from_slice(b",\"repeat_flags_differ\":true");
     }
     out.push(b'}');
     true
@@ -230,6 +239,7 @@ mod tests {
     fn event() -> BindEvent {
         BindEvent {
             record_type: "bind",
+            seq: 1_000_000_007,
             time: "2026-11-21T17:00:00.000001Z".into(),
             op: Op::Bind,
             pid: 4_000_000,
@@ -256,6 +266,9 @@ mod tests {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            repeat_of: None,
+            repeat_time: None,
+            repeat_flags_differ: false,
             conflict: None,
         }
     }
@@ -280,6 +293,13 @@ mod tests {
             all.push(e);
         };
         push(&|e| e.op = Op::Listen);
+        push(&|e| e.seq = 0);
+        push(&|e| e.repeat_of = Some(u64::MAX));
+        push(&|e| {
+            e.repeat_of = Some(3);
+            e.repeat_time = Some("t".into());
+            e.repeat_flags_differ = true;
+        });
         push(&|e| e.op = Op::GetPort);
         push(&|e| e.requested = None);
         push(&|e| e.requested = Some(Requested::Inet(v6)));

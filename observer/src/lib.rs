@@ -9,7 +9,8 @@
 //!   they report into [`model::BindEvent`]s;
 //! - explanation: [`conflict`] explains an EADDRINUSE (the sockets in the way, the rule, what
 //!   would work; also `observer why`), [`cgroup`] names the caller's cgroup;
-//! - output: [`sink`] and [`jsonline`] print, [`metrics`] counts;
+//! - output: [`hold`] keeps call order around pending explanations, [`sink`] and
+//!   [`jsonline`] print, [`metrics`] counts;
 //! - driving: [`collector`] runs the pipeline, [`scenarios`] plays the demo, [`cli`] parses.
 
 // The test fixtures shared with the integration tests (`tests/common/cases.rs`) name the
@@ -26,6 +27,7 @@ pub mod conflict;
 pub mod decode;
 pub mod errno;
 pub mod filter;
+pub mod hold;
 pub mod jsonline;
 pub mod kernel;
 pub mod metrics;

@@ -2,7 +2,9 @@
 //! for programs. Both print only to the writer they are given (stdout in the binary); neither
 //! flushes per event: the collector flushes after each batch it drains.
 
-use crate::model::{BindEvent, Endpoint, LostRecord, Requested, StartRecord, Summary};
+use crate::model::{
+    BindEvent, Endpoint, ExplanationRecord, LostRecord, Requested, StartRecord, Summary,
+};
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -10,6 +12,8 @@ use std::io::{self, Write};
 pub trait Sink {
     fn start(&mut self, start: &StartRecord) -> io::Result<()>;
     fn event(&mut self, event: &BindEvent) -> io::Result<()>;
+    /// An explanation that came after its event (see `crate::hold`).
+    fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()>;
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()>;
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
@@ -29,6 +33,9 @@ impl Sink for Fanout {
     }
     fn event(&mut self, event: &BindEvent) -> io::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.event(event))
+    }
+    fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.explanation(x))
     }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.lost(lost))
@@ -53,6 +60,9 @@ impl<D: Write> Sink for QuietSink<D> {
         start_lines(&mut self.0, s)
     }
     fn event(&mut self, _: &BindEvent) -> io::Result<()> {
+        Ok(())
+    }
+    fn explanation(&mut self, _: &ExplanationRecord) -> io::Result<()> {
         Ok(())
     }
     fn lost(&mut self, l: &LostRecord) -> io::Result<()> {
@@ -158,6 +168,9 @@ impl<W: Write> Sink for JsonSink<W> {
         }
         Ok(())
     }
+    fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()> {
+        self.line(x)
+    }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.line(lost)
     }
@@ -203,7 +216,7 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
     }
 
     fn event(&mut self, e: &BindEvent) -> io::Result<()> {
-        let time = e.time.get(11..26).unwrap_or(&e.time);
+        let time = short_time(&e.time);
         let requested = match &e.requested {
             Some(Requested::Inet(ep)) => endpoint(ep),
             Some(Requested::Other { sa_family, addrlen }) => {
@@ -226,10 +239,36 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
             opts(e),
             e.result
         )?;
+        if let Some(of) = e.repeat_of {
+            let at = e.repeat_time.as_deref().map(short_time).unwrap_or("?");
+            writeln!(
+                self.out,
+                "    the same failure as at {at} (event {of}): its explanation applies{}",
+                if e.repeat_flags_differ {
+                    "; this call's other options differ (see OPTS)"
+                } else {
+                    ""
+                }
+            )?;
+        }
         if let Some(c) = &e.conflict {
             for line in crate::conflict::report::lines(c) {
                 writeln!(self.out, "    {line}")?;
             }
+        }
+        Ok(())
+    }
+
+    fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "{:<15} explanation of the failure at {} (event {}), looked up late:",
+            short_time(&x.time),
+            short_time(&x.event_time),
+            x.of
+        )?;
+        for line in crate::conflict::report::lines(&x.conflict) {
+            writeln!(self.out, "    {line}")?;
         }
         Ok(())
     }
@@ -246,6 +285,11 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// The time of day of an RFC 3339 time (`HH:MM:SS.ffffff`), as the table shows it.
+fn short_time(rfc3339: &str) -> &str {
+    rfc3339.get(11..26).unwrap_or(rfc3339)
 }
 
 /// The table's start lines: the backend, backends skipped, fields unknown here.
@@ -310,6 +354,13 @@ impl Sink for CollectSink {
     }
     fn event(&mut self, event: &BindEvent) -> io::Result<()> {
         self.events.push(event.clone());
+        Ok(())
+    }
+    /// Put in place: the event it explains gets the conflict.
+    fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()> {
+        if let Some(e) = self.events.iter_mut().rev().find(|e| e.seq == x.of) {
+            e.conflict = Some(x.conflict.clone());
+        }
         Ok(())
     }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {

@@ -35,6 +35,7 @@ const REUSEADDR_ONLY: Flags = Flags([
 pub(crate) fn event() -> BindEvent {
     BindEvent {
         record_type: "bind",
+        seq: 0,
         time: TIME.to_string(),
         op: Op::Bind,
         pid: 4242,
@@ -57,6 +58,9 @@ pub(crate) fn event() -> BindEvent {
         call_id: None,
         cgroup: None,
         cgroup_id: 0,
+        repeat_of: None,
+        repeat_time: None,
+        repeat_flags_differ: false,
         conflict: None,
     }
 }
@@ -113,6 +117,9 @@ fn summary() -> Summary {
         conflict_queue_full: 0,
         conflict_repeats: 0,
         conflict_unfinished: 0,
+        explanations_late: 0,
+        events_held: 0,
+        hold_max_ms: 0,
         cgroup_unresolved: 3,
     }
 }

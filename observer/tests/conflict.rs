@@ -380,6 +380,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
         assert_eq!(failing.bind("127.0.0.1:7100"), libc::EADDRINUSE);
         let event = BindEvent {
             record_type: "bind",
+            seq: 0,
             time: String::new(),
             op: Op::Bind,
             pid: c.pid,
@@ -406,6 +407,9 @@ fn lookup_after_the_holder_is_gone_says_so() {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            repeat_of: None,
+            repeat_time: None,
+            repeat_flags_differ: false,
             conflict: None,
         };
         assert_eq!(conflict_of(&event).verdict, "in_use");

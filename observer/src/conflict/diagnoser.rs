@@ -1,24 +1,26 @@
 //! The conflict lookup off the event path: the collector hands each EADDRINUSE event to a
 //! [`Submitter`] and moves on; one worker thread diagnoses it ([`super::diagnose`]) and sends
-//! it back, conflict attached, through [`Done`], which the collector's loop polls like any other
-//! source. The queue is bounded: when it is full the event goes out at once without a
-//! conflict, and that is counted. One worker keeps diagnosed events in the order they failed.
+//! the answer back, by the event's `seq`, through [`Done`], which the collector's loop polls
+//! like any other source. Keeping events in call order around a pending answer is the
+//! collector's job (`crate::hold`). The queue is bounded: when it is full the event is not
+//! looked up, and says so.
 //!
 //! A service that retries a failing bind in a loop asks the same question thousands of times
 //! a second; its answer does not change that fast. So one lookup per question (namespace,
-//! protocol, address, port) per [`REPEAT_WINDOW`]: the repeats within it go out at once
-//! without a conflict, counted as `conflict_repeats`, and the first failure carries the answer.
+//! protocol, address, port, and the options, device and uid the rules read) per
+//! [`REPEAT_WINDOW`]: the repeats within it are written at once with `repeat_of`, the `seq`
+//! of the event whose explanation applies, counted as `conflict_repeats`.
 
 use super::rules::Request;
 use super::{Query, diagnose};
 use crate::model::Conflict;
 use crate::model::Proto;
-use crate::model::{BindEvent, Op, Requested};
+use crate::model::{BindEvent, Flags, Op, Requested};
 use crate::netns::{self, Netns};
 use crate::sockopt::Opt;
-use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
@@ -31,39 +33,57 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 /// Questions remembered for [`REPEAT_WINDOW`], at most (older ones are forgotten first).
 const RECENT_MAX: usize = 4096;
 
-/// What a lookup answers: the failing socket's namespace, protocol, address and port.
-type Question = (
-    Option<u32>,
-    Option<std::borrow::Cow<'static, str>>,
-    Option<(std::net::IpAddr, u16)>,
-);
+/// What a lookup answers: the failing socket's namespace and the request the rules judge.
+type Question = (Option<u32>, Option<Request>);
 
-/// Events handed over and not yet back, by sequence number: what [`Done::finish`] still owes.
-type Pending = Arc<Mutex<BTreeMap<u64, BindEvent>>>;
+/// The event that asked a question first, within the window.
+#[derive(Debug, Clone)]
+struct Asked {
+    /// When it was handed over (coarse monotonic).
+    at: Duration,
+    seq: u64,
+    time: Arc<str>,
+    flags: Flags,
+}
+
+/// What [`Submitter::submit`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// Handed over: its answer comes back through [`Done`] under the event's `seq`.
+    Lookup,
+    /// The same question was handed over less than [`REPEAT_WINDOW`] before, by this event.
+    Repeat {
+        of: u64,
+        time: Arc<str>,
+        /// The options the answer does not depend on differ between the two.
+        flags_differ: bool,
+    },
+    /// Not looked up: [`QUEUE`] lookups are already waiting.
+    QueueFull,
+}
 
 /// The collector's side: hands events over.
 pub struct Submitter {
-    tx: SyncSender<(u64, BindEvent)>,
-    pending: Pending,
-    next: u64,
+    tx: SyncSender<BindEvent>,
+    /// Lookups handed over and not yet answered.
+    in_flight: Arc<AtomicUsize>,
     /// Events handed over for a lookup.
     pub submitted: u64,
-    /// Events that went out without a lookup because the queue was full.
+    /// Events not looked up because the queue was full.
     pub queue_full: u64,
-    /// Events that went out without a lookup because the same question was looked up less
-    /// than [`REPEAT_WINDOW`] before.
+    /// Events written with `repeat_of` instead of a lookup.
     pub repeats: u64,
-    /// When each recent question was handed over.
-    recent: std::collections::HashMap<Question, Duration>,
-    /// The question of the previous event, and when it was handed over: a retry loop asks
-    /// the same one back to back, answered here without hashing.
-    last: Option<(Question, Duration)>,
+    /// The first event of each recent question.
+    recent: std::collections::HashMap<Question, Asked>,
+    /// The question of the previous event: a retry loop asks the same one back to back,
+    /// answered here without hashing.
+    last: Option<(Question, Asked)>,
 }
 
-/// The loop's side: diagnosed events coming back.
+/// The loop's side: answers coming back, by event `seq`.
 pub struct Done {
     rx: UnboundedReceiver<(u64, Conflict)>,
-    pending: Pending,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Starts the worker.
@@ -75,23 +95,22 @@ pub fn start() -> std::io::Result<(Submitter, Done)> {
 pub fn start_with(
     lookup: impl Fn(&BindEvent) -> Conflict + Send + 'static,
 ) -> std::io::Result<(Submitter, Done)> {
-    let (tx, rx) = sync_channel::<(u64, BindEvent)>(QUEUE);
+    let (tx, rx) = sync_channel::<BindEvent>(QUEUE);
     let (done_tx, done_rx) = unbounded_channel();
     std::thread::Builder::new()
         .name("observer-conflict".into())
         .spawn(move || {
-            for (seq, event) in rx {
-                if done_tx.send((seq, lookup(&event))).is_err() {
+            for event in rx {
+                if done_tx.send((event.seq, lookup(&event))).is_err() {
                     return;
                 }
             }
         })?;
-    let pending = Pending::default();
+    let in_flight = Arc::new(AtomicUsize::new(0));
     Ok((
         Submitter {
             tx,
-            pending: pending.clone(),
-            next: 0,
+            in_flight: in_flight.clone(),
             submitted: 0,
             queue_full: 0,
             repeats: 0,
@@ -100,113 +119,116 @@ pub fn start_with(
         },
         Done {
             rx: done_rx,
-            pending,
+            in_flight,
         },
     ))
 }
 
-/// Whether an event gets a lookup: a TCP or UDP socket's EADDRINUSE.
+/// Whether an event gets a lookup: a TCP or UDP socket's failed `bind()` or `listen()` with
+/// EADDRINUSE. A failed port allocation (`get_port`, kernel-function backends) runs inside
+/// the `bind()` or `listen()` reported right after it, with the same `call_id`: that event
+/// carries the explanation.
 pub fn wants(e: &BindEvent) -> bool {
     e.errno == libc::EADDRINUSE
+        && e.op != Op::GetPort
         && e.is_inet()
         && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
 }
 
 impl Submitter {
-    /// Takes a copy of `event` for a lookup (true), or declines: a repeat of a recent
-    /// question, or the queue is full (counted). A declined event is written as it is.
-    pub fn submit(&mut self, event: &BindEvent) -> bool {
-        let question: Question = (
-            event.netns,
-            event.protocol.clone(),
-            request_of(event).map(|r| (r.addr, r.port)),
-        );
+    /// Hands a copy of `event` over for a lookup, or says why not: a repeat of a recent
+    /// question (counted, with the event that asked it), or a full queue (counted).
+    pub fn submit(&mut self, event: &BindEvent) -> Submitted {
+        let question: Question = (event.netns, request_of(event));
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
         let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());
-        if let Some((last, asked)) = &self.last
-            && *last == question
-            && now.saturating_sub(*asked) < REPEAT_WINDOW
+        let recent = match &self.last {
+            Some((last, asked)) if *last == question => Some(asked.clone()),
+            _ => self.recent.get(&question).cloned(),
+        };
+        if let Some(asked) = recent
+            && now.saturating_sub(asked.at) < REPEAT_WINDOW
         {
             self.repeats += 1;
-            return false;
+            let repeat = Submitted::Repeat {
+                of: asked.seq,
+                time: asked.time.clone(),
+                flags_differ: asked.flags != event.flags,
+            };
+            self.last = Some((question, asked));
+            return repeat;
         }
-        if let Some(asked) = self.recent.get(&question)
-            && now.saturating_sub(*asked) < REPEAT_WINDOW
-        {
-            self.last = Some((question, *asked));
-            self.repeats += 1;
-            return false;
+        // A flood of distinct failures must cost the event path next to nothing: with QUEUE
+        // events waiting and one in the worker, decline without copying anything.
+        if self.in_flight.load(Ordering::Relaxed) > QUEUE {
+            self.queue_full += 1;
+            return Submitted::QueueFull;
+        }
+        match self.tx.try_send(event.clone()) {
+            Ok(()) => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                self.submitted += 1;
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queue_full += 1;
+                return Submitted::QueueFull;
+            }
         }
         if self.recent.len() >= RECENT_MAX {
             self.recent
-                .retain(|_, asked| now.saturating_sub(*asked) < REPEAT_WINDOW);
+                .retain(|_, asked| now.saturating_sub(asked.at) < REPEAT_WINDOW);
             if self.recent.len() >= RECENT_MAX {
                 self.recent.clear();
             }
         }
-        self.recent.insert(question.clone(), now);
-        self.last = Some((question, now));
-        // A flood of failures must cost the event path next to nothing: with QUEUE events
-        // waiting and one in the worker, decline it without copying anything.
-        if lock(&self.pending).len() > QUEUE {
-            self.queue_full += 1;
-            return false;
-        }
-        let seq = self.next;
-        self.next += 1;
-        lock(&self.pending).insert(seq, event.clone());
-        match self.tx.try_send((seq, event.clone())) {
-            Ok(()) => {
-                self.submitted += 1;
-                true
-            }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                lock(&self.pending).remove(&seq);
-                self.queue_full += 1;
-                false
-            }
-        }
+        let asked = Asked {
+            at: now,
+            seq: event.seq,
+            time: Arc::from(event.time.as_str()),
+            flags: event.flags,
+        };
+        self.recent.insert(question.clone(), asked.clone());
+        self.last = Some((question, asked));
+        Submitted::Lookup
     }
-}
 
-fn lock(p: &Pending) -> std::sync::MutexGuard<'_, BTreeMap<u64, BindEvent>> {
-    p.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Lookups handed over and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
 impl Done {
-    /// The next diagnosed event; pends while none is ready.
-    pub async fn next(&mut self) -> BindEvent {
-        loop {
-            let Some((seq, conflict)) = self.rx.recv().await else {
-                return std::future::pending().await;
-            };
-            if let Some(mut event) = lock(&self.pending).remove(&seq) {
-                event.conflict = Some(conflict);
-                return event;
+    /// The next answer: the `seq` of the event it explains, and the conflict. Pends while
+    /// none is ready.
+    pub async fn next(&mut self) -> (u64, Conflict) {
+        match self.rx.recv().await {
+            Some(answer) => {
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                answer
             }
+            None => std::future::pending().await,
         }
     }
 
-    /// At the end of a run: the events still in the worker, waiting for each at most `bound`
-    /// in all; those not back by then come without a conflict. Returns them and how many
-    /// lookups did not finish.
-    pub async fn finish(mut self, submitter: Submitter, bound: Duration) -> (Vec<BindEvent>, u64) {
+    /// At the end of a run: the answers still owed, waiting for them at most `bound` in all.
+    /// Returns those that came and how many lookups did not finish.
+    pub async fn finish(
+        mut self,
+        submitter: Submitter,
+        bound: Duration,
+    ) -> (Vec<(u64, Conflict)>, u64) {
         drop(submitter);
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + bound;
-        while !lock(&self.pending).is_empty() {
+        while self.in_flight.load(Ordering::Relaxed) > 0 {
             match tokio::time::timeout_at(deadline, self.next()).await {
-                Ok(event) => out.push(event),
+                Ok(answer) => out.push(answer),
                 Err(_) => break,
             }
         }
-        let late: Vec<BindEvent> = std::mem::take(&mut *lock(&self.pending))
-            .into_values()
-            .collect();
-        let unfinished = late.len() as u64;
-        out.extend(late);
-        (out, unfinished)
+        (out, self.in_flight.load(Ordering::Relaxed) as u64)
     }
 }
 
@@ -246,13 +268,7 @@ fn request_of(e: &BindEvent) -> Option<Request> {
 /// The lookup for one event; failures become a conflict with verdict `"unavailable"` and the
 /// reason in its notes.
 pub fn conflict_of(e: &BindEvent) -> Conflict {
-    let unavailable = |note: String| Conflict {
-        verdict: "unavailable",
-        holders: Vec::new(),
-        fixes: Vec::new(),
-        ephemeral: None,
-        notes: vec![note],
-    };
+    let unavailable = |note: String| Conflict::with_note("unavailable", note);
     let Some(request) = request_of(e) else {
         return unavailable("the event has no address to look up".into());
     };

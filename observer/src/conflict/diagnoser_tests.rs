@@ -1,44 +1,37 @@
 //! The lookup queue with a lookup that blocks until the test lets it go: handing events over
-//! never waits, a full queue gives the event back and counts it, results come back in order,
-//! and the end of a run returns every event, with or without its conflict, counting the
-//! unfinished lookups.
+//! never waits, a full queue declines the event and counts it, answers come back in order by
+//! `seq`, a retry points at the event that asked first, and the end of a run returns the
+//! answers that came, counting the unfinished lookups.
 
 use super::*;
 use crate::model::{Endpoint, Flags};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
-fn event(port: u16) -> BindEvent {
-    BindEvent {
-        record_type: "bind",
-        time: String::new(),
-        op: Op::Bind,
-        pid: 1,
-        tid: 1,
-        uid: 0,
-        comm: "t".into(),
-        netns: Some(1),
-        family: Some("inet".into()),
-        protocol: Some("tcp".into()),
-        fd: Some(3),
-        requested: Some(Requested::Inet(Endpoint {
-            addr: std::net::Ipv4Addr::LOCALHOST.into(),
-            port,
-            scope_id: None,
-        })),
-        bound: None,
-        flags: Flags::default(),
-        bound_dev_if: Some(0),
-        sock_uid: Some(0),
-        sock_ino: Some(9),
-        result: "EADDRINUSE".into(),
-        errno: libc::EADDRINUSE,
-        hook: "tracepoint:sys_exit_bind",
-        call_id: None,
-        cgroup: None,
-        cgroup_id: 0,
-        conflict: None,
-    }
+fn event(seq: u64, port: u16) -> BindEvent {
+    let mut e = BindEvent::blank();
+    e.seq = seq;
+    e.time = format!("t{seq}");
+    e.pid = 1;
+    e.tid = 1;
+    e.comm = "t".into();
+    e.netns = Some(1);
+    e.family = Some("inet".into());
+    e.protocol = Some("tcp".into());
+    e.fd = Some(3);
+    e.requested = Some(Requested::Inet(Endpoint {
+        addr: std::net::Ipv4Addr::LOCALHOST.into(),
+        port,
+        scope_id: None,
+    }));
+    e.flags = Flags::default();
+    e.bound_dev_if = Some(0);
+    e.sock_uid = Some(0);
+    e.sock_ino = Some(9);
+    e.result = "EADDRINUSE".into();
+    e.errno = libc::EADDRINUSE;
+    e.hook = "tracepoint:sys_exit_bind";
+    e
 }
 
 fn marked(e: &BindEvent) -> Conflict {
@@ -59,14 +52,17 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn wants_only_inet_eaddrinuse() {
-    assert!(wants(&event(1)));
-    let mut other = event(1);
+fn wants_only_inet_eaddrinuse_of_a_call() {
+    assert!(wants(&event(1, 1)));
+    let mut other = event(1, 1);
     other.errno = libc::EACCES;
     assert!(!wants(&other));
-    other = event(1);
+    other = event(1, 1);
     other.family = Some("af1".into());
     assert!(!wants(&other));
+    other = event(1, 1);
+    other.op = Op::GetPort;
+    assert!(!wants(&other), "the bind it ran inside is looked up");
 }
 
 #[test]
@@ -82,17 +78,18 @@ fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
     })
     .unwrap();
     let began = Instant::now();
-    assert!(submitter.submit(&event(1)));
+    assert_eq!(submitter.submit(&event(1, 1)), Submitted::Lookup);
     started
         .recv_timeout(Duration::from_secs(20))
         .expect("the worker took the first event");
     for port in 2..=(QUEUE as u16 + 1) {
-        assert!(submitter.submit(&event(port)), "port {port}");
+        assert_eq!(
+            submitter.submit(&event(u64::from(port), port)),
+            Submitted::Lookup,
+            "port {port}"
+        );
     }
-    assert!(
-        !submitter.submit(&event(999)),
-        "a full queue declines it (it is written as it is)"
-    );
+    assert_eq!(submitter.submit(&event(999, 999)), Submitted::QueueFull);
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "submitting waited"
@@ -101,57 +98,100 @@ fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
         (submitter.submitted, submitter.queue_full),
         (QUEUE as u64 + 1, 1)
     );
+    assert_eq!(submitter.in_flight(), QUEUE + 1);
 
     // One lookup finishes; the rest are still stuck when the run ends.
     gate.send(()).unwrap();
-    let (events, unfinished) =
+    let (answers, unfinished) =
         runtime().block_on(done.finish(submitter, Duration::from_millis(300)));
-    assert_eq!(events.len(), QUEUE + 1);
-    assert_eq!(events[0].conflict.as_ref().unwrap().notes, ["port 1"]);
-    assert!(events[1..].iter().all(|e| e.conflict.is_none()));
-    let ports: Vec<u16> = events.iter().filter_map(|e| e.requested_port()).collect();
-    assert_eq!(ports, (1..=QUEUE as u16 + 1).collect::<Vec<_>>());
+    assert_eq!(answers.len(), 1);
+    assert_eq!(answers[0].0, 1);
+    assert_eq!(answers[0].1.notes, ["port 1"]);
     assert_eq!(unfinished, QUEUE as u64);
     drop(gate);
 }
 
 #[test]
-fn results_come_back_in_order_with_their_conflict() {
+fn answers_come_back_in_order_by_seq() {
     let (mut submitter, mut done) = start_with(marked).unwrap();
-    for port in [5, 6, 7] {
-        assert!(submitter.submit(&event(port)));
+    for (seq, port) in [(10, 5), (11, 6), (12, 7)] {
+        assert_eq!(submitter.submit(&event(seq, port)), Submitted::Lookup);
     }
     let rt = runtime();
-    let got: Vec<Vec<String>> = (0..3)
-        .map(|_| rt.block_on(done.next()).conflict.unwrap().notes)
+    let got: Vec<(u64, Vec<String>)> = (0..3)
+        .map(|_| {
+            let (seq, c) = rt.block_on(done.next());
+            (seq, c.notes)
+        })
         .collect();
-    assert_eq!(got, [["port 5"], ["port 6"], ["port 7"]]);
+    assert_eq!(
+        got,
+        [
+            (10, vec!["port 5".to_string()]),
+            (11, vec!["port 6".to_string()]),
+            (12, vec!["port 7".to_string()])
+        ]
+    );
     let (rest, unfinished) = rt.block_on(done.finish(submitter, Duration::from_secs(1)));
     assert!(rest.is_empty());
     assert_eq!(unfinished, 0);
 }
 
 #[test]
-fn a_retry_loop_gets_one_lookup_per_window() {
+fn a_retry_loop_gets_one_lookup_per_window_and_points_at_it() {
     let (mut submitter, mut done) = start_with(marked).unwrap();
-    assert!(submitter.submit(&event(7)), "the first is looked up");
-    for _ in 0..1000 {
-        assert!(!submitter.submit(&event(7)), "a repeat goes out at once");
+    assert_eq!(submitter.submit(&event(1, 7)), Submitted::Lookup);
+    for seq in 2..1002 {
+        assert_eq!(
+            submitter.submit(&event(seq, 7)),
+            Submitted::Repeat {
+                of: 1,
+                time: "t1".into(),
+                flags_differ: false
+            },
+            "a repeat goes out at once, pointing at the first"
+        );
     }
-    assert!(
-        submitter.submit(&event(8)),
+    assert_eq!(
+        submitter.submit(&event(1002, 8)),
+        Submitted::Lookup,
         "another port is another question"
     );
-    let mut udp = event(7);
+    let mut udp = event(1003, 7);
     udp.protocol = Some("udp".into());
-    assert!(submitter.submit(&udp), "another protocol too");
+    assert_eq!(
+        submitter.submit(&udp),
+        Submitted::Lookup,
+        "another protocol too"
+    );
+    let mut reuse = event(1004, 7);
+    reuse.flags.set(Opt::ReuseAddr, Some(true));
+    assert_eq!(
+        submitter.submit(&reuse),
+        Submitted::Lookup,
+        "a retry with SO_REUSEADDR asks another question"
+    );
+    let mut freebind = event(1005, 7);
+    freebind.flags.set(Opt::FreeBind, Some(true));
+    assert_eq!(
+        submitter.submit(&freebind),
+        Submitted::Repeat {
+            of: 1,
+            time: "t1".into(),
+            flags_differ: true
+        },
+        "IP_FREEBIND does not change the answer, but the retry says it differs"
+    );
+    // Back to the first question after others: found through the map, not `last`.
+    assert!(matches!(
+        submitter.submit(&event(1006, 7)),
+        Submitted::Repeat { of: 1, .. }
+    ));
     assert_eq!(
         (submitter.submitted, submitter.repeats, submitter.queue_full),
-        (3, 1000, 0)
+        (4, 1002, 0)
     );
     let rt = runtime();
-    let notes: Vec<Vec<String>> = (0..3)
-        .map(|_| rt.block_on(done.next()).conflict.unwrap().notes)
-        .collect();
-    assert_eq!(notes, [["port 7"], ["port 8"], ["port 7"]]);
+    let seqs: Vec<u64> = (0..4).map(|_| rt.block_on(done.next()).0).collect();
+    assert_eq!(seqs, [1, 1002, 1003, 1004]);
 }

@@ -33,7 +33,7 @@ pub const TCP_BOUND_INACTIVE: u8 = 13;
 const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 /// The socket whose `bind()` or `listen()` is asked about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Request {
     pub proto: Proto,
     /// An IPv6 address (mapped or not) means an `AF_INET6` socket.

@@ -227,9 +227,18 @@ impl Metrics {
                 .inc();
         }
         if let Some(c) = &e.conflict {
-            for rule in rules(c) {
-                self.conflicts.get_or_create(&RuleLabels { rule }).inc();
-            }
+            self.conflict(c);
+        }
+    }
+
+    /// A conflict is counted once, when its answer is known: a `"pending"` one is counted
+    /// when its explanation comes.
+    fn conflict(&self, c: &crate::model::Conflict) {
+        if c.verdict == "pending" {
+            return;
+        }
+        for rule in rules(c) {
+            self.conflicts.get_or_create(&RuleLabels { rule }).inc();
         }
     }
 }
@@ -270,6 +279,10 @@ impl Sink for MetricsSink {
     }
     fn event(&mut self, e: &BindEvent) -> io::Result<()> {
         self.metrics.event(e);
+        Ok(())
+    }
+    fn explanation(&mut self, x: &crate::model::ExplanationRecord) -> io::Result<()> {
+        self.metrics.conflict(&x.conflict);
         Ok(())
     }
     /// The collector hands the same total to [`Sink::progress`] right after.

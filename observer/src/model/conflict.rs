@@ -11,7 +11,9 @@ use std::net::IpAddr;
 pub struct Conflict {
     /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
     /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
-    /// `"ephemeral"`: a port-0 request, see `ephemeral`.
+    /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"unavailable"`: no lookup could be
+    /// made (the notes say why); `"pending"`: the event was written before its lookup ended,
+    /// whose answer follows as an `"explanation"` record naming the event's `seq`.
     pub verdict: &'static str,
     pub holders: Vec<Holder>,
     /// Changes that would have worked, each checked against the same table.
@@ -20,6 +22,19 @@ pub struct Conflict {
     pub ephemeral: Option<Ephemeral>,
     /// Anything the lookup could not establish.
     pub notes: Vec<String>,
+}
+
+impl Conflict {
+    /// An answer without holders: a verdict and why (`"unavailable"`, `"pending"`).
+    pub fn with_note(verdict: &'static str, note: String) -> Conflict {
+        Conflict {
+            verdict,
+            holders: Vec::new(),
+            fixes: Vec::new(),
+            ephemeral: None,
+            notes: vec![note],
+        }
+    }
 }
 
 /// A socket in the way.
@@ -91,7 +106,7 @@ pub struct Ephemeral {
     pub free: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,

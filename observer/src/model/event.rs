@@ -96,6 +96,10 @@ pub struct BindEvent {
     /// Always `"bind"`: the JSON Lines record type.
     #[serde(rename = "type")]
     pub record_type: &'static str,
+    /// The event's number in this run (1, 2, ...: every event written, in call order); an
+    /// explanation written after its event (`"type":"explanation"`) and a repeated failure
+    /// (`repeat_of`) name an event by it.
+    pub seq: u64,
     /// Wall-clock time of the call's return, RFC 3339 with microseconds, UTC.
     pub time: String,
     pub op: Op,
@@ -140,6 +144,17 @@ pub struct BindEvent {
     /// into `cgroup`.
     #[serde(skip)]
     pub cgroup_id: u64,
+    /// A failure that asks the question an earlier event's lookup answered less than a second
+    /// before (a retry): that event's `seq`; its explanation applies (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_of: Option<u64>,
+    /// With `repeat_of`: the time of that event, for the table (not in JSON, which has `seq`).
+    #[serde(skip)]
+    pub repeat_time: Option<std::sync::Arc<str>>,
+    /// With `repeat_of`: true when this call's socket options differ from that event's in
+    /// options the explanation does not depend on (absent when they are the same).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeat_flags_differ: bool,
     /// For EADDRINUSE: what is in the way, looked up after the failure (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conflict: Option<Conflict>,
@@ -150,6 +165,7 @@ impl BindEvent {
     pub fn blank() -> BindEvent {
         BindEvent {
             record_type: "bind",
+            seq: 0,
             time: String::new(),
             op: Op::Bind,
             pid: 0,
@@ -172,6 +188,9 @@ impl BindEvent {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            repeat_of: None,
+            repeat_time: None,
+            repeat_flags_differ: false,
             conflict: None,
         }
     }

@@ -4,7 +4,8 @@
 //! of them (only on the socket-option table, [`crate::sockopt`]).
 //!
 //! JSON Lines records, each with a `"type"`: [`StartRecord`] (`"start"`), [`BindEvent`]
-//! (`"bind"`, with a [`Conflict`] for an explained failure), [`LostRecord`] (`"lost"`),
+//! (`"bind"`, with a [`Conflict`] for an explained failure), [`ExplanationRecord`]
+//! (`"explanation"`: a conflict that came after its event), [`LostRecord`] (`"lost"`),
 //! [`Summary`] (`"summary"`); `observer why --json` writes a [`WhyRecord`] (`"why"`).
 //! `SCHEMA.md` at the crate root documents every field; a test fails when a field is added
 //! without a line there.
@@ -19,4 +20,4 @@ mod schema_tests;
 pub use cgroup::{Cgroup, Container};
 pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
 pub use event::{BindEvent, Endpoint, Flags, Op, Requested};
-pub use records::{LostRecord, Skipped, StartRecord, Summary};
+pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};

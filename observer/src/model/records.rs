@@ -50,6 +50,21 @@ pub struct LostRecord {
     pub total: u64,
 }
 
+/// An explanation that came after its event: the lookup took longer than the collector holds
+/// later events back for it (their order is kept; see `crate::collector`), so the event went
+/// out with a `"pending"` conflict and its answer follows here.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplanationRecord {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    pub time: String,
+    /// The `seq` of the event explained.
+    pub of: u64,
+    /// That event's time, as it was written.
+    pub event_time: String,
+    pub conflict: super::Conflict,
+}
+
 /// The last record: what the run saw and what it missed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -81,11 +96,19 @@ pub struct Summary {
     pub conflict_lookups: u64,
     /// EADDRINUSE events printed without a conflict because the lookup queue was full.
     pub conflict_queue_full: u64,
-    /// EADDRINUSE events printed without a conflict because the same address was looked up
-    /// less than a second before (a retry loop asks the same question again and again).
+    /// EADDRINUSE events written with `repeat_of` instead of a lookup of their own: the same
+    /// question was looked up less than a second before (a retry loop asks it again and again).
     pub conflict_repeats: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
+    /// Explanations written as their own record, after their event, because the lookup took
+    /// longer than the collector holds events back for it.
+    pub explanations_late: u64,
+    /// Events written later than they were read because an event before them waited for its
+    /// explanation (call order is kept).
+    pub events_held: u64,
+    /// The longest time an event was held back, in milliseconds.
+    pub hold_max_ms: u64,
     /// Events whose cgroup id could not be turned into a path (`"path": null`).
     pub cgroup_unresolved: u64,
 }

@@ -102,6 +102,8 @@ fn event() -> BindEvent {
         Some("p".into()),
     )));
     e.conflict = Some(conflict());
+    e.repeat_of = Some(1);
+    e.repeat_flags_differ = true;
     e
 }
 
@@ -154,6 +156,17 @@ fn every_field_of_every_record_is_documented() {
         total: 0,
     };
     missing.extend(documented("lost", serde_json::to_value(&lost).unwrap()));
+    let explanation = ExplanationRecord {
+        record_type: "explanation",
+        time: String::new(),
+        of: 1,
+        event_time: String::new(),
+        conflict: conflict(),
+    };
+    missing.extend(documented(
+        "explanation",
+        serde_json::to_value(&explanation).unwrap(),
+    ));
     let mut summary = Summary::default();
     summary.results.insert("OK".into(), 1);
     let mut summary = serde_json::to_value(&summary).unwrap();

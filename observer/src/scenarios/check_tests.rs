@@ -37,6 +37,7 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
     };
     BindEvent {
         record_type: "bind",
+        seq: 0,
         time: String::new(),
         op,
         pid: o.pid,
@@ -59,6 +60,9 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         call_id: Some(call_id),
         cgroup: None,
         cgroup_id: 0,
+        repeat_of: None,
+        repeat_time: None,
+        repeat_flags_differ: false,
         conflict: None,
     }
 }

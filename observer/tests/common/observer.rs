@@ -132,7 +132,17 @@ impl Observer {
             let what = format!("{n} events, {} so far", got.len());
             let record = self.next_record(deadline, &what);
             match record["type"].as_str() {
-                Some("bind") => got.push(record),
+                Some("bind") => {
+                    // Every event is numbered in the order written, which is call order.
+                    let seq = self.events.len() + got.len() + 1;
+                    assert_eq!(
+                        record["seq"],
+                        seq,
+                        "event out of order or missing: {record}\nall:\n{}",
+                        self.dump()
+                    );
+                    got.push(record)
+                }
                 _ => panic!(
                     "unexpected record while {what}: {record}\nall:\n{}",
                     self.dump()
@@ -153,9 +163,8 @@ impl Observer {
         self.events.extend(got);
     }
 
-    /// Waits (bounded) for the next `n` events and returns them, unchecked (not even their
-    /// order: events with a conflict arrive after their lookup), for a test that asserts on
-    /// them itself.
+    /// Waits (bounded) for the next `n` events and returns them, checked only for their
+    /// order (`seq`), for a test that asserts on them itself.
     pub fn take(&mut self, n: usize) -> Vec<Value> {
         let got = self.next_events(n);
         self.events.extend(got.iter().cloned());
