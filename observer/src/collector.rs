@@ -277,6 +277,9 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 _ = ticker.tick() => {
                     drain(ring.get_mut(), &mut state)?;
                     state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
+                    if let Some(submitter) = state.conflicts.as_mut() {
+                        submitter.tick();
+                    }
                     let c = read_counters(&counters);
                     state.report_lost(c.lost)?;
                     state.progress(c)?;

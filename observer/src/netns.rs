@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Moves the calling thread into a new network namespace with `lo` up; returns its inode.
 pub fn enter_private() -> io::Result<u64> {
@@ -36,26 +37,56 @@ pub fn current_inode() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
 }
 
-/// Where a namespace is: the caller's own, or a namespace file (`/proc/PID/ns/net`,
-/// `/run/netns/NAME`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a namespace is: the caller's own, a namespace file (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`), or a descriptor already open on one (which stays valid after every
+/// process in the namespace has gone, as long as the namespace itself lives).
+#[derive(Debug, Clone)]
 pub enum Netns {
     Current,
     Path(PathBuf),
+    /// An open namespace descriptor and the namespace's inode.
+    Handle(Arc<OwnedFd>, u64),
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Netns::Current => f.write_str("of this thread"),
+            Netns::Path(p) => write!(f, "{}", p.display()),
+            Netns::Handle(_, ino) => write!(f, "{ino}"),
+        }
+    }
+}
+
+/// Opens the namespace file `path` if its inode is `ino`.
+pub fn open_if(path: &Path, ino: u64) -> io::Result<Netns> {
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.ino() != ino {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} is not network namespace {ino}", path.display()),
+        ));
+    }
+    Ok(Netns::Handle(Arc::new(OwnedFd::from(file)), ino))
 }
 
 /// Runs `f` in the network namespace `ns` (on a new thread unless it is the current one).
 pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-    let path = match ns {
+    let opened;
+    let fd = match ns {
         Netns::Current => return f(),
-        Netns::Path(path) => path,
+        Netns::Path(path) => {
+            opened = std::fs::File::open(path)?;
+            opened.as_raw_fd()
+        }
+        Netns::Handle(fd, _) => fd.as_raw_fd(),
     };
-    let file = std::fs::File::open(path)?;
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                // SAFETY: setns affects only this thread, which ends when `f` returns.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                // SAFETY: setns affects only this thread, which ends when `f` returns; `fd`
+                // stays open for the whole scope (`opened` or the handle outlive it).
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 f()
@@ -63,6 +94,72 @@ pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> io::Result<T> + Send) -
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// Handles on the network namespaces of recent failures, taken through the failing thread as
+/// soon as its event is read: most servers exit right after an EADDRINUSE, and a lookup that
+/// starts later would find no way in. Each is kept [`HANDLE_KEEP`] after its last use (a
+/// crash-looping service fails in the same namespace again and again), and at most
+/// [`HANDLES_MAX`] are kept: an open handle keeps a namespace alive, and the observer must not
+/// keep a dead one for long.
+#[derive(Default)]
+pub struct Handles {
+    open: std::collections::HashMap<u64, (Netns, u64)>,
+}
+
+/// How long a namespace handle is kept after its last use.
+pub const HANDLE_KEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Namespace handles kept at most.
+pub const HANDLES_MAX: usize = 256;
+
+impl Handles {
+    /// A handle on namespace `ino`: the one kept, or one opened now through thread `tid` of
+    /// `pid`. `None` when that thread has gone or is in another namespace (the lookup then
+    /// looks for another task in it). `now` is monotonic nanoseconds.
+    pub fn get(&mut self, pid: u32, tid: u32, ino: u64, now: u64) -> Option<Netns> {
+        if let Some((ns, used)) = self.open.get_mut(&ino) {
+            *used = now;
+            return Some(ns.clone());
+        }
+        let ns = open_if(Path::new(&format!("/proc/{pid}/task/{tid}/ns/net")), ino).ok()?;
+        if self.open.len() >= HANDLES_MAX {
+            self.expire(now);
+        }
+        if self.open.len() >= HANDLES_MAX {
+            // All recently used: the least recently used goes.
+            let oldest = self.open.iter().min_by_key(|(_, (_, used))| *used);
+            if let Some(&oldest) = oldest.map(|(ino, _)| ino) {
+                self.open.remove(&oldest);
+            }
+        }
+        self.open.insert(ino, (ns.clone(), now));
+        Some(ns)
+    }
+
+    /// Lets go of the handles unused for [`HANDLE_KEEP`].
+    pub fn expire(&mut self, now: u64) {
+        let keep = HANDLE_KEEP.as_nanos() as u64;
+        self.open
+            .retain(|_, (_, used)| now.saturating_sub(*used) < keep);
+    }
+
+    /// Handles held now.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// Whether this process's pid namespace is the initial one (`PROC_PID_INIT_INO` in the
+/// kernel's `include/linux/proc_ns.h`): outside it, `/proc` shows only part of the host's
+/// processes.
+pub fn in_initial_pid_ns() -> bool {
+    const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
+    std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
 }
 
 /// The namespace file of the thread `tid` of `pid`, if its inode is `ino`; else the first

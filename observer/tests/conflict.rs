@@ -429,7 +429,9 @@ fn lookup_after_the_holder_is_gone_says_so() {
         assert_eq!(unavailable.verdict, "unavailable");
         assert_eq!(
             unavailable.notes,
-            ["the network namespace 1 has no process left in it"]
+            [
+                "no way into network namespace 1 is left: the failing thread has exited and no process is in it any more"
+            ]
         );
     });
 }

@@ -4,6 +4,7 @@
 //! runs its own observer filtered on that namespace, so tests run in parallel without seeing
 //! each other. Each one reads as "these calls → exactly these events".
 
+#[allow(unused_imports)]
 mod common;
 
 use common::{

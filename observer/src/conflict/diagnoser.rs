@@ -1,9 +1,14 @@
 //! The conflict lookup off the event path: the collector hands each EADDRINUSE event to a
-//! [`Submitter`] and moves on; one worker thread diagnoses it ([`super::diagnose`]) and sends
-//! the answer back, by the event's `seq`, through [`Done`], which the collector's loop polls
+//! [`Submitter`] and moves on; a small pool of worker threads ([`WORKERS`]) diagnoses them
+//! ([`super::diagnose`]), so that one slow namespace does not hold up the others, and sends
+//! each answer back, by the event's `seq`, through [`Done`], which the collector's loop polls
 //! like any other source. Keeping events in call order around a pending answer is the
 //! collector's job (`crate::hold`). The queue is bounded: when it is full the event is not
 //! looked up, and says so.
+//!
+//! The failing socket's namespace is taken hold of when the event is read, through the
+//! failing thread ([`netns::Handles`]): most servers exit right after an EADDRINUSE, and the
+//! lookup, which starts later, must still get in to read the sockets in the way.
 //!
 //! A service that retries a failing bind in a loop asks the same question thousands of times
 //! a second; its answer does not change that fast. So one lookup per question (namespace,
@@ -24,8 +29,18 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-/// Events waiting for a lookup, at most.
-pub const QUEUE: usize = 64;
+/// Events waiting for a lookup, at most: a burst of distinct failures (a node where a
+/// thousand pods fail at once) is explained rather than declined.
+pub const QUEUE: usize = 1024;
+
+/// Lookups made at once.
+pub const WORKERS: usize = 4;
+
+/// One lookup: the event, and a handle on its namespace when one could be taken.
+pub struct Job {
+    pub event: BindEvent,
+    pub netns: Option<Netns>,
+}
 
 /// A question looked up is not looked up again for this long.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
@@ -64,7 +79,9 @@ pub enum Submitted {
 
 /// The collector's side: hands events over.
 pub struct Submitter {
-    tx: SyncSender<BindEvent>,
+    tx: SyncSender<Job>,
+    /// Namespaces of recent failures, held open.
+    handles: netns::Handles,
     /// Lookups handed over and not yet answered.
     in_flight: Arc<AtomicUsize>,
     /// Events handed over for a lookup.
@@ -86,30 +103,43 @@ pub struct Done {
     in_flight: Arc<AtomicUsize>,
 }
 
-/// Starts the worker.
+/// Starts the workers.
 pub fn start() -> std::io::Result<(Submitter, Done)> {
-    start_with(conflict_of)
+    start_with(WORKERS, |job| lookup(&job.event, job.netns.clone()))
 }
 
-/// Starts the worker with another lookup (tests slow lookups with it).
+/// Starts `workers` workers with another lookup (tests slow lookups with it).
 pub fn start_with(
-    lookup: impl Fn(&BindEvent) -> Conflict + Send + 'static,
+    workers: usize,
+    lookup: impl Fn(&Job) -> Conflict + Send + Sync + 'static,
 ) -> std::io::Result<(Submitter, Done)> {
-    let (tx, rx) = sync_channel::<BindEvent>(QUEUE);
+    let (tx, rx) = sync_channel::<Job>(QUEUE);
     let (done_tx, done_rx) = unbounded_channel();
-    std::thread::Builder::new()
-        .name("observer-conflict".into())
-        .spawn(move || {
-            for event in rx {
-                if done_tx.send((event.seq, lookup(&event))).is_err() {
-                    return;
+    let rx = Arc::new(std::sync::Mutex::new(rx));
+    let lookup = Arc::new(lookup);
+    for n in 0..workers {
+        let (rx, done_tx, lookup) = (rx.clone(), done_tx.clone(), lookup.clone());
+        std::thread::Builder::new()
+            .name(format!("observer-look{n}"))
+            .spawn(move || {
+                loop {
+                    // The lock is held only while waiting for the next job.
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    let Ok(job) = job else { return };
+                    if done_tx.send((job.event.seq, lookup(&job))).is_err() {
+                        return;
+                    }
                 }
-            }
-        })?;
+            })?;
+    }
     let in_flight = Arc::new(AtomicUsize::new(0));
     Ok((
         Submitter {
             tx,
+            handles: Default::default(),
             in_flight: in_flight.clone(),
             submitted: 0,
             queue_full: 0,
@@ -165,7 +195,15 @@ impl Submitter {
             self.queue_full += 1;
             return Submitted::QueueFull;
         }
-        match self.tx.try_send(event.clone()) {
+        let netns = event.netns.and_then(|ino| {
+            self.handles
+                .get(event.pid, event.tid, u64::from(ino), now.as_nanos() as u64)
+        });
+        let job = Job {
+            event: event.clone(),
+            netns,
+        };
+        match self.tx.try_send(job) {
             Ok(()) => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
                 self.submitted += 1;
@@ -196,6 +234,11 @@ impl Submitter {
     /// Lookups handed over and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Lets go of namespace handles unused for a while (called at every tick).
+    pub fn tick(&mut self) {
+        self.handles.expire(crate::timefmt::monotonic_coarse_ns());
     }
 }
 
@@ -265,9 +308,10 @@ fn request_of(e: &BindEvent) -> Option<Request> {
     })
 }
 
-/// The lookup for one event; failures become a conflict with verdict `"unavailable"` and the
-/// reason in its notes.
-pub fn conflict_of(e: &BindEvent) -> Conflict {
+/// The lookup for one event, entering its namespace through the handle taken when it was
+/// read, else through a task found in it now; failures become a conflict with verdict
+/// `"unavailable"` and the reason in its notes.
+pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
     let unavailable = |note: String| Conflict::with_note("unavailable", note);
     let Some(request) = request_of(e) else {
         return unavailable("the event has no address to look up".into());
@@ -275,21 +319,21 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
     let Some(ino) = e.netns else {
         return unavailable("the event has no network namespace".into());
     };
-    let Some(path) = netns::find_netns(e.pid, e.tid, u64::from(ino)) else {
-        // Not found can also mean not allowed to look: say which.
-        let own = format!("/proc/{}/task/{}/ns/net", e.pid, e.tid);
-        return unavailable(match std::fs::metadata(&own) {
-            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
-                format!(
-                    "{own}: {err} (looking into another process's namespace needs CAP_SYS_PTRACE)"
-                )
-            }
-            _ => format!("the network namespace {ino} has no process left in it"),
-        });
+    let netns = match netns {
+        Some(ns) => ns,
+        // Twice: the failing thread may exit between being found and being opened; the
+        // second search finds another task in the namespace.
+        None => match (0..2).find_map(|_| {
+            netns::find_netns(e.pid, e.tid, u64::from(ino))
+                .and_then(|path| netns::open_if(&path, u64::from(ino)).ok())
+        }) {
+            Some(ns) => ns,
+            None => return unavailable(no_way_in(e, ino)),
+        },
     };
     let query = Query {
         request,
-        netns: Netns::Path(path),
+        netns,
         exclude_inode: e.sock_ino,
     };
     let mut conflict = diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()));
@@ -299,6 +343,35 @@ pub fn conflict_of(e: &BindEvent) -> Conflict {
             .push("the socket in the way has gone since the failure".into());
     }
     conflict
+}
+
+/// [`lookup`] without a handle (the namespace is found now).
+pub fn conflict_of(e: &BindEvent) -> Conflict {
+    lookup(e, None)
+}
+
+/// Why no lookup could enter the failing socket's namespace, exactly.
+fn no_way_in(e: &BindEvent, ino: u32) -> String {
+    let own = format!("/proc/{}/task/{}/ns/net", e.pid, e.tid);
+    let meta = std::fs::metadata(&own);
+    let thread = match meta {
+        Ok(_) => "the failing thread is in another namespace now",
+        Err(_) => "the failing thread has exited",
+    };
+    match meta {
+        // Not found can also mean not allowed to look.
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            format!("{own}: {err} (looking into another process's namespace needs CAP_SYS_PTRACE)")
+        }
+        _ if !netns::in_initial_pid_ns() => format!(
+            "no way into network namespace {ino} is left: {thread} and no process visible from \
+             this pid namespace is in it (processes outside it cannot be seen)"
+        ),
+        _ => format!(
+            "no way into network namespace {ino} is left: {thread} and no process is in it any \
+             more"
+        ),
+    }
 }
 
 #[cfg(test)]

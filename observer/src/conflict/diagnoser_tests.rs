@@ -34,7 +34,8 @@ fn event(seq: u64, port: u16) -> BindEvent {
     e
 }
 
-fn marked(e: &BindEvent) -> Conflict {
+fn marked(job: &Job) -> Conflict {
+    let e = &job.event;
     Conflict {
         verdict: "free",
         holders: Vec::new(),
@@ -70,8 +71,10 @@ fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
     let (started_tx, started) = mpsc::channel();
     let (gate, gate_rx) = mpsc::channel::<()>();
     let gate_rx = Mutex::new(gate_rx);
-    let (mut submitter, done) = start_with(move |e| {
-        let _ = started_tx.send(());
+    // One worker: the first job blocks it, the queue fills behind.
+    let started_tx = Mutex::new(started_tx);
+    let (mut submitter, done) = start_with(1, move |e| {
+        let _ = started_tx.lock().unwrap().send(());
         // Blocks until the test sends or drops the gate.
         let _ = gate_rx.lock().unwrap().recv();
         marked(e)
@@ -89,7 +92,10 @@ fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
             "port {port}"
         );
     }
-    assert_eq!(submitter.submit(&event(999, 999)), Submitted::QueueFull);
+    assert_eq!(
+        submitter.submit(&event(60_000, 60_000)),
+        Submitted::QueueFull
+    );
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "submitting waited"
@@ -113,7 +119,7 @@ fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
 
 #[test]
 fn answers_come_back_in_order_by_seq() {
-    let (mut submitter, mut done) = start_with(marked).unwrap();
+    let (mut submitter, mut done) = start_with(1, marked).unwrap();
     for (seq, port) in [(10, 5), (11, 6), (12, 7)] {
         assert_eq!(submitter.submit(&event(seq, port)), Submitted::Lookup);
     }
@@ -139,7 +145,7 @@ fn answers_come_back_in_order_by_seq() {
 
 #[test]
 fn a_retry_loop_gets_one_lookup_per_window_and_points_at_it() {
-    let (mut submitter, mut done) = start_with(marked).unwrap();
+    let (mut submitter, mut done) = start_with(1, marked).unwrap();
     assert_eq!(submitter.submit(&event(1, 7)), Submitted::Lookup);
     for seq in 2..1002 {
         assert_eq!(
@@ -194,4 +200,26 @@ fn a_retry_loop_gets_one_lookup_per_window_and_points_at_it() {
     let rt = runtime();
     let seqs: Vec<u64> = (0..4).map(|_| rt.block_on(done.next()).0).collect();
     assert_eq!(seqs, [1, 1002, 1003, 1004]);
+}
+
+#[test]
+fn a_slow_lookup_does_not_hold_up_the_others() {
+    let (gate, gate_rx) = mpsc::channel::<()>();
+    let gate_rx = Mutex::new(gate_rx);
+    let (mut submitter, mut done) = start_with(2, move |job| {
+        if job.event.seq == 1 {
+            // The slow namespace: held until the test lets it go.
+            let _ = gate_rx.lock().unwrap().recv();
+        }
+        marked(job)
+    })
+    .unwrap();
+    assert_eq!(submitter.submit(&event(1, 1)), Submitted::Lookup);
+    assert_eq!(submitter.submit(&event(2, 2)), Submitted::Lookup);
+    assert_eq!(submitter.submit(&event(3, 3)), Submitted::Lookup);
+    let rt = runtime();
+    let first_two: Vec<u64> = (0..2).map(|_| rt.block_on(done.next()).0).collect();
+    assert_eq!(first_two, [2, 3], "answered while 1 is stuck");
+    gate.send(()).unwrap();
+    assert_eq!(rt.block_on(done.next()).0, 1);
 }

@@ -79,10 +79,7 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
         }))
     });
     inner.map_err(|err| Error::Netns {
-        path: match &q.netns {
-            Netns::Current => "of this thread".into(),
-            Netns::Path(p) => p.display().to_string(),
-        },
+        path: q.netns.to_string(),
         err,
     })?
 }

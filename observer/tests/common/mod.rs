@@ -37,7 +37,7 @@ pub mod sock;
 pub use self::observer::Observer;
 pub use expect::{bind_event, listen_event};
 pub use netns::{Caller, in_netns};
-pub use nobody::bind_as_nobody;
+pub use nobody::{bind_and_exit, bind_as_nobody};
 pub use proc::{Stdout, refused};
 pub use sock::{Sock, SockId};
 

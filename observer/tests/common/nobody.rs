@@ -23,6 +23,9 @@ pub struct ChildBind {
 
 /// What the child does before it binds.
 enum Setup {
+    /// Nothing: binds as the test does (root), then exits at once, as a server that cannot
+    /// get its port does.
+    AsIs,
     /// Becomes uid/gid `nobody`.
     Nobody,
     /// Writes itself into this `cgroup.procs` file (NUL-terminated path).
@@ -33,6 +36,12 @@ enum Setup {
 /// reports back through a pipe and exits. Must be called on an [`in_netns`] thread.
 pub fn bind_as_nobody(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
     fork_bind(parent, addr, Setup::Nobody)
+}
+
+/// Forks a child (root, like the test) that binds like [`bind_as_nobody`] and exits. Must be
+/// called on an [`in_netns`] thread.
+pub fn bind_and_exit(parent: &Caller, addr: SocketAddrV4) -> ChildBind {
+    fork_bind(parent, addr, Setup::AsIs)
 }
 
 /// Forks a child (root, like the test) that moves into the cgroup v2 directory `cgroup`,
@@ -108,7 +117,7 @@ fn fork_bind(parent: &Caller, addr: SocketAddrV4, setup: Setup) -> ChildBind {
     );
     let uid = match setup {
         Setup::Nobody => NOBODY,
-        Setup::Cgroup(_) => parent.uid,
+        Setup::Cgroup(_) | Setup::AsIs => parent.uid,
     };
     ChildBind {
         caller: Caller {
@@ -137,6 +146,7 @@ fn child_bind(sa: &libc::sockaddr_in, setup: &Setup) -> [u64; 4] {
     // SAFETY: plain system calls on values owned here.
     unsafe {
         match setup {
+            Setup::AsIs => {}
             Setup::Cgroup(procs) => {
                 // "0" moves the writing process.
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
