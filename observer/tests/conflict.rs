@@ -430,7 +430,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
         assert_eq!(
             unavailable.notes,
             [
-                "no way into network namespace 1 is left: the failing thread has exited and no process is in it any more"
+                "no way into network namespace 1 is left: the failing thread is in another namespace now and no process is in it any more"
             ]
         );
     });
