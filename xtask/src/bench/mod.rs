@@ -68,6 +68,12 @@ pub struct Throughput {
     pub user_ns_per_event: f64,
     pub system_ns_per_event: f64,
     pub max_rss_bytes: u64,
+    /// Call order around pending explanations (the summary's `events_held`, `hold_max_ms`,
+    /// `explanations_late`): events written behind one waiting for its lookup, the longest
+    /// wait, and explanations that came as their own record.
+    pub held: u64,
+    pub hold_max_ms: u64,
+    pub late: u64,
 }
 
 pub fn bench(opts: &Options) -> Result<()> {
@@ -140,7 +146,8 @@ pub fn bench(opts: &Options) -> Result<()> {
                 let stopped = tracer::stop(running)?;
                 if tracer == Tracer::Observer {
                     // A lost record costs the program less than a delivered one: say how many.
-                    let (received, lost) = delivered(&stopped.output)?;
+                    let summary = delivered(&stopped.output)?;
+                    let (received, lost) = (summary.get("received"), summary.get("lost"));
                     timed_received += received;
                     timed_lost += lost;
                 }
@@ -204,7 +211,8 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
     // The listener's bind and listen, and the first conflicting bind, come before the loop.
     let produced = calls + 3;
     let stopped = tracer::stop(running)?;
-    let (received, lost) = delivered(&stopped.output)?;
+    let summary = delivered(&stopped.output)?;
+    let (received, lost) = (summary.get("received"), summary.get("lost"));
     let per_event = |d: std::time::Duration| d.as_nanos() as f64 / received.max(1) as f64;
     Ok(Throughput {
         seconds,
@@ -214,12 +222,25 @@ fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Res
         user_ns_per_event: per_event(stopped.user),
         system_ns_per_event: per_event(stopped.system),
         max_rss_bytes: stopped.max_rss_bytes,
+        held: summary.get("events_held"),
+        hold_max_ms: summary.get("hold_max_ms"),
+        late: summary.get("explanations_late"),
     })
 }
 
-/// Records received and lost, from the observer's summary record: its last line, so only the
-/// end of the output (gigabytes after a full-rate run) is read.
-fn delivered(path: &PathBuf) -> Result<(u64, u64)> {
+/// The observer's summary record.
+struct SummaryRecord(serde_json::Value);
+
+impl SummaryRecord {
+    /// A count of the summary (0 when absent).
+    fn get(&self, key: &str) -> u64 {
+        self.0.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
+    }
+}
+
+/// The observer's summary record: its last line, so only the end of the output (gigabytes
+/// after a full-rate run) is read.
+fn delivered(path: &PathBuf) -> Result<SummaryRecord> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let mut file =
         std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -235,10 +256,9 @@ fn delivered(path: &PathBuf) -> Result<(u64, u64)> {
         .rev()
         .find(|l| l.contains("\"type\":\"summary\""))
         .with_context(|| format!("no summary record in {}", path.display()))?;
-    let summary: serde_json::Value =
-        serde_json::from_str(last).context("parsing the summary record")?;
-    let get = |key: &str| summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
-    Ok((get("received"), get("lost")))
+    serde_json::from_str(last)
+        .map(SummaryRecord)
+        .context("parsing the summary record")
 }
 
 /// Median of the samples (0 for none).

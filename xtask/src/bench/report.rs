@@ -90,22 +90,33 @@ pub fn render(input: &Input<'_>) -> String {
     let _ = writeln!(
         out,
         "| calls made | records received | lost | collector CPU per event (user + system) | \
-         collector peak RSS |"
+         collector peak RSS | events held for call order | longest hold | late explanations |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     for t in runs {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} ns ({:.0} + {:.0}) | {:.1} MiB |",
+            "| {} | {} | {} | {:.0} ns ({:.0} + {:.0}) | {:.1} MiB | {} | {} ms | {} |",
             t.produced,
             t.received,
             t.lost,
             t.user_ns_per_event + t.system_ns_per_event,
             t.user_ns_per_event,
             t.system_ns_per_event,
-            t.max_rss_bytes as f64 / (1024.0 * 1024.0)
+            t.max_rss_bytes as f64 / (1024.0 * 1024.0),
+            t.held,
+            t.hold_max_ms,
+            t.late
         );
     }
+    let _ = writeln!(
+        out,
+        "\nEvents are written in call order: the first failure of the loop waits for its \
+         conflict lookup, and the events read after it wait behind it (at most 500 ms and 4096 \
+         events; then it goes out with a pending conflict and its answer follows as an \
+         `explanation` record). The columns above say how many events waited, the longest \
+         wait, and how many answers came late."
+    );
     let _ = writeln!(
         out,
         "\nUser time is the collector's own work (drain, decode, JSON); system time is mostly \
