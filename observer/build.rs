@@ -14,6 +14,13 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    // aya-build relays every line the inner cargo writes to stderr as a `cargo:warning`, so a
+    // first build printed each "Compiling ..." of the eBPF build as a warning. Quiet, that
+    // cargo writes only what is wrong (its errors and rustc's diagnostics, relayed as
+    // warnings, as they should be); cargo's own progress bar shows `observer(build)` meanwhile.
+    // SAFETY: the build script is single-threaded here: nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     let package = aya_build::Package {
         name: "observer-ebpf",
         root_dir,

@@ -131,6 +131,9 @@ fn bpf_linker() -> Result<()> {
             "bpf-linker",
             "--version",
             BPF_LINKER_VERSION,
+            // The dependency versions bpf-linker was released with, not the newest ones: a
+            // new release of one of them must not change or break the set-up.
+            "--locked",
             "--no-default-features",
             "--features",
             "llvm-22",
