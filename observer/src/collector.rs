@@ -67,6 +67,11 @@ struct State<'a> {
     hold: crate::hold::Hold,
     /// The `seq` of the last event written.
     seq: u64,
+    /// Failed port allocations (kernel-function backends) waiting for the `bind()` or
+    /// `listen()` they ran inside, by (tid, call_id): that call's explanation is theirs.
+    allocations: std::collections::HashMap<(u32, u64), u64>,
+    /// A looked-up call's `seq` → the failed allocation inside it that shares its answer.
+    inner: std::collections::HashMap<u64, u64>,
     cgroups: crate::cgroup::Cache,
     /// The event being handled: each record is decoded over the one before, reusing its
     /// strings, and never moved.
@@ -96,13 +101,31 @@ impl State<'_> {
         event.seq = self.seq;
         *self.by_errno.entry(event.errno).or_default() += 1;
         let now = timefmt::monotonic_coarse_ns();
+        if self.conflicts.is_some()
+            && let Some(key) = port_allocation_failure(event)
+        {
+            // Explained by the `bind()` or `listen()` it ran inside, reported right after it.
+            // (Bounded: a call whose record was lost leaves its allocation here.)
+            if self.allocations.len() >= crate::hold::HOLD_MAX {
+                self.allocations.clear();
+            }
+            self.allocations.insert(key, event.seq);
+            self.hold.wait(event, now);
+            return Ok(());
+        }
         if let Some(submitter) = self.conflicts.as_mut()
             && diagnoser::wants(event)
         {
+            let inner = event
+                .call_id
+                .and_then(|id| self.allocations.remove(&(event.tid, id)));
             match submitter.submit(event) {
                 Submitted::Lookup => {
                     // It waits for its answer, which comes through `Done` by its `seq`.
                     self.hold.wait(event, now);
+                    if let Some(inner) = inner {
+                        self.inner.insert(event.seq, inner);
+                    }
                     return Ok(());
                 }
                 Submitted::Repeat {
@@ -124,6 +147,20 @@ impl State<'_> {
                     ));
                 }
             }
+            if let Some(inner) = inner {
+                let (of, time, differ) = (
+                    event.repeat_of,
+                    event.repeat_time.clone(),
+                    event.repeat_flags_differ,
+                );
+                let conflict = event.conflict.clone();
+                self.hold.settle(inner, now, &mut *self.sink, |e| {
+                    e.repeat_of = of;
+                    e.repeat_time = time;
+                    e.repeat_flags_differ = differ;
+                    e.conflict = conflict;
+                })?;
+            }
         }
         let result = self.hold.write(event, now, &mut *self.sink);
         // The next record is decoded over this one: what only some events have must not stay.
@@ -134,9 +171,19 @@ impl State<'_> {
         result
     }
 
-    /// A lookup's answer, attached to its event or written after it.
+    /// A lookup's answer, attached to its event or written after it (and to the failed port
+    /// allocation that ran inside it).
     fn answer(&mut self, seq: u64, conflict: Conflict) -> io::Result<()> {
         let clock = self.clock;
+        if let Some(inner) = self.inner.remove(&seq) {
+            self.hold.answer(
+                inner,
+                conflict.clone(),
+                timefmt::monotonic_coarse_ns(),
+                || timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns())),
+                &mut *self.sink,
+            )?;
+        }
         self.hold.answer(
             seq,
             conflict,
@@ -246,6 +293,8 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         conflicts: submitter,
         hold: Default::default(),
         seq: 0,
+        allocations: Default::default(),
+        inner: Default::default(),
         cgroups: crate::cgroup::Cache::new(),
         event: crate::model::BindEvent::blank(),
     };
@@ -354,6 +403,14 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err).context("writing events"),
         _ => Ok(summary),
     }
+}
+
+/// A failed port allocation (`get_port`, kernel-function backends) that the call it ran inside
+/// will explain: its (tid, call_id).
+fn port_allocation_failure(e: &crate::model::BindEvent) -> Option<(u32, u64)> {
+    let call = e.call_id?;
+    (e.op == crate::model::Op::GetPort && e.errno == libc::EADDRINUSE && e.is_inet())
+        .then_some((e.tid, call))
 }
 
 /// Completes when the oldest held event has waited its time (coarse monotonic nanoseconds).

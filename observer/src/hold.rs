@@ -100,6 +100,29 @@ impl Hold {
         Ok(())
     }
 
+    /// Ends the wait of event `seq` without a lookup answer, changing it with `f` (a port
+    /// allocation settled by the call it ran inside: a repeat, or a lookup declined). False
+    /// when it no longer waits.
+    pub fn settle(
+        &mut self,
+        seq: u64,
+        now: u64,
+        sink: &mut dyn Sink,
+        f: impl FnOnce(&mut BindEvent),
+    ) -> io::Result<bool> {
+        let Some(held) = self
+            .queue
+            .iter_mut()
+            .find(|h| h.waiting && h.event.seq == seq)
+        else {
+            return Ok(false);
+        };
+        f(&mut held.event);
+        held.waiting = false;
+        self.flush(now, sink)?;
+        Ok(true)
+    }
+
     /// Writes the events at the head that no longer wait, and ends the wait of one that has
     /// waited [`HOLD`].
     pub fn flush(&mut self, now: u64, sink: &mut dyn Sink) -> io::Result<()> {

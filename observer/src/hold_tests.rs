@@ -149,3 +149,20 @@ fn the_end_writes_what_is_held_and_keeps_every_promise() {
         ]
     );
 }
+
+#[test]
+fn an_event_settled_without_a_lookup_goes_out_changed_and_in_order() {
+    let (mut hold, mut sink) = (Hold::default(), Record::default());
+    hold.wait(&event(1), 0);
+    hold.write(&event(2), 0, &mut sink).unwrap();
+    assert!(
+        hold.settle(1, MS, &mut sink, |e| e.conflict = Some(answer("free")))
+            .unwrap()
+    );
+    assert_eq!(sink.0, ["event 1 free", "event 2 -"]);
+    assert!(
+        !hold
+            .settle(1, MS, &mut sink, |_| panic!("not waiting any more"))
+            .unwrap()
+    );
+}

@@ -42,6 +42,13 @@ enum Command {
         /// Length of the full-rate throughput run, in seconds.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Leave out the scale part (`observer why` on a host with a million descriptors and
+        /// 100k sockets on a port; a thousand namespaces failing at once).
+        #[arg(long)]
+        no_scale: bool,
+        /// Only the scale part, printed (BENCH.md is left as it is).
+        #[arg(long, conflicts_with = "no_scale")]
+        only_scale: bool,
     },
     /// Set up, then run the scenario checks under every backend on Debian's 6.1 and 6.12
     /// kernels (qemu) and under the tracepoint backend here; fail on any mismatch (root needed).
@@ -54,10 +61,17 @@ fn main() -> ExitCode {
         Command::Setup => setup::all().and_then(|()| setup::test_tools()),
         Command::Test { soak } => setup::all().and_then(|()| test(soak)),
         Command::Demo { names } => setup::all().and_then(|()| demo(&names)),
-        Command::Bench { rounds, seconds } => setup::all().and_then(|()| {
+        Command::Bench {
+            rounds,
+            seconds,
+            no_scale,
+            only_scale,
+        } => setup::all().and_then(|()| {
             bench::bench(&bench::Options {
                 rounds: rounds as usize,
                 seconds: seconds as f64,
+                scale: !no_scale,
+                only_scale,
             })
         }),
         Command::VmTest => setup::all().and_then(|()| vm::vm_test()),

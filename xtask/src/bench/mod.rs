@@ -4,6 +4,7 @@
 //! compared; the throughput run and the start times come after. Writes `BENCH.md`.
 
 mod report;
+mod scale;
 mod tracer;
 
 use crate::util::{cargo, run};
@@ -48,6 +49,10 @@ pub struct Options {
     pub rounds: usize,
     /// Seconds of the throughput run.
     pub seconds: f64,
+    /// Run the scale part (`observer why` on a big host, a storm of failures).
+    pub scale: bool,
+    /// Only the scale part, printed and not written to BENCH.md (for working on it).
+    pub only_scale: bool,
 }
 
 /// ns per call for one load under one watcher, one sample per round.
@@ -92,6 +97,8 @@ pub fn bench(opts: &Options) -> Result<()> {
         "xtask",
         "--bin",
         "bench-load",
+        "--bin",
+        "bench-scale",
     ]))?;
     let root = crate::root()?;
     let bins = root.join("target/release");
@@ -100,6 +107,13 @@ pub fn bench(opts: &Options) -> Result<()> {
     let observer = bins.join("observer");
     let load_bin = bins.join("bench-load");
 
+    if opts.only_scale {
+        let scale_bin = bins.join("bench-scale");
+        let why = scale::why_cases(&observer, &scale_bin)?;
+        let storm = scale::storm(&observer, &scale_bin)?;
+        print!("{}", report::scale_only(&why, &storm));
+        return Ok(());
+    }
     let mut tracers = vec![Tracer::None, Tracer::Observer];
     if bpftrace {
         tracers.insert(1, Tracer::Floor);
@@ -165,12 +179,24 @@ pub fn bench(opts: &Options) -> Result<()> {
         runs.push(throughput(&observer, &load_bin, &dir, opts.seconds)?);
     }
 
+    let scale = match opts.scale {
+        true => {
+            let scale_bin = bins.join("bench-scale");
+            Some((
+                scale::why_cases(&observer, &scale_bin)?,
+                scale::storm(&observer, &scale_bin)?,
+            ))
+        }
+        false => None,
+    };
+
     let text = report::render(&report::Input {
         samples: &samples,
         throughput: &runs,
         attach: &attach,
         rounds: opts.rounds,
         timed: (timed_received, timed_lost),
+        scale: scale.as_ref().map(|(w, s)| (w.as_slice(), s)),
     });
     print!("{text}");
     std::fs::write(root.join("BENCH.md"), &text).context("writing BENCH.md")?;

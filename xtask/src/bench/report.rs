@@ -14,6 +14,8 @@ pub struct Input<'a> {
     pub rounds: usize,
     /// Records the observer delivered and lost during the timed rounds above.
     pub timed: (u64, u64),
+    /// The scale part, when it ran.
+    pub scale: Option<(&'a [super::scale::WhyResult], &'a super::scale::StormResult)>,
 }
 
 fn ns(input: &Input<'_>, mode: &str, tracer: Tracer) -> Option<f64> {
@@ -189,7 +191,64 @@ pub fn render(input: &Input<'_>) -> String {
         format!("{worst:.0} ms (worst)"),
         worst <= 300.0,
     );
+    if let Some((why, storm)) = input.scale {
+        scale(&mut out, why, storm);
+    }
     out
+}
+
+/// The scale part alone (`--only-scale`).
+pub fn scale_only(why: &[super::scale::WhyResult], storm: &super::scale::StormResult) -> String {
+    let mut out = String::new();
+    scale(&mut out, why, storm);
+    out
+}
+
+/// The scale part: `why` on a big host beside `ss`, and the storm of failures.
+fn scale(out: &mut String, why: &[super::scale::WhyResult], storm: &super::scale::StormResult) {
+    let _ = writeln!(
+        out,
+        "\n## Scale\n\n`observer why 127.0.0.1:PORT --netns ...` for a port in a private \
+         namespace (median of 3 runs), beside `ss -tlnp sport = :PORT` in the same namespace \
+         (what a person would otherwise run; `-p` also reads every descriptor on the host). \
+         The descriptors are dups of /dev/null held by processes of their own; the \
+         connections are on loopback.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| case | `why` | `why` peak RSS | table lines | JSON bytes | `ss -tlnp` | why / ss |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for w in why {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} ms | {:.1} MiB | {} | {} | {:.0} ms | {:.2} |",
+            w.label,
+            w.why_ms,
+            w.why_rss_mib,
+            w.lines,
+            w.json_bytes,
+            w.ss_ms,
+            w.why_ms / w.ss_ms.max(0.001)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n`observer watch` while {} namespaces each fail one bind at once (EADDRINUSE \
+         against a listener in the same namespace): {} failures seen, {} ({:.1} %) explained \
+         within {} s of the start, {} explained in all, the last after {:.0} ms; {} lost.",
+        storm.namespaces,
+        storm.failures,
+        storm.explained_in_window,
+        100.0 * storm.explained_in_window as f64 / storm.namespaces.max(1) as f64,
+        super::scale::STORM_WINDOW.as_secs(),
+        storm.explained,
+        storm.last_ms,
+        storm.lost
+    );
+    for (note, n) in &storm.unexplained {
+        let _ = writeln!(out, "- not explained ({n}): {note}");
+    }
 }
 
 fn cpu_model() -> String {
