@@ -531,6 +531,7 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
             },
             kernel_check: "inet_csk_bind_conflict",
             certain: true,
+            count: 1,
         }],
         fixes: vec!["wait 42 s".into()],
         ephemeral: None,

@@ -130,6 +130,7 @@ fn play(case: &cases::Case) -> (i32, Conflict) {
         request: req.request(),
         netns: Netns::Current,
         exclude_inode: listen.then(|| inode(&s)),
+        all: false,
     };
     let conflict = diagnose(&query).expect("diagnose");
     let result = if listen {
@@ -517,6 +518,7 @@ fn kernel_held_udp_port_has_no_owner_but_known_flags() {
             },
             netns: Netns::Current,
             exclude_inode: None,
+            all: false,
         };
         let conflict = diagnose(&query).expect("diagnose");
         let target: SocketAddr = "0.0.0.0:4789".parse().unwrap();

@@ -335,6 +335,7 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
         request,
         netns,
         exclude_inode: e.sock_ino,
+        all: false,
     };
     let mut conflict = diagnose(&query).unwrap_or_else(|err| unavailable(err.to_string()));
     if conflict.verdict == "free" {

@@ -15,6 +15,7 @@ pub mod advice;
 pub(crate) mod cases;
 pub mod diagnoser;
 pub mod ephemeral;
+pub mod group;
 pub mod owners;
 pub mod report;
 pub mod rules;
@@ -47,6 +48,8 @@ pub struct Query {
     pub netns: Netns,
     /// The failing socket itself (a failed listen's socket is in the table): left out.
     pub exclude_inode: Option<u64>,
+    /// Every socket in the way on its own, not grouped with those alike (`why --all`).
+    pub all: bool,
 }
 
 /// What the namespace thread collects.
@@ -127,6 +130,11 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         .iter()
         .map(|f| holder(f, diag[f.index], &table[f.index], &found, &snap.if_names))
         .collect();
+    let holders = if q.all {
+        holders
+    } else {
+        group::group(holders)
+    };
     let verdict = if holders.is_empty() {
         "free"
     } else if holders.iter().any(|h| h.certain) {
@@ -274,5 +282,6 @@ fn holder(
         },
         kernel_check: f.check,
         certain: f.certain,
+        count: 1,
     }
 }

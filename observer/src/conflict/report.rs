@@ -22,14 +22,26 @@ fn flag(v: Option<bool>) -> &'static str {
 }
 
 fn holder_lines(h: &Holder) -> Vec<String> {
-    let mut head = format!(
+    let mut head = match h.count {
+        1 => String::new(),
+        n => format!("{n} sockets like this: "),
+    };
+    head.push_str(&format!(
         "{} {} {}",
         h.protocol_name(),
         h.state,
         addr_port(h.addr, h.port)
-    );
+    ));
     if let Some(left) = h.time_left_ms {
-        head.push_str(&format!(" ({:.1} s left)", f64::from(left) / 1000.0));
+        let soonest = if h.count > 1 {
+            "the first goes in "
+        } else {
+            ""
+        };
+        head.push_str(&format!(
+            " ({soonest}{:.1} s left)",
+            f64::from(left) / 1000.0
+        ));
     }
     head.push_str(&format!(
         " SO_REUSEADDR {} SO_REUSEPORT {}",
@@ -87,8 +99,17 @@ impl Holder {
     }
 }
 
-/// The body of a report (no headline), each line to be indented by the caller.
+/// Groups of sockets in the way shown at most by [`lines`]; the rest are counted.
+pub const SHOWN_GROUPS: usize = 8;
+
+/// The body of a report (no headline), each line to be indented by the caller; at most
+/// [`SHOWN_GROUPS`] groups of holders.
 pub fn lines(c: &Conflict) -> Vec<String> {
+    lines_up_to(c, SHOWN_GROUPS)
+}
+
+/// [`lines`] with every holder (`why --all`).
+pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
     let mut out = Vec::new();
     match c.verdict {
         "free" => out.push("nothing is in the way now".into()),
@@ -97,8 +118,16 @@ pub fn lines(c: &Conflict) -> Vec<String> {
         }
         _ => {}
     }
-    for h in &c.holders {
+    for h in c.holders.iter().take(shown) {
         out.extend(holder_lines(h));
+    }
+    if c.holders.len() > shown {
+        let rest = &c.holders[shown..];
+        out.push(format!(
+            "... and {} more group(s) of sockets in the way ({} sockets): `observer why --all` lists every one",
+            rest.len(),
+            rest.iter().map(|h| h.count).sum::<u64>()
+        ));
     }
     if let Some(e) = &c.ephemeral {
         out.push(format!(

@@ -2,7 +2,7 @@
 //! by which rule, and what would work. One shot, no eBPF: the socket table, the owners and the
 //! rule engine only.
 
-use super::report::{addr_port, lines};
+use super::report::{SHOWN_GROUPS, addr_port, lines_up_to};
 use super::rules::Request;
 use super::{Query, diagnose};
 use crate::model::Proto;
@@ -49,6 +49,10 @@ pub struct WhyArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// List every socket in the way on its own (by default, sockets that are alike are one
+    /// group with a count).
+    #[arg(long)]
+    pub all: bool,
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
@@ -102,6 +106,7 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         request: request.clone(),
         netns: args.netns.clone().map_or(Netns::Current, Netns::Path),
         exclude_inode: None,
+        all: args.all,
     };
     let conflict = diagnose(&query).map_err(WhyError::Lookup)?;
     let (result, code) = match conflict.verdict {
@@ -140,7 +145,8 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
             "{proto} {}: bind() {verdict}\n",
             addr_port(request.addr, request.port)
         );
-        for line in lines(&conflict) {
+        let shown = if args.all { usize::MAX } else { SHOWN_GROUPS };
+        for line in lines_up_to(&conflict, shown) {
             text.push_str(&format!("  {line}\n"));
         }
         out.write_all(text.as_bytes())

@@ -45,7 +45,7 @@ pub struct Holder {
     pub family: &'static str,
     /// As `ss` names it: LISTEN, BOUND (bound, not listening), ESTABLISHED, TIME_WAIT, UNCONN...
     pub state: &'static str,
-    /// TIME_WAIT only: milliseconds until the kernel drops it.
+    /// TIME_WAIT only: milliseconds until the kernel drops it (in a group: the soonest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_left_ms: Option<u32>,
     pub addr: IpAddr,
@@ -71,6 +71,10 @@ pub struct Holder {
     pub kernel_check: &'static str,
     /// False when the socket is in the way only for some values of its unread flags.
     pub certain: bool,
+    /// Sockets like this one (same state, address, port, options, device, uid, owning
+    /// processes, overlap and rule), this object being the first of them; 1 with `why --all`.
+    /// In a group, `time_left_ms` is the soonest any of them goes.
+    pub count: u64,
 }
 
 /// A rule by name, with its sentence.

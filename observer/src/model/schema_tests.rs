@@ -67,6 +67,7 @@ fn conflict() -> Conflict {
             },
             kernel_check: "k",
             certain: true,
+            count: 1,
         }],
         fixes: vec!["f".into()],
         ephemeral: Some(Ephemeral {

@@ -109,7 +109,8 @@ pub fn reuseaddr_listener_conflict(port: u16, inode: u64, owner: Value) -> Value
             "overlap": {"name": "same-address", "text": "both sockets are on the same address and port"},
             "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR does not let a TCP socket share a port with a listening socket"},
             "kernel_check": "inet_csk_bind_conflict",
-            "certain": true
+            "certain": true,
+            "count": 1
         }],
         "fixes": [
             "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
