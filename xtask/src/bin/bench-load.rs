@@ -6,6 +6,10 @@
 //! Modes: `failbind` (bind() failing with EADDRINUSE against a listener), `realbind`
 //! (socket + bind(127.0.0.1:0) + close), `getpid`.
 
+#[path = "../loopback.rs"]
+mod loopback;
+
+use loopback::{bind, check, private_loopback, sockaddr};
 use std::io;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -88,63 +92,18 @@ fn pin(cpu: usize) -> io::Result<()> {
             size_of::<libc::cpu_set_t>(),
             &set,
         ))
+        .map(drop)
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// A new network namespace for this process, with `lo` up: the load never touches the host's
-/// ports.
-fn private_loopback() -> io::Result<()> {
-    // SAFETY: plain syscalls on memory owned here; the socket is closed before returning.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNET))?;
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        check(fd)?;
-        let mut req: libc::ifreq = std::mem::zeroed();
-        req.ifr_name[0] = b'l' as libc::c_char;
-        req.ifr_name[1] = b'o' as libc::c_char;
-        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        if rc == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-        }
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 { Err(err) } else { Ok(()) }
-    }
-}
-
+/// 127.0.0.1:`port`.
 fn loopback(port: u16) -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is plain data; all-zero is valid.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = port.to_be();
-    sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
-    sa
-}
-
-fn bind(fd: i32, sa: &libc::sockaddr_in) -> libc::c_int {
-    // SAFETY: `sa` is a valid sockaddr_in of the length given.
-    unsafe {
-        libc::bind(
-            fd,
-            (sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    }
+    sockaddr([127, 0, 0, 1], port)
 }
 
 fn tcp_socket() -> io::Result<i32> {
     // SAFETY: socket() has no memory preconditions.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
-    check(fd).map(|()| fd)
+    check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) })
 }
 
 fn failbind(bound: Bound) -> io::Result<(u64, Duration)> {

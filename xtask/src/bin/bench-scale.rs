@@ -13,6 +13,10 @@
 //!   listener on 127.0.0.1:PORT, then one bind to the same address that fails with EADDRINUSE,
 //!   all released at once. Prints `ready` after the binds.
 
+#[path = "../loopback.rs"]
+mod loopback;
+
+use loopback::{check, private_loopback, sockaddr};
 use std::io::{self, Read as _, Write as _};
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::process::ExitCode;
@@ -46,14 +50,6 @@ fn run(args: &[String]) -> Result<(), String> {
         _ => {
             Err("usage: bench-scale fds N | world PORT ESTABLISHED TIMEWAIT | storm N PORT".into())
         }
-    }
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
     }
 }
 
@@ -92,35 +88,6 @@ fn fds(n: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// A new network namespace for this thread (and the processes it forks), `lo` up.
-fn private_loopback() -> io::Result<()> {
-    // SAFETY: plain syscalls on memory owned here; the socket is closed before returning.
-    unsafe {
-        check(libc::unshare(libc::CLONE_NEWNET))?;
-        let fd = check(libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0))?;
-        let mut req: libc::ifreq = std::mem::zeroed();
-        req.ifr_name[0] = b'l' as libc::c_char;
-        req.ifr_name[1] = b'o' as libc::c_char;
-        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        if rc == 0 {
-            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-        }
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if rc < 0 { Err(err) } else { Ok(()) }
-    }
-}
-
-fn sockaddr(addr: [u8; 4], port: u16) -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is plain data; all-zero is valid.
-    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = port.to_be();
-    sa.sin_addr.s_addr = u32::from_ne_bytes(addr);
-    sa
-}
-
 fn tcp() -> io::Result<OwnedFd> {
     // SAFETY: socket() has no memory preconditions; the fd is owned at once.
     let fd =
@@ -147,14 +114,7 @@ fn setopt(fd: &OwnedFd, level: i32, name: i32) -> io::Result<()> {
 
 fn bind(fd: &OwnedFd, sa: &libc::sockaddr_in) -> libc::c_int {
     use std::os::fd::AsRawFd as _;
-    // SAFETY: `sa` is a valid sockaddr_in of the length given.
-    unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    }
+    loopback::bind(fd.as_raw_fd(), sa)
 }
 
 fn listener(port: u16) -> io::Result<OwnedFd> {
