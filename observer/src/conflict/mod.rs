@@ -17,6 +17,7 @@ pub mod diagnoser;
 pub mod ephemeral;
 pub mod group;
 pub mod owners;
+pub mod refusal;
 pub mod report;
 pub mod rules;
 pub mod sockflags;

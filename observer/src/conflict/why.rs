@@ -4,7 +4,7 @@
 
 use super::report::{SHOWN_GROUPS, addr_port, lines_up_to};
 use super::rules::Request;
-use super::{Query, diagnose};
+use super::{Query, diagnose, refusal};
 use crate::model::Proto;
 use crate::model::WhyRecord;
 use crate::netns::Netns;
@@ -17,10 +17,16 @@ use std::path::PathBuf;
 pub const EXIT_WOULD_FAIL: u8 = 3;
 /// Exit code of `why` when the answer depends on flags that could not be read.
 pub const EXIT_UNCERTAIN: u8 = 4;
+/// Exit code of `why` when the bind would fail with another errno than EADDRINUSE (named in
+/// the answer): the address, the port's privilege or the scope id is refused before any port
+/// is looked at.
+pub const EXIT_REFUSED: u8 = 5;
 
 pub const WHY_HELP: &str = "Exit status: 0 the bind would succeed now; 3 it would fail with \
-EADDRINUSE; 4 it depends on flags of a socket in the way that could not be read; 1 the lookup \
-failed; 2 bad usage. Port 0 asks about the ephemeral port range instead.";
+EADDRINUSE; 4 it depends on flags of a socket in the way that could not be read; 5 it would \
+fail with another error (EADDRNOTAVAIL, EACCES, ENODEV, EINVAL: named in the answer); 1 the \
+lookup failed; 2 bad usage. Port 0 asks about the ephemeral port range instead. An IPv6 scope \
+id is given as [ADDR%INDEX]:PORT.";
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
@@ -39,7 +45,14 @@ pub struct WhyArgs {
     /// The socket would have IPV6_V6ONLY (IPv6 addresses only).
     #[arg(long)]
     pub v6only: bool,
-    /// Owner uid of the socket (default: this process's effective uid).
+    /// The socket would have IP_FREEBIND (a non-local address is accepted).
+    #[arg(long)]
+    pub freebind: bool,
+    /// The socket would have IP_TRANSPARENT (a non-local address is accepted).
+    #[arg(long)]
+    pub transparent: bool,
+    /// Owner uid of the socket, and the caller: a process of this uid without capabilities
+    /// (default: this process, with its uid and capabilities).
     #[arg(long, value_name = "UID")]
     pub uid: Option<u32>,
     /// Network namespace to look in, as a file: /proc/PID/ns/net, /run/netns/NAME
@@ -102,17 +115,48 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         // SAFETY: geteuid has no preconditions.
         uid: args.uid.unwrap_or_else(|| unsafe { libc::geteuid() }),
     };
-    let query = Query {
-        request: request.clone(),
-        netns: args.netns.clone().map_or(Netns::Current, Netns::Path),
-        exclude_inode: None,
-        all: args.all,
+    let netns = args.netns.clone().map_or(Netns::Current, Netns::Path);
+    let ask = refusal::Ask {
+        proto: request.proto,
+        addr: request.addr,
+        port: request.port,
+        scope_id: match args.addr {
+            SocketAddr::V6(a) => a.scope_id(),
+            SocketAddr::V4(_) => 0,
+        },
+        v6only: request.v6only,
+        freebind: args.freebind,
+        transparent: args.transparent,
+        caller: args.uid.map_or(refusal::Caller::This, refusal::Caller::Uid),
     };
-    let conflict = diagnose(&query).map_err(WhyError::Lookup)?;
-    let (result, code) = match conflict.verdict {
-        "in_use" => ("EADDRINUSE", EXIT_WOULD_FAIL),
-        "uncertain" => ("UNCERTAIN", EXIT_UNCERTAIN),
-        "ephemeral" if conflict.ephemeral.as_ref().is_some_and(|e| e.free == 0) => {
+    let refused = refusal::check(&ask, &netns).map_err(|err| {
+        WhyError::Lookup(super::Error::Netns {
+            path: netns.to_string(),
+            err,
+        })
+    })?;
+    let conflict = match &refused {
+        Some(_) => None,
+        None => {
+            let query = Query {
+                request: request.clone(),
+                netns,
+                exclude_inode: None,
+                all: args.all,
+            };
+            Some(diagnose(&query).map_err(WhyError::Lookup)?)
+        }
+    };
+    let (result, code): (&str, u8) = match (&refused, conflict.as_ref().map(|c| c.verdict)) {
+        (Some(r), _) => (&r.errno, EXIT_REFUSED),
+        (None, Some("in_use")) => ("EADDRINUSE", EXIT_WOULD_FAIL),
+        (None, Some("uncertain")) => ("UNCERTAIN", EXIT_UNCERTAIN),
+        (None, Some("ephemeral"))
+            if conflict
+                .as_ref()
+                .and_then(|c| c.ephemeral.as_ref())
+                .is_some_and(|e| e.free == 0) =>
+        {
             ("EADDRINUSE", EXIT_WOULD_FAIL)
         }
         _ => ("OK", 0),
@@ -129,7 +173,8 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
             v6only: request.v6only,
             uid: request.uid,
             result,
-            conflict: &conflict,
+            refusal: refused.as_ref(),
+            conflict: conflict.as_ref(),
         };
         serde_json::to_writer(&mut out, &record)
             .map_err(io::Error::from)
@@ -137,17 +182,34 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
     } else {
         let proto = if args.udp { "udp" } else { "tcp" };
         let verdict = match result {
-            "OK" => "would succeed now",
-            "EADDRINUSE" => "would fail with EADDRINUSE",
-            _ => "might fail with EADDRINUSE",
+            "OK" => "would succeed now".to_string(),
+            "UNCERTAIN" => "might fail with EADDRINUSE".to_string(),
+            errno => format!("would fail with {errno}"),
         };
-        let mut text = format!(
-            "{proto} {}: bind() {verdict}\n",
-            addr_port(request.addr, request.port)
-        );
-        let shown = if args.all { usize::MAX } else { SHOWN_GROUPS };
-        for line in lines_up_to(&conflict, shown) {
-            text.push_str(&format!("  {line}\n"));
+        let shown = match args.addr {
+            SocketAddr::V6(a) if a.scope_id() != 0 => {
+                format!("[{}%{}]:{}", a.ip(), a.scope_id(), a.port())
+            }
+            _ => addr_port(request.addr, request.port),
+        };
+        let mut text = format!("{proto} {shown}: bind() {verdict}\n");
+        if let Some(r) = &refused {
+            text.push_str(&format!("  {}: {}\n", r.rule, r.text));
+            for fact in &r.facts {
+                text.push_str(&format!("  {fact}\n"));
+            }
+            if !r.fixes.is_empty() {
+                text.push_str("  would work:\n");
+                for fix in &r.fixes {
+                    text.push_str(&format!("    {fix}\n"));
+                }
+            }
+        }
+        if let Some(conflict) = &conflict {
+            let shown = if args.all { usize::MAX } else { SHOWN_GROUPS };
+            for line in lines_up_to(conflict, shown) {
+                text.push_str(&format!("  {line}\n"));
+            }
         }
         out.write_all(text.as_bytes())
     };

@@ -166,8 +166,14 @@ pub struct WhyRecord<'a> {
     pub reuseport: bool,
     pub v6only: bool,
     pub uid: u32,
-    /// `"OK"`, `"EADDRINUSE"` or `"UNCERTAIN"`.
-    pub result: &'static str,
-    /// The explanation, as in events.
-    pub conflict: &'a Conflict,
+    /// `"OK"`, `"UNCERTAIN"`, or the errno `bind()` would return (`"EADDRINUSE"`,
+    /// `"EADDRNOTAVAIL"`, `"EACCES"`, ...).
+    pub result: &'a str,
+    /// Why the bind is refused before any port is looked at (absent otherwise, and then the
+    /// port is looked up: `conflict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<&'a super::Refusal>,
+    /// The explanation, as in events (absent when `refusal` is there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<&'a Conflict>,
 }

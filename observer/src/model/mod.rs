@@ -14,6 +14,7 @@ mod cgroup;
 mod conflict;
 mod event;
 mod records;
+mod refusal;
 #[cfg(test)]
 mod schema_tests;
 
@@ -21,3 +22,4 @@ pub use cgroup::{Cgroup, Container};
 pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
 pub use event::{BindEvent, Endpoint, Flags, Op, Requested};
 pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
+pub use refusal::Refusal;

@@ -185,9 +185,23 @@ fn every_field_of_every_record_is_documented() {
         v6only: false,
         uid: 0,
         result: "OK",
-        conflict: &c,
+        refusal: None,
+        conflict: Some(&c),
     };
     missing.extend(documented("why", serde_json::to_value(&why).unwrap()));
+    let refusal = Refusal {
+        errno: "EACCES".into(),
+        rule: "privileged-port",
+        text: String::new(),
+        facts: vec![String::new()],
+        fixes: vec![String::new()],
+    };
+    let refused = WhyRecord {
+        refusal: Some(&refusal),
+        conflict: None,
+        ..why
+    };
+    missing.extend(documented("why", serde_json::to_value(&refused).unwrap()));
     assert!(
         missing.is_empty(),
         "fields missing from observer/SCHEMA.md: {missing:?}"
