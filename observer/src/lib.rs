@@ -42,6 +42,9 @@ pub mod sockopt;
 pub mod timefmt;
 pub mod tracefs;
 
+#[cfg(test)]
+mod testenv;
+
 /// The size of a memory page (4096 where the kernel cannot say): ring-buffer sizes and
 /// mappings, and the boundaries file output is cut at.
 pub fn page_size() -> usize {

@@ -2,8 +2,10 @@
 //!
 //! Every `bind`/`listen` step must produce exactly one event, found by network namespace,
 //! thread, fd and op (in order), whose result, addresses, owner and options equal what the
-//! kernel told the workload through the socket API. Any other event from a scenario's
-//! namespace is an extra and fails the check.
+//! kernel told the workload through the socket API. An option only one side can state (the
+//! workload's `getsockopt` failed, or it names an option the event has no flag for) is a
+//! difference too, never a comparison left out. Any other event from a scenario's namespace
+//! is an extra and fails the check.
 //!
 //! Under a kernel-function backend a call also yields the port allocations it made
 //! (`get_port`, same `tid` and `call_id`): each is checked against the call (same result; on
@@ -177,8 +179,8 @@ fn compare(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
     differ("uid", o.uid.to_string(), e.uid.to_string());
     differ(
         "sock_ino",
-        o.ino.to_string(),
-        format!("{:?}", e.sock_ino.unwrap_or(0)),
+        format!("{:?}", Some(o.ino)),
+        format!("{:?}", e.sock_ino),
     );
     let requested = match &e.requested {
         Some(Requested::Inet(ep)) => Some((ep.addr, ep.port)),
@@ -193,14 +195,31 @@ fn compare(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
     }
     let bound = e.bound.map(|b| (b.addr, b.port));
     differ("bound", format!("{:?}", o.bound), format!("{bound:?}"));
+    diffs.extend(compare_options(o, e));
+    diffs
+}
+
+/// Every option the event reports against what `getsockopt` gave the workload. Both sides must
+/// speak of the same options: one the workload could not read, or read under a key the event
+/// has no flag for, is a difference, not a comparison left out.
+fn compare_options(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
+    let mut diffs = Vec::new();
     for (opt, event) in Opt::ALL.iter().zip(e.flags.in_order()) {
-        if let Some(&kernel) = o.options.get(opt.key())
-            && Some(kernel) != event
-        {
-            diffs.push(format!(
+        match o.options.get(opt.key()) {
+            Some(&kernel) if Some(kernel) == event => {}
+            Some(&kernel) => diffs.push(format!(
                 "{}: kernel {kernel}, observer {event:?}",
                 opt.key()
-            ));
+            )),
+            None => diffs.push(format!(
+                "{}: the workload did not read it, observer {event:?}",
+                opt.key()
+            )),
+        }
+    }
+    for key in o.options.keys() {
+        if !Opt::ALL.iter().any(|opt| opt.key() == key) {
+            diffs.push(format!("{key}: an option the event has no flag for"));
         }
     }
     diffs

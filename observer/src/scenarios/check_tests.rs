@@ -2,10 +2,13 @@ use super::*;
 use crate::model::{Endpoint, Flags};
 use std::net::Ipv4Addr;
 
+const EADDRINUSE: i32 = 98;
+
 const NETNS: u32 = 4026532000;
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-/// Step `step` of scenario "s" on socket A: `op` on fd 3, kernel result `errno`.
+/// Step `step` of scenario "s" on socket A: `op` on fd 3 that succeeded, with every option
+/// read back as clear.
 fn outcome(step: usize, op: &str, requested: Option<u16>, bound: Option<u16>) -> StepOutcome {
     StepOutcome {
         record_type: "step".into(),
@@ -24,7 +27,17 @@ fn outcome(step: usize, op: &str, requested: Option<u16>, bound: Option<u16>) ->
         ino: 99,
         requested: requested.map(|p| (LO, p)),
         bound: bound.map(|p| (LO, p)),
-        options: Default::default(),
+        // The JSON keys written out here, not taken from the table the check iterates.
+        options: [
+            "reuseaddr",
+            "reuseport",
+            "v6only",
+            "freebind",
+            "transparent",
+            "bind_address_no_port",
+        ]
+        .map(|k| (k.to_string(), false))
+        .into(),
     }
 }
 
@@ -50,7 +63,7 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         fd: Some(o.fd),
         requested: o.requested.map(|r| Requested::Inet(ep(r))),
         bound: o.bound.map(ep),
-        flags: Flags::default(),
+        flags: Flags([Some(false); 6]),
         bound_dev_if: Some(0),
         sock_uid: Some(0),
         sock_ino: Some(o.ino),
@@ -147,4 +160,199 @@ fn listen_autobind_needs_an_allocation_but_listen_after_bind_does_not() {
     ];
     let checked = check(&steps, &events, true);
     assert!(checked.observer_right(), "{:?}", checked.steps);
+}
+
+/// The tracepoint backend's view of one successful `bind(127.0.0.1:5000)` and its event.
+fn bind_5000() -> (StepOutcome, BindEvent) {
+    let bind = outcome(0, "bind", Some(5000), Some(5000));
+    let mut e = event(&bind, Op::Bind, 1);
+    e.call_id = None;
+    e.hook = "tracepoint:syscalls:sys_exit_bind";
+    (bind, e)
+}
+
+/// The mismatches of the one step, checked as the tracepoint backend (no allocations).
+fn mismatches_of(o: &StepOutcome, e: &BindEvent) -> Vec<String> {
+    let checked = check(std::slice::from_ref(o), std::slice::from_ref(e), false);
+    assert!(checked.extra.is_empty(), "{:?}", checked.extra);
+    assert_eq!(
+        checked.observer_right(),
+        checked.steps[0].mismatches.is_empty()
+    );
+    checked.steps[0].mismatches.clone()
+}
+
+#[test]
+fn an_exact_event_passes() {
+    let (bind, e) = bind_5000();
+    assert_eq!(mismatches_of(&bind, &e), Vec::<String>::new());
+}
+
+#[test]
+fn a_wrong_errno_is_caught() {
+    let (bind, mut e) = bind_5000();
+    e.errno = EADDRINUSE;
+    e.result = "EADDRINUSE".into();
+    assert_eq!(mismatches_of(&bind, &e), ["errno: kernel 0, observer 98"]);
+    // And the other way round: the kernel refused, the observer says it worked.
+    let mut refused = bind.clone();
+    refused.errno = EADDRINUSE;
+    refused.bound = None;
+    let mut e = event(&refused, Op::Bind, 1);
+    e.errno = 0;
+    assert_eq!(
+        mismatches_of(&refused, &e),
+        ["errno: kernel 98, observer 0"]
+    );
+}
+
+#[test]
+fn a_wrong_bound_address_or_port_is_caught() {
+    let (bind, mut e) = bind_5000();
+    e.bound = Some(Endpoint {
+        addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+        port: 5000,
+        scope_id: None,
+    });
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["bound: kernel Some((127.0.0.1, 5000)), observer Some((127.0.0.2, 5000))"]
+    );
+    e.bound = Some(Endpoint {
+        addr: LO,
+        port: 5001,
+        scope_id: None,
+    });
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["bound: kernel Some((127.0.0.1, 5000)), observer Some((127.0.0.1, 5001))"]
+    );
+    e.bound = None;
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["bound: kernel Some((127.0.0.1, 5000)), observer None"]
+    );
+}
+
+#[test]
+fn a_wrong_requested_address_pid_uid_or_inode_is_caught() {
+    let (bind, mut e) = bind_5000();
+    e.requested = Some(Requested::Inet(Endpoint {
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: 5000,
+        scope_id: None,
+    }));
+    e.pid = 12;
+    e.uid = 65534;
+    e.sock_ino = None;
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        [
+            "pid: kernel 10, observer 12",
+            "uid: kernel 0, observer 65534",
+            "sock_ino: kernel Some(99), observer None",
+            "requested: kernel Some((127.0.0.1, 5000)), observer Some((0.0.0.0, 5000))",
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_or_unknown_flag_is_caught() {
+    let (mut bind, mut e) = bind_5000();
+    bind.options.insert("reuseaddr".into(), true);
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["reuseaddr: kernel true, observer Some(false)"]
+    );
+    e.flags.set(Opt::ReuseAddr, Some(true));
+    e.flags.set(Opt::BindAddressNoPort, Some(true));
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["bind_address_no_port: kernel false, observer Some(true)"]
+    );
+    // The observer could not read a flag (no BTF for it): not a pass.
+    e.flags.set(Opt::BindAddressNoPort, None);
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["bind_address_no_port: kernel false, observer None"]
+    );
+}
+
+#[test]
+fn an_option_missing_from_the_workload_or_unknown_to_the_event_is_caught() {
+    let (mut bind, e) = bind_5000();
+    bind.options.remove("freebind");
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["freebind: the workload did not read it, observer Some(false)"]
+    );
+    bind.options.insert("freebind".into(), false);
+    bind.options.insert("ipv6_autoflowlabel".into(), true);
+    assert_eq!(
+        mismatches_of(&bind, &e),
+        ["ipv6_autoflowlabel: an option the event has no flag for"]
+    );
+}
+
+#[test]
+fn a_missing_event_is_caught() {
+    let (bind, e) = bind_5000();
+    let checked = check(std::slice::from_ref(&bind), &[], false);
+    assert_eq!(checked.steps[0].mismatches, ["no event"]);
+    assert!(checked.steps[0].event.is_none());
+    assert!(!checked.observer_right());
+    // An event of another thread, fd or op is not this step's.
+    for wrong in [
+        BindEvent {
+            tid: 12,
+            ..e.clone()
+        },
+        BindEvent {
+            fd: Some(4),
+            ..e.clone()
+        },
+        BindEvent {
+            op: Op::Listen,
+            ..e.clone()
+        },
+        BindEvent {
+            netns: Some(NETNS + 1),
+            ..e.clone()
+        },
+    ] {
+        let checked = check(
+            std::slice::from_ref(&bind),
+            std::slice::from_ref(&wrong),
+            false,
+        );
+        assert_eq!(checked.steps[0].mismatches, ["no event"], "{wrong:?}");
+        assert!(!checked.observer_right());
+    }
+}
+
+#[test]
+fn an_extra_event_in_the_namespace_is_caught() {
+    let (bind, e) = bind_5000();
+    // The same call reported twice: the second is an extra.
+    let checked = check(std::slice::from_ref(&bind), &[e.clone(), e.clone()], false);
+    assert!(checked.steps[0].mismatches.is_empty());
+    assert_eq!(checked.extra, std::slice::from_ref(&e));
+    assert!(!checked.observer_right());
+    // An event of a namespace the workload did not use is none of the check's business.
+    let other = BindEvent {
+        netns: Some(NETNS + 1),
+        ..e.clone()
+    };
+    let checked = check(std::slice::from_ref(&bind), &[e, other], false);
+    assert!(checked.extra.is_empty());
+    assert!(checked.observer_right());
+}
+
+#[test]
+fn unobserved_steps_need_no_event() {
+    let mut socket = outcome(0, "socket", None, None);
+    socket.op = None;
+    let checked = check(std::slice::from_ref(&socket), &[], false);
+    assert!(checked.observer_right());
+    assert!(checked.steps[0].event.is_none());
 }

@@ -11,6 +11,12 @@
 //!
 //! Nothing sleeps: every wait is a `recv_timeout` or a `poll` bounded by [`BOUND`].
 //!
+//! Nothing skips silently ([`testenv`], the same file the unit tests use): a test that cannot
+//! run here prints `SKIP <test>: <why>` straight to stderr (past the harness's capture), and
+//! under `CI=true` or `OBSERVER_REQUIRE_ALL=1` fails instead wherever this project's machines
+//! are expected to have what it needs (BTF, cgroup v2: `shared/PLATFORM.md`). What they are
+//! documented not to have (fexit, kprobes) is a `SKIP` with the exact refusal asserted.
+//!
 //! This module owns what the others share: the bound, root check, the fork lock and errno
 //! helpers. The rest lives in
 //! * [`netns`] — the calling thread in its private namespace ([`Caller`], [`in_netns`]);
@@ -32,6 +38,8 @@ pub mod observer;
 pub mod proc;
 pub mod scrape;
 pub mod sock;
+#[path = "../../src/testenv.rs"]
+pub mod testenv;
 
 // What the tests call by name; the types they only receive stay at their module's path.
 pub use self::observer::Observer;
