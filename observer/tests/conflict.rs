@@ -87,7 +87,7 @@ fn time_wait(spec: &Spec) {
     drop(listener);
     let deadline = Instant::now() + BOUND;
     loop {
-        let on_port: Vec<_> = socktable::dump(Proto::Tcp)
+        let on_port: Vec<_> = socktable::dump(Proto::Tcp, None)
             .unwrap()
             .into_iter()
             .filter(|s| s.port == PORT)
