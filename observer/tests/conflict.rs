@@ -2,7 +2,7 @@
 //!
 //! * Every case of `common::cases` is played on real sockets in its own network
 //!   namespace: the kernel must give the case's answer, and `diagnose` (socket table, owners,
-//!   flags read through pidfd_getfd, rule engine), asked just before the call, must agree with
+//!   flags read by the socket iterators, rule engine), asked just before the call, must agree with
 //!   the kernel, naming the case's overlap and rule.
 //! * A real third-party server (`python3 -m http.server`) holds a port; a bind against it fails;
 //!   `observer why` names the server's pid and comm, as `ss -ltnp` does, with the right rule.
@@ -87,7 +87,7 @@ fn time_wait(spec: &Spec) {
     drop(listener);
     let deadline = Instant::now() + BOUND;
     loop {
-        let on_port: Vec<_> = socktable::dump(Proto::Tcp)
+        let on_port: Vec<_> = socktable::dump(Proto::Tcp, None)
             .unwrap()
             .into_iter()
             .filter(|s| s.port == PORT)

@@ -65,7 +65,8 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     let port0 = q.request.port == 0;
     let proto = q.request.proto;
     let inner = in_netns(&q.netns, || {
-        let table = match socktable::dump(proto) {
+        // A port-0 request's ephemeral report counts every socket of the protocol.
+        let table = match socktable::dump(proto, (!port0).then_some(q.request.port)) {
             Ok(table) => table,
             Err(err) => return Ok(Err(Error::Table(err))),
         };
@@ -118,6 +119,17 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     let found = owners::find(&inodes);
     read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
+    let unseen = findings
+        .iter()
+        .filter(|f| diag[f.index].inode != 0 && !found.contains_key(&diag[f.index].inode))
+        .count();
+    if unseen > 0 && owners::pid_namespace_hides_processes() == Some(true) {
+        notes.push(format!(
+            "{unseen} socket(s) in the way have no descriptor in this /proc: this observer runs \
+             in a pid namespace that is not the host's, so their owners may be processes not \
+             visible from this pid namespace"
+        ));
+    }
     let time_left = |i: usize| (diag[i].state == TCP_TIME_WAIT).then_some(diag[i].expires_ms);
     let has_owner = |i: usize| found.contains_key(&diag[i].inode);
     let ctx = advice::Context {
@@ -152,10 +164,12 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     })
 }
 
-/// Fills in the options sock_diag does not give for the sockets that may be in the way: from
-/// a duplicate of an owner's descriptor, else (TIME_WAIT, kernel-owned sockets, owners we may
-/// not take a descriptor from) from the `iter/tcp` / `iter/udp` programs. What stays unknown
-/// is noted.
+/// Fills in the options sock_diag does not give for the sockets that may be in the way, from
+/// the `iter/tcp` / `iter/udp` programs, which read them in the kernel without touching the
+/// socket (owned, TIME_WAIT and kernel-owned sockets alike). Those iterators walk the
+/// established and listening tables only, so a bound-only TCP socket is read through a
+/// duplicate of an owner's descriptor instead ([`owners::sockopts`]). What stays unknown is
+/// noted.
 fn read_flags(
     q: &Query,
     candidates: &[Finding],
@@ -164,50 +178,51 @@ fn read_flags(
     table: &mut [Existing],
     notes: &mut Vec<String>,
 ) {
+    if candidates.is_empty() {
+        return;
+    }
+    match in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
+        Ok(Ok(by_cookie)) => {
+            for f in candidates {
+                if let Some(o) = by_cookie.get(&diag[f.index].cookie) {
+                    set_opts(&mut table[f.index], o);
+                }
+            }
+        }
+        Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
+        Err(err) => notes.push(format!(
+            "socket iterator: entering the network namespace: {err}"
+        )),
+    }
     for f in candidates {
         let s = diag[f.index];
+        if table[f.index].reuseaddr.is_some() {
+            continue;
+        }
         let opts = found.get(&s.inode).and_then(|list| {
             list.iter()
                 .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
         });
         if let Some(o) = opts {
-            let e = &mut table[f.index];
-            e.reuseaddr = o.reuseaddr;
-            e.reuseport = o.reuseport;
-            e.v6only = e.v6only.or(o.v6only);
+            set_opts(&mut table[f.index], &o);
         }
     }
-    let unknown = |table: &[Existing]| {
-        candidates
-            .iter()
-            .filter(|f| table[f.index].reuseaddr.is_none())
-            .count()
-    };
-    if unknown(table) > 0 {
-        match in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
-            Ok(Ok(by_cookie)) => {
-                for f in candidates {
-                    let e = &mut table[f.index];
-                    if let (None, Some(o)) = (e.reuseaddr, by_cookie.get(&diag[f.index].cookie)) {
-                        e.reuseaddr = o.reuseaddr;
-                        e.reuseport = o.reuseport;
-                        if e.addr.is_ipv6() {
-                            e.v6only = e.v6only.or(o.v6only);
-                        }
-                    }
-                }
-            }
-            Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
-            Err(err) => notes.push(format!(
-                "socket iterator: entering the network namespace: {err}"
-            )),
-        }
-    }
-    let n = unknown(table);
+    let n = candidates
+        .iter()
+        .filter(|f| table[f.index].reuseaddr.is_none())
+        .count();
     if n > 0 {
         notes.push(format!(
             "could not read the options of {n} socket(s) in the way"
         ));
+    }
+}
+
+fn set_opts(e: &mut Existing, o: &sockflags::SockOpts) {
+    e.reuseaddr = o.reuseaddr;
+    e.reuseport = o.reuseport;
+    if e.addr.is_ipv6() {
+        e.v6only = e.v6only.or(o.v6only);
     }
 }
 

@@ -1,13 +1,30 @@
 //! Who holds a socket: the processes with a descriptor for its inode (from `/proc/PID/fd`,
-//! as `ss -p` finds them), their comm and command line, and the socket options the kernel does
-//! not export through sock_diag (SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY), read from a
-//! duplicate of the holder's descriptor (`pidfd_getfd`, needs CAP_SYS_PTRACE over the holder).
+//! as `ss -p` finds them), with their comm and command line, read once per process however
+//! many of its descriptors match, the command line bounded to [`CMDLINE_MAX`] bytes before it
+//! is read into memory.
+//!
+//! The socket options the kernel does not export through sock_diag come from the socket
+//! iterators ([`super::sockflags`]). Only for a socket they do not list — a bound, not
+//! listening TCP socket, which is in the kernel's bind hash alone — are they read from a
+//! duplicate of the holder's descriptor ([`sockopts`], `pidfd_getfd`, needs CAP_SYS_PTRACE
+//! over the holder), which on a host using cgroup v1 `net_cls`/`net_prio` rewrites the
+//! socket's classid and priority index (`__receive_sock`).
 
+use super::sockflags::SockOpts;
 use crate::model::Owner;
 use crate::sockopt::Opt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
+
+/// The most of a command line read (the kernel's own limit is the whole argument area).
+pub const CMDLINE_MAX: u64 = 4096;
+
+/// `PROC_PID_INIT_INO`: the inode number the kernel gives the initial pid namespace
+/// (`include/linux/proc_ns.h`, fixed since 3.8).
+const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
 
 /// Processes holding each of `inodes` (inode → owners, by pid). Inodes nobody holds are
 /// absent. Processes that end during the scan are skipped.
@@ -30,6 +47,8 @@ pub fn find(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
             continue;
         };
+        // Described on its first matching descriptor only.
+        let mut this: Option<(String, String)> = None;
         for fd in fds.flatten() {
             let Some(ino) = std::fs::read_link(fd.path())
                 .ok()
@@ -42,9 +61,16 @@ pub fn find(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
                 continue;
             };
             let owners = found.entry(ino).or_default();
-            if !owners.iter().any(|o| o.pid == pid) {
-                owners.push(describe(pid, fdnum));
+            if owners.iter().any(|o| o.pid == pid) {
+                continue;
             }
+            let (comm, cmdline) = this.get_or_insert_with(|| describe(pid)).clone();
+            owners.push(Owner {
+                pid,
+                comm,
+                cmdline,
+                fd: fdnum,
+            });
         }
     }
     found
@@ -58,34 +84,33 @@ fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
-fn describe(pid: u32, fd: i32) -> Owner {
+/// comm and command line (arguments joined by spaces, at most [`CMDLINE_MAX`] bytes read).
+fn describe(pid: u32) -> (String, String) {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim_end_matches('\n').to_string())
         .unwrap_or_default();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+    let mut raw = Vec::new();
+    let cmdline = std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(CMDLINE_MAX).read_to_end(&mut raw))
+        .map(|_| join_args(&raw))
         .unwrap_or_default();
-    Owner {
-        pid,
-        comm,
-        cmdline,
-        fd,
-    }
+    (comm, cmdline)
 }
 
-/// Socket options read from a holder's descriptor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SockOpts {
-    pub reuseaddr: Option<bool>,
-    pub reuseport: Option<bool>,
-    /// Only for IPv6 sockets.
-    pub v6only: Option<bool>,
+fn join_args(raw: &[u8]) -> String {
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether this process's `/proc` may miss processes: its pid namespace is not the initial
+/// one, so processes of parent or sibling namespaces (a holder among them) are not listed.
+/// `None` when the namespace cannot be read.
+pub fn pid_namespace_hides_processes() -> Option<bool> {
+    let ino = std::fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    Some(ino != PROC_PID_INIT_INO)
 }
 
 /// Reads the options of socket `inode` through `owner`'s descriptor. Fails when the process
@@ -152,4 +177,33 @@ fn getsockopt_bool(fd: &OwnedFd, opt: Opt, v6: bool) -> io::Result<bool> {
         return Err(io::Error::last_os_error());
     }
     Ok(value != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_joined_and_empty_ones_dropped() {
+        assert_eq!(
+            join_args(b"nginx\0-g\0\0daemon off;\0"),
+            "nginx -g daemon off;"
+        );
+        assert_eq!(join_args(b""), "");
+    }
+
+    #[test]
+    fn only_socket_links_name_an_inode() {
+        assert_eq!(socket_inode("socket:[12345]"), Some(12345));
+        assert_eq!(socket_inode("pipe:[12345]"), None);
+        assert_eq!(socket_inode("socket:[x]"), None);
+    }
+
+    #[test]
+    fn cmdline_is_read_up_to_the_bound() {
+        // This test process's own command line is short; the bound is what `describe` reads.
+        let (comm, cmdline) = describe(std::process::id());
+        assert!(!comm.is_empty());
+        assert!(cmdline.len() as u64 <= CMDLINE_MAX);
+    }
 }

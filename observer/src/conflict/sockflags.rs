@@ -1,13 +1,14 @@
-//! Options of sockets that no descriptor reaches — TCP TIME_WAIT sockets above all, and
-//! kernel-owned sockets — which sock_diag lists without SO_REUSEADDR, SO_REUSEPORT or
-//! IPV6_V6ONLY: read by the `iter/tcp` and `iter/udp` kernel programs
+//! Options of the sockets in the way, which sock_diag lists without SO_REUSEADDR, SO_REUSEPORT
+//! or IPV6_V6ONLY — owned ones, TCP TIME_WAIT ones and kernel-owned ones alike, without
+//! touching the socket (a duplicate of the owner's descriptor would go through
+//! `__receive_sock`, which rewrites its cgroup v1 classid and priority index): read by the
+//! `iter/tcp` and `iter/udp` kernel programs
 //! (`observer-ebpf/src/iter.rs`) through the BTF-derived field locations, and matched to
 //! sock_diag's records by socket cookie.
 //!
 //! The program is loaded once per process, on first need; each read attaches it and creates
 //! a fresh iterator, which walks the network namespace of the thread that creates it.
 
-use super::owners::SockOpts;
 use crate::kernel::{self, PROGRAMS};
 use crate::model::Proto;
 use aya::programs::Iter;
@@ -16,6 +17,16 @@ use observer_common::{SockFlagsRecord, flag};
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::sync::Mutex;
+
+/// Socket options read by the iterator programs; `None` where the kernel's layout did not
+/// let the program read one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SockOpts {
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    /// Only for IPv6 sockets.
+    pub v6only: Option<bool>,
+}
 
 /// (iterator, program) per protocol.
 fn names(proto: Proto) -> (&'static str, &'static str) {

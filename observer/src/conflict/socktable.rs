@@ -3,6 +3,11 @@
 //! every UDP socket, IPv4 and IPv6, with state, owner uid, inode, bound device, TIME_WAIT time
 //! left and, where the kernel exports it, IPV6_V6ONLY.
 //!
+//! A lookup for one port asks the kernel for that local port only, with the bytecode filter
+//! `ss` sends for `sport = :PORT` (`INET_DIAG_REQ_BYTECODE`, one `INET_DIAG_BC_S_COND`): the
+//! kernel then copies out only the sockets on the port, so the cost of a lookup does not grow
+//! with the connections on other ports.
+//!
 //! Netlink sockets see the namespace they were created in, so the caller runs the dump inside
 //! the target namespace (`crate::netns::in_netns`).
 
@@ -16,6 +21,13 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const INET_DIAG_SKV6ONLY: u16 = 11;
+/// Request attribute carrying a filter program (`include/uapi/linux/inet_diag.h`).
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// Filter op "local address and port match this `inet_diag_hostcond`": what `ss` sends, and
+/// older than `INET_DIAG_BC_S_EQ`.
+const INET_DIAG_BC_S_COND: u8 = 7;
+/// `sizeof(struct inet_diag_req_v2)`.
+const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `sizeof(struct nlmsghdr)`.
 const NLMSG_HDRLEN: usize = 16;
 /// `sizeof(struct inet_diag_msg)`.
@@ -40,14 +52,15 @@ pub struct DiagSock {
     pub cookie: u64,
 }
 
-/// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace.
-pub fn dump(proto: Proto) -> io::Result<Vec<DiagSock>> {
-    let mut all = dump_family(proto, libc::AF_INET as u8)?;
-    all.extend(dump_family(proto, libc::AF_INET6 as u8)?);
+/// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace whose
+/// local port is `port`, or every one of them for `None`.
+pub fn dump(proto: Proto, port: Option<u16>) -> io::Result<Vec<DiagSock>> {
+    let mut all = dump_family(proto, libc::AF_INET as u8, port)?;
+    all.extend(dump_family(proto, libc::AF_INET6 as u8, port)?);
     Ok(all)
 }
 
-fn dump_family(proto: Proto, family: u8) -> io::Result<Vec<DiagSock>> {
+fn dump_family(proto: Proto, family: u8, port: Option<u16>) -> io::Result<Vec<DiagSock>> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -61,7 +74,7 @@ fn dump_family(proto: Proto, family: u8) -> io::Result<Vec<DiagSock>> {
     }
     // SAFETY: a fresh descriptor owned only here.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let request = request(proto, family);
+    let request = request(proto, family, port);
     // SAFETY: the buffer is valid for its length; a zero-initialised sockaddr_nl (pid 0 = the
     // kernel) is a valid destination.
     let sent = unsafe {
@@ -97,9 +110,11 @@ fn dump_family(proto: Proto, family: u8) -> io::Result<Vec<DiagSock>> {
     }
 }
 
-/// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state.
-fn request(proto: Proto, family: u8) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + 56;
+/// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state, and for `port`
+/// the bytecode attribute that keeps only the sockets bound to it.
+fn request(proto: Proto, family: u8, port: Option<u16>) -> Vec<u8> {
+    let filter = port.map(sport_filter);
+    let len = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN + filter.as_ref().map_or(0, Vec::len);
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
     m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -113,8 +128,35 @@ fn request(proto: Proto, family: u8) -> Vec<u8> {
     m.extend_from_slice(&[family, protocol as u8, 0, 0]);
     // Every state, including TCP_BOUND_INACTIVE (bound, not listening, not connected).
     m.extend_from_slice(&u32::MAX.to_ne_bytes());
-    m.resize(len, 0); // inet_diag_sockid: no filter
+    // inet_diag_sockid: ignored by a dump.
+    m.resize(NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN, 0);
+    if let Some(f) = filter {
+        m.extend_from_slice(&f);
+    }
     m
+}
+
+/// The `INET_DIAG_REQ_BYTECODE` attribute for "local port is `port`": one
+/// `inet_diag_bc_op { code, yes, no }` followed by its `inet_diag_hostcond { family,
+/// prefix_len, port }` (AF_UNSPEC and prefix 0: any address). The kernel runs it as: on a
+/// match skip `yes` bytes (to the end: accept), else `no` bytes (past the end: reject), which
+/// its audit (`inet_diag_bc_audit`) allows up to the program length + 4.
+fn sport_filter(port: u16) -> Vec<u8> {
+    const OP: usize = 4;
+    const HOSTCOND: usize = 8;
+    let prog = OP + HOSTCOND;
+    let mut a = Vec::with_capacity(4 + prog);
+    a.extend_from_slice(&((4 + prog) as u16).to_ne_bytes());
+    a.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    a.push(INET_DIAG_BC_S_COND);
+    a.push(prog as u8); // yes
+    a.extend_from_slice(&((prog + 4) as u16).to_ne_bytes()); // no
+    a.push(libc::AF_UNSPEC as u8);
+    a.push(0); // prefix_len
+    a.extend_from_slice(&[0, 0]); // padding before the int
+    // The kernel compares it with the host-order port (`entry->sport`).
+    a.extend_from_slice(&i32::from(port).to_ne_bytes());
+    a
 }
 
 /// Parses one `recv()` worth of messages; true at the end of the dump. Public for the fuzz
@@ -311,6 +353,38 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
             assert!(err.to_string().ends_with(text), "{err}");
         }
+    }
+
+    /// The layout of `include/uapi/linux/inet_diag.h`: nlattr { u16 len, u16 type },
+    /// inet_diag_bc_op { u8 code, u8 yes, u16 no }, inet_diag_hostcond { u8 family,
+    /// u8 prefix_len, (2 bytes padding), int port }.
+    #[test]
+    fn port_filter_is_the_kernels_s_cond_bytecode() {
+        let mut want = Vec::new();
+        want.extend_from_slice(&16u16.to_ne_bytes());
+        want.extend_from_slice(&1u16.to_ne_bytes());
+        want.extend_from_slice(&[7, 12]);
+        want.extend_from_slice(&16u16.to_ne_bytes());
+        want.extend_from_slice(&[0, 0, 0, 0]);
+        want.extend_from_slice(&8080i32.to_ne_bytes());
+        assert_eq!(sport_filter(8080), want);
+
+        let all = request(Proto::Tcp, libc::AF_INET6 as u8, None);
+        assert_eq!(all.len(), 72);
+        assert_eq!(&all[0..4], &72u32.to_ne_bytes());
+        assert_eq!(
+            &all[16..20],
+            &[libc::AF_INET6 as u8, libc::IPPROTO_TCP as u8, 0, 0]
+        );
+        assert_eq!(&all[20..24], &u32::MAX.to_ne_bytes());
+        let one = request(Proto::Udp, libc::AF_INET as u8, Some(8080));
+        assert_eq!(one.len(), 88);
+        assert_eq!(&one[0..4], &88u32.to_ne_bytes());
+        assert_eq!(
+            &one[16..18],
+            &[libc::AF_INET as u8, libc::IPPROTO_UDP as u8]
+        );
+        assert_eq!(&one[72..], &want[..]);
     }
 
     #[test]
