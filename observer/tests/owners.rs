@@ -158,6 +158,7 @@ fn holder_options_and_owner_with_many_unrelated_descriptors() {
                 },
                 netns: Netns::Current,
                 exclude_inode: None,
+                all: false,
             };
             let conflict = diagnose(&query).expect("diagnose");
             assert_eq!(conflict.verdict, "in_use", "{conflict:?}");
