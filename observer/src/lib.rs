@@ -39,6 +39,7 @@ pub mod ring;
 pub mod scenarios;
 pub mod sink;
 pub mod sockopt;
+pub mod termsafe;
 pub mod timefmt;
 pub mod tracefs;
 

@@ -200,7 +200,11 @@ pub struct TableSink<W: Write, D: Write> {
 }
 
 /// Column header of the table; `OPTS` letters are explained in the README and by `--help`.
-pub const TABLE_HEADER: &str = "TIME            PID     COMM             OP     PROTO REQUESTED                    BOUND                        OPTS   RESULT";
+///
+/// `UID` is the socket's owner (`sk_uid`, which `reuseport-same-uid` compares), `NETNS` the
+/// inode of its network namespace (as `--netns` takes it): two rows for the same address from
+/// different namespaces are no contradiction.
+pub const TABLE_HEADER: &str = "TIME            PID     COMM             UID    NETNS      OP       PROTO REQUESTED                    BOUND                        OPTS   RESULT";
 
 impl<W: Write, D: Write> TableSink<W, D> {
     pub fn new(out: W, diag: D) -> Self {
@@ -230,11 +234,13 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
             Some("inet6") => format!("{proto}6"),
             _ => proto.to_string(),
         };
+        let uid = e.sock_uid.map_or_else(|| "?".into(), |u| u.to_string());
+        let netns = e.netns.map_or_else(|| "?".into(), |n| n.to_string());
         writeln!(
             self.out,
-            "{time:<15} {:<7} {:<16} {:<6} {proto:<5} {requested:<28} {bound:<28} {} {}",
+            "{time:<15} {:<7} {:<16} {uid:<6} {netns:<10} {:<8} {proto:<5} {requested:<28} {bound:<28} {} {}",
             e.pid,
-            e.comm,
+            crate::termsafe::escape(&e.comm),
             e.op.as_str(),
             opts(e),
             e.result
@@ -337,7 +343,29 @@ fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
         s.decode_errors,
         s.duration_secs,
         s.reason
-    )
+    )?;
+    // What the explanations missed, said as plainly as what the events missed.
+    let explained = s.conflict_lookups + s.conflict_repeats + s.conflict_queue_full;
+    if explained > 0 {
+        writeln!(
+            diag,
+            "observer: explanations: {} looked up, {} retries pointed at an earlier one, \
+             {} not looked up (queue full), {} unfinished at the end, {} written after their event",
+            s.conflict_lookups,
+            s.conflict_repeats,
+            s.conflict_queue_full,
+            s.conflict_unfinished,
+            s.explanations_late
+        )?;
+    }
+    if s.cgroup_unresolved > 0 {
+        writeln!(
+            diag,
+            "observer: {} events with a cgroup id that could not be turned into a path",
+            s.cgroup_unresolved
+        )?;
+    }
+    Ok(())
 }
 
 /// Keeps events in memory (the demo checks them after the run); start, lost and summary

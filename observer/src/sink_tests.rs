@@ -327,8 +327,8 @@ fn table_event_line_for_ipv4() {
     let line = table_line(&event());
     assert_eq!(
         line,
-        "16:23:51.000123 4242    nginx            bind   tcp   127.0.0.1:8080               \
-         127.0.0.1:8080               R..... OK\n"
+        "16:23:51.000123 4242    nginx            1000   4026531840 bind     tcp   \
+         127.0.0.1:8080               127.0.0.1:8080               R..... OK\n"
     );
     // The columns line up with the header.
     let header_bound = TABLE_HEADER.find("BOUND").unwrap();
@@ -364,6 +364,8 @@ fn table_event_line_for_ipv6_and_failures() {
             "16:23:51.000123",
             "4242",
             "nginx",
+            "1000",
+            "4026531840",
             "bind",
             "udp6",
             "[fe80::1%2]:8080",
@@ -383,7 +385,7 @@ fn table_event_line_for_ipv6_and_failures() {
         ..event()
     };
     assert_eq!(
-        columns(&table_line(&listen))[3..],
+        columns(&table_line(&listen))[5..],
         ["listen", "?", "-", "-", "??????", "OK"]
     );
 
@@ -464,8 +466,37 @@ fn table_lost_goes_to_out_and_summary_to_diag() {
     assert_eq!(
         text(&diag),
         "observer: 5 events (4 filtered), 10 lost, 2 unpaired, 6 read errors, \
-         1 undecodable in 12.3s (signal)\n"
+         1 undecodable in 12.3s (signal)\n\
+         observer: explanations: 1 looked up, 0 retries pointed at an earlier one, \
+         0 not looked up (queue full), 0 unfinished at the end, 0 written after their event\n\
+         observer: 3 events with a cgroup id that could not be turned into a path\n"
     );
+}
+
+#[test]
+fn table_rows_escape_hostile_names_and_tell_namespaces_and_owners_apart() {
+    let e = BindEvent {
+        comm: "\x1b[31mEVIL\x07".into(),
+        sock_uid: None,
+        netns: Some(4_026_532_999),
+        ..event()
+    };
+    let line = table_line(&e);
+    assert!(!line.trim_end().chars().any(char::is_control), "{line:?}");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2..5], ["\\x1b[31mEVIL\\x07", "?", "4026532999"]);
+    // A conflict's owner (comm and command line from /proc) is escaped too, line by line.
+    let mut conflict = crate::model::Conflict::with_note("in_use", "x".into());
+    conflict.notes = vec!["held by \u{202e}evil\nforged row".into()];
+    let e = BindEvent {
+        conflict: Some(conflict),
+        ..event()
+    };
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    TableSink::new(&mut out, &mut diag).event(&e).unwrap();
+    let text = text(&out).to_string();
+    assert_eq!(text.lines().count(), 2, "{text:?}");
+    assert!(text.contains("held by \\u{202e}evil\\nforged row"), "{text:?}");
 }
 
 #[test]

@@ -149,5 +149,11 @@ pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
         out.extend(c.fixes.iter().map(|f| format!("  {f}")));
     }
     out.extend(c.notes.iter().map(|n| format!("note: {n}")));
-    out
+    // Owners' names and command lines, interface names and paths come from other processes.
+    out.into_iter()
+        .map(|l| match crate::termsafe::escape(&l) {
+            std::borrow::Cow::Borrowed(_) => l,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        })
+        .collect()
 }

@@ -211,7 +211,12 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
                 text.push_str(&format!("  {line}\n"));
             }
         }
-        out.write_all(text.as_bytes())
+        // Facts name interfaces and owners, which other processes name: each line escaped.
+        let safe: String = text
+            .lines()
+            .map(|l| format!("{}\n", crate::termsafe::escape(l)))
+            .collect();
+        out.write_all(safe.as_bytes())
     };
     written.map_err(WhyError::Output)?;
     Ok(code)

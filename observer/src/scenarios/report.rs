@@ -100,7 +100,7 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
             e.result,
             e.pid,
             e.fd.map_or_else(|| "?".into(), |fd| fd.to_string()),
-            e.comm
+            crate::termsafe::escape(&e.comm)
         );
     }
     let _ = writeln!(
