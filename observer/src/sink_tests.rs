@@ -496,7 +496,10 @@ fn table_rows_escape_hostile_names_and_tell_namespaces_and_owners_apart() {
     TableSink::new(&mut out, &mut diag).event(&e).unwrap();
     let text = text(&out).to_string();
     assert_eq!(text.lines().count(), 2, "{text:?}");
-    assert!(text.contains("held by \\u{202e}evil\\nforged row"), "{text:?}");
+    assert!(
+        text.contains("held by \\u{202e}evil\\nforged row"),
+        "{text:?}"
+    );
 }
 
 #[test]

@@ -55,7 +55,10 @@ mod tests {
     #[test]
     fn hostile_names_are_escaped() {
         assert_eq!(escape("\x1b[31mEVIL\x07"), "\\x1b[31mEVIL\\x07");
-        assert_eq!(escape("python3 -c\nimport os\n"), "python3 -c\\nimport os\\n");
+        assert_eq!(
+            escape("python3 -c\nimport os\n"),
+            "python3 -c\\nimport os\\n"
+        );
         assert_eq!(escape("a\tb\rc\x7fd"), "a\\tb\\rc\\x7fd");
         // C1 CSI (a one-character escape sequence on some terminals) and a bidi override.
         assert_eq!(escape("x\u{9b}31m"), "x\\x9b31m");
@@ -67,7 +70,13 @@ mod tests {
 
     #[test]
     fn ordinary_text_is_kept_as_it_is() {
-        for s in ["nginx", "node /srv/app.js --port=80", "ünïcødé 名前", "\u{fffd}", ""] {
+        for s in [
+            "nginx",
+            "node /srv/app.js --port=80",
+            "ünïcødé 名前",
+            "\u{fffd}",
+            "",
+        ] {
             assert!(matches!(escape(s), std::borrow::Cow::Borrowed(_)), "{s}");
         }
     }
