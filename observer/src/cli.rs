@@ -9,7 +9,7 @@ use crate::scenarios;
 use crate::sink::{Fanout, JsonSink, QuietSink, Sink, TableSink};
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use std::io::{self, BufWriter, Write as _};
+use std::io::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -227,10 +227,25 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(err) => {
-            eprintln!("observer: {err:#}");
+            eprintln!("observer: {}", error_line(&err));
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: several of our dependencies' errors
+/// print their source inside their own text and give it as their source too (aya's
+/// `map error: failed to create map X: failed to create map X: ...`), and so do some of ours
+/// across an `anyhow` context.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let full = format!("{err:#}");
+    let mut kept: Vec<&str> = Vec::new();
+    for part in full.split(": ") {
+        if !kept.contains(&part) {
+            kept.push(part);
+        }
+    }
+    kept.join(": ")
 }
 
 /// clap's error as one line: its first paragraph, which says what is wrong and, for a missing
@@ -373,6 +388,7 @@ fn io_uring_check() -> Result<Outcome> {
 }
 
 fn demo(args: DemoArgs) -> Result<Outcome> {
+    crate::stop::install().context("catching SIGINT, SIGTERM and SIGHUP")?;
     let selected = select(&args.names)?;
     let run = scenarios::demo::run(&args.names, args.buffer_size, args.backend)?;
     if args.json {
@@ -416,7 +432,47 @@ fn stdout_file() -> Option<(std::fs::File, u64)> {
     Some((file, offset))
 }
 
+/// Descriptors a run needs at the least: maps, programs, links, tracefs files, the runtime.
+const MIN_DESCRIPTORS: u64 = 64;
+/// Descriptors a run asks for when the soft limit is lower and the hard one allows: the
+/// conflict lookups hold namespaces open (up to 256) beside their sockets.
+const WANT_DESCRIPTORS: u64 = 1024;
+
+/// Raises the soft descriptor limit to [`WANT_DESCRIPTORS`] where the hard limit allows, and
+/// refuses to start below [`MIN_DESCRIPTORS`]: some of the libraries' errors at a low limit
+/// name another cause (aya says "tracefs not found").
+fn descriptor_limit() -> Result<()> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur < WANT_DESCRIPTORS && lim.rlim_max > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: WANT_DESCRIPTORS.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads `raised`.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = raised.rlim_cur;
+        }
+    }
+    if lim.rlim_cur < MIN_DESCRIPTORS {
+        anyhow::bail!(
+            "the descriptor limit is {} (ulimit -n) and cannot be raised; a run needs at least \
+             {MIN_DESCRIPTORS}",
+            lim.rlim_cur
+        );
+    }
+    Ok(())
+}
+
 fn watch(args: WatchArgs) -> Result<()> {
+    crate::stop::install().context("catching SIGINT, SIGTERM and SIGHUP")?;
+    descriptor_limit()?;
     let filter = Filter {
         pid: args.pid,
         comm: args.comm,
@@ -432,7 +488,8 @@ fn watch(args: WatchArgs) -> Result<()> {
         .map(|addr| {
             metrics::server::bind(addr)
                 .with_context(|| format!("serving metrics on {addr}"))
-                .map(|l| (addr, l))
+                // Port 0 asks the kernel for one: say the one it gave.
+                .map(|l| (l.local_addr().unwrap_or(addr), l))
         })
         .transpose()?;
     let loaded = backend::load(args.backend, args.buffer_size)?;
@@ -440,7 +497,7 @@ fn watch(args: WatchArgs) -> Result<()> {
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");
     }
-    let stdout = BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    let stdout = crate::stdout::Stdout::new();
     let mut sink: Box<dyn Sink> = if args.quiet {
         Box::new(QuietSink(io::stderr()))
     } else if args.json {
@@ -475,6 +532,51 @@ fn watch(args: WatchArgs) -> Result<()> {
         until: Some(collector::stdout_closed()),
         conflicts: !args.no_conflicts,
     };
-    runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
+    let summary = runtime.block_on(collector::run(loaded, sink.as_mut(), opts))?;
+    drop(sink);
+    let (lines, bytes) = crate::stdout::unwritten_lines();
+    if lines > 0 || bytes > 0 {
+        let sig = crate::stop::signal().map_or("a signal", crate::stop::name);
+        eprintln!(
+            "observer: stopped by {sig} while the output was blocked: {lines} lines ({bytes} bytes) \
+             not written"
+        );
+        if args.json {
+            // The summary record was among them.
+            crate::sink::summary_line(&mut io::stderr(), &summary)?;
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn error_lines_state_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read /sys/kernel/btf/vmlinux: {0}")]
+        struct Read(#[source] std::io::Error);
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let err = anyhow::Error::new(Read(io)).context("reading the kernel's BTF");
+        assert_eq!(
+            error_line(&err),
+            "reading the kernel's BTF: cannot read /sys/kernel/btf/vmlinux: \
+             No such file or directory (os error 2)"
+        );
+        let err = anyhow::anyhow!("failed to create map `SCRATCH`: Too many open files")
+            .context("map error: failed to create map `SCRATCH`")
+            .context("loading the programs");
+        assert_eq!(
+            error_line(&err),
+            "loading the programs: map error: failed to create map `SCRATCH`: Too many open files"
+        );
+        // An IPv6 address is no separator.
+        let err = anyhow::anyhow!("[::1]:80: in use").context("serving metrics on [::1]:80");
+        assert_eq!(
+            error_line(&err),
+            "serving metrics on [::1]:80: [::1]:80: in use"
+        );
+    }
 }

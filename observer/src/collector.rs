@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{SignalKind, signal};
 
 /// How often the ring buffer is drained without being woken, and kernel-side counters
 /// (losses) are checked. The kernel programs wake the collector at most once a millisecond
@@ -41,6 +40,8 @@ pub struct RunOptions {
 
 /// How long the end of a run waits for conflict lookups in flight.
 const CONFLICT_END_WAIT: Duration = Duration::from_secs(5);
+/// The same after a signal, counted from the signal (the run ends within a second).
+const CONFLICT_END_WAIT_STOPPED: Duration = Duration::from_millis(400);
 
 /// A future that ends the run, yielding the reason.
 pub type Until = Pin<Box<dyn Future<Output = &'static str>>>;
@@ -268,8 +269,17 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     // dropped.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|err| anyhow::anyhow!("polling the ring buffer: {err}"))?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    // Signals are caught by `crate::stop` from the start of the command; its self-pipe says
+    // when one came (at once, if it came during start-up).
+    let stop = match crate::stop::signalled_fd() {
+        // SAFETY: the pipe's read end is never closed (it lives as long as the process), and
+        // the AsyncFd only watches it.
+        Some(fd) => Some(
+            unsafe { AsyncFd::register_with_interest(StopFd(fd), Interest::READABLE) }
+                .map_err(|err| anyhow::anyhow!("polling for signals: {err}"))?,
+        ),
+        None => None,
+    };
     let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
     let mut ticker = tokio::time::interval(TICK);
 
@@ -325,6 +335,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                 }
                 _ = ticker.tick() => {
                     drain(ring.get_mut(), &mut state)?;
+                    state.clock.follow();
                     state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
                     if let Some(submitter) = state.conflicts.as_mut() {
                         submitter.tick();
@@ -341,8 +352,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                     state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
                     state.sink.flush()?;
                 }
-                _ = sigint.recv() => return Ok("signal"),
-                _ = sigterm.recv() => return Ok("signal"),
+                _ = stopped(&stop) => return Ok("signal"),
                 _ = sleep_until(deadline) => return Ok("duration"),
                 reason = until(&mut opts.until) => return Ok(reason),
             }
@@ -364,7 +374,12 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         state.summary.conflict_lookups = submitter.submitted;
         state.summary.conflict_queue_full = submitter.queue_full;
         state.summary.conflict_repeats = submitter.repeats;
-        let (answers, unfinished) = done.finish(submitter, CONFLICT_END_WAIT).await;
+        // A signal asks for an end within a second: lookups get what is left of it.
+        let wait = match crate::stop::since_ns() {
+            Some(ns) => CONFLICT_END_WAIT_STOPPED.saturating_sub(Duration::from_nanos(ns)),
+            None => CONFLICT_END_WAIT,
+        };
+        let (answers, unfinished) = done.finish(submitter, wait).await;
         state.summary.conflict_unfinished = unfinished;
         if end.is_ok() && reason != "output closed" {
             end = answers
@@ -373,7 +388,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         }
     }
     if end.is_ok() && reason != "output closed" {
-        let time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
+        let time = timefmt::format_unix_ns(state.clock.unix_ns(timefmt::monotonic_ns()));
         end = state
             .hold
             .end(timefmt::monotonic_coarse_ns(), &time, &mut *state.sink);
@@ -391,7 +406,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         .iter()
         .map(|(errno, n)| (crate::errno::name(*errno).into_owned(), *n))
         .collect();
-    summary.time = timefmt::format_unix_ns(clock.unix_ns(timefmt::monotonic_ns()));
+    summary.time = timefmt::format_unix_ns(state.clock.unix_ns(timefmt::monotonic_ns()));
     summary.duration_secs = started.elapsed().as_secs_f64();
     c.store(&mut summary);
     summary.cgroup_unresolved = state.cgroups.unresolved;
@@ -428,6 +443,25 @@ async fn hold_expiry(deadline: Option<u64>) {
 async fn diagnosed(done: &mut Option<diagnoser::Done>) -> (u64, Conflict) {
     match done {
         Some(done) => done.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The self-pipe of `crate::stop`, as tokio polls it (it stays open for the process).
+struct StopFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for StopFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Completes once a stop signal was caught; never without `crate::stop::install`.
+async fn stopped(stop: &Option<AsyncFd<StopFd>>) {
+    match stop {
+        Some(fd) => {
+            let _ = fd.readable().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -39,6 +39,8 @@ pub mod ring;
 pub mod scenarios;
 pub mod sink;
 pub mod sockopt;
+pub mod stdout;
+pub mod stop;
 pub mod termsafe;
 pub mod timefmt;
 pub mod tracefs;

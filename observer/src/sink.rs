@@ -331,7 +331,8 @@ fn lost_line(out: &mut impl Write, l: &LostRecord) -> io::Result<()> {
     )
 }
 
-fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
+/// The table's summary lines (also written on stderr when a JSON summary could not be).
+pub fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
     writeln!(
         diag,
         "observer: {} events ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",

@@ -1,7 +1,9 @@
 //! Turning the kernel's monotonic timestamps into wall-clock time for output.
 //!
 //! The programs stamp records with `bpf_ktime_get_ns` (CLOCK_MONOTONIC), which is cheap and
-//! never jumps; the offset to CLOCK_REALTIME is taken once at start.
+//! never jumps; the offset to CLOCK_REALTIME is taken at start and again at every tick of the
+//! collector ([`Clock::follow`]), so that event times follow a step of the wall clock
+//! (`date -s`, an NTP step) from the next tick on.
 
 /// Converts CLOCK_MONOTONIC nanoseconds to UTC wall-clock text.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +20,18 @@ impl Clock {
         Clock {
             offset_ns: real - mono,
         }
+    }
+
+    /// Takes the offset again when the wall clock stepped by more than a millisecond since
+    /// this clock was read (a slew of a few microseconds between ticks is not followed, so
+    /// event times do not jitter). True when it changed.
+    pub fn follow(&mut self) -> bool {
+        let now = Clock::now();
+        if (now.offset_ns - self.offset_ns).abs() > 1_000_000 {
+            *self = now;
+            return true;
+        }
+        false
     }
 
     /// A clock with a fixed offset (tests).
@@ -144,6 +158,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_clock_follows_a_step_of_the_wall_clock_but_not_jitter() {
+        // An offset an hour off is what a clock read before `date -s '+1 hour'` holds.
+        let mut clock = Clock::now();
+        let right = clock;
+        clock.offset_ns -= 3_600 * 1_000_000_000;
+        assert!(clock.follow());
+        assert!((clock.offset_ns - right.offset_ns).abs() < 1_000_000);
+        let before = clock.offset_ns;
+        assert!(!clock.follow());
+        assert_eq!(clock.offset_ns, before);
+    }
     use super::*;
 
     #[test]

@@ -188,6 +188,11 @@ impl Metrics {
             "Connections to this endpoint ended by a timeout, an oversized request or a protocol error",
             server.failed.clone(),
         );
+        registry.register(
+            "metrics_accept_errors",
+            "Failed accept() calls on this endpoint (e.g. EMFILE); each is followed by a pause",
+            server.accept_errors.clone(),
+        );
         Metrics {
             registry,
             attempts,

@@ -41,6 +41,22 @@ pub struct ServerCounters {
     pub rejected: Counter,
     /// Connections ended for a timeout, an oversized head or a protocol error.
     pub failed: Counter,
+    /// `accept()` calls that failed (EMFILE, ENFILE, ENOMEM, a reset before accept).
+    pub accept_errors: Counter,
+}
+
+/// The pause after a failed `accept()`, doubled for each failure in a row up to
+/// [`ACCEPT_PAUSE_MAX`]: out of descriptors, accept fails at once for as long as the shortage
+/// lasts, and retrying at once would spin a core.
+pub const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// The longest pause between failed `accept()` calls.
+pub const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// The pause after `failures` failed accepts in a row (1, 2, ...).
+pub fn accept_pause(failures: u32) -> Duration {
+    ACCEPT_PAUSE_MIN
+        .saturating_mul(1 << failures.saturating_sub(1).min(16))
+        .min(ACCEPT_PAUSE_MAX)
 }
 
 /// Binds `addr` now, so that a port in use is reported before the programs are loaded.
@@ -68,11 +84,21 @@ async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
         return;
     };
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut failures = 0u32;
     loop {
         // Accept errors (EMFILE, a reset before accept) concern one connection, not the
-        // endpoint: keep serving.
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        // endpoint: keep serving, after a pause that grows while they last.
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(_) => {
+                counters.accept_errors.inc();
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(accept_pause(failures)).await;
+                continue;
+            }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             counters.rejected.inc();

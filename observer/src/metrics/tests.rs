@@ -115,3 +115,13 @@ fn events_and_totals_become_counters() {
         assert!(t.contains(line), "{line} missing in\n{t}");
     }
 }
+
+#[test]
+fn failed_accepts_pause_longer_and_longer_up_to_a_second() {
+    use super::server::accept_pause;
+    let ms = |n| accept_pause(n).as_millis();
+    assert_eq!(
+        [ms(1), ms(2), ms(3), ms(7), ms(8), ms(1000)],
+        [10, 20, 40, 640, 1000, 1000]
+    );
+}

@@ -57,11 +57,29 @@ pub fn observe(choice: backend::Choice, buffer_bytes: u32, args: &[String]) -> R
     let args = args.to_vec();
     // Polled only once the programs are attached: the workload starts after that.
     let workload = async move {
-        let result = tokio::process::Command::new(exe)
+        // A plain child waited for on a thread: tokio's process support would set up its
+        // signal handling, which the collector does not use (see `crate::stop`).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::process::Command::new(exe)
             .args(&args)
-            .kill_on_drop(true)
-            .output()
-            .await;
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let result = match spawned {
+            Ok(child) => {
+                let running = Running(Some(child.id()));
+                std::thread::spawn(move || {
+                    let _ = tx.send(child.wait_with_output());
+                });
+                let result = rx
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the workload's waiter ended")));
+                std::mem::forget(running);
+                result
+            }
+            Err(err) => Err(err),
+        };
         *slot.borrow_mut() = Some(result);
         "workload finished"
     };
@@ -117,4 +135,17 @@ pub fn run_workload(scenarios: &[Scenario]) -> Result<Vec<StepOutcome>> {
         all.extend(outcomes);
     }
     Ok(all)
+}
+
+/// A workload still running when the run ends (a signal): killed, as its results are no use.
+struct Running(Option<u32>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) on our own child, not yet reaped (its waiter thread reaps it only
+            // after it exits, and this runs only while that has not been seen).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
 }

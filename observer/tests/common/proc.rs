@@ -93,16 +93,28 @@ impl Proc {
     /// `<via...> observer <args...>`: started by a wrapper that execs it (`setpriv`), so the
     /// child's pid is the observer's.
     pub fn spawn_via(via: &[&str], args: &[&str], stdout: Stdout) -> Proc {
-        Proc::spawn_inner(via, args, Stdio::piped(), stdout)
+        Proc::spawn_inner(via, args, Stdio::piped(), stdout, |_| {})
+    }
+
+    /// `observer <args...>` with `setup` applied to the command first (a `pre_exec` that sets
+    /// a limit or a signal disposition).
+    pub fn spawn_with(args: &[&str], stdout: Stdout, setup: impl FnOnce(&mut Command)) -> Proc {
+        Proc::spawn_inner(&[], args, Stdio::piped(), stdout, setup)
     }
 
     /// `observer <args...>` writing its stdout into `file` (stdout lines are then not read:
     /// [`Proc::next_line`] says [`Next::End`]).
     pub fn spawn_into(args: &[&str], file: std::fs::File) -> Proc {
-        Proc::spawn_inner(&[], args, Stdio::from(file), Stdout::Read)
+        Proc::spawn_inner(&[], args, Stdio::from(file), Stdout::Read, |_| {})
     }
 
-    fn spawn_inner(via: &[&str], args: &[&str], out: Stdio, stdout: Stdout) -> Proc {
+    fn spawn_inner(
+        via: &[&str],
+        args: &[&str],
+        out: Stdio,
+        stdout: Stdout,
+        setup: impl FnOnce(&mut Command),
+    ) -> Proc {
         let observer = env!("CARGO_BIN_EXE_observer");
         let mut command = match via.split_first() {
             None => Command::new(observer),
@@ -112,6 +124,7 @@ impl Proc {
                 c
             }
         };
+        setup(&mut command);
         let no_forks = no_forks();
         let mut child = command
             .args(args)
