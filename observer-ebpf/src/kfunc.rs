@@ -47,9 +47,7 @@ struct Call {
 #[inline(always)]
 pub(crate) fn enter(hook: u16) -> Option<u64> {
     if let Some(slot) = FIRED.get_ptr_mut(u32::from(hook)) {
-        // SAFETY: per-CPU slot of a map that lives as long as the program; programs on one CPU
-        // do not preempt each other, so the read-modify-write is not racy.
-        unsafe { *slot += 1 };
+        crate::add_one(slot);
     }
     if cfg(&config().version) != CONFIG_VERSION {
         return None;

@@ -14,6 +14,11 @@
 //! socket iterators behind conflict reports are in `iter`.
 #![no_std]
 #![no_main]
+// Atomic read-modify-write instructions: the BPF target has no `AtomicU64::fetch_add` or
+// `compare_exchange` (its spec says `atomic-cas: false`), but LLVM's BPF backend emits
+// `BPF_ATOMIC` instructions for these intrinsics.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod fexit;
 mod iter;
@@ -27,6 +32,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
     BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, Config, HOOK_TP_SYS_EXIT_BIND,
     HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SPAN_MAX,
@@ -94,10 +100,74 @@ pub(crate) fn wakeup_flags(now: u64) -> u64 {
 /// rounded up to a power of two (offsets into it are bounded with a mask).
 pub(crate) const SCRATCH_LEN: usize = (SK_SPANS * 2 * SPAN_MAX as usize).next_power_of_two();
 
-/// Per-CPU scratch space for the copies of a `struct sock` (`read::Window`); too big for the
+/// One CPU's scratch space for the copies of a `struct sock` (`read::Window`); too big for the
 /// 512-byte BPF stack.
+#[repr(C)]
+pub(crate) struct Scratch {
+    /// 0 while no program uses `buf`, 1 while one does. Taken with a compare-and-swap, so that
+    /// two programs on this CPU never use `buf` at once (see [`Taken`]).
+    owner: u64,
+    pub(crate) buf: [u8; SCRATCH_LEN],
+}
+
+/// Per-CPU scratch space, one slot per CPU.
+///
+/// Per-CPU is not exclusive: the tracepoint and kprobe programs run with preemption disabled,
+/// but an fexit trampoline only disables migration, so the task running one can be preempted
+/// on this CPU and another task's program (another fexit program, or a tracepoint one) can
+/// run there before it resumes. A program therefore takes the slot (`Scratch::owner`) before
+/// it writes `buf` and gives it back when it has read what it copied; a program that finds
+/// it taken reads each field with its own helper call instead (slower, never wrong).
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch buffer, held until dropped.
+pub(crate) struct Taken {
+    scratch: *mut Scratch,
+}
+
+impl Taken {
+    /// Takes this CPU's scratch buffer, unless a program preempted on this CPU holds it.
+    #[inline(always)]
+    pub(crate) fn take() -> Option<Taken> {
+        let scratch = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: `scratch` came from a successful lookup, so it points to this CPU's value,
+        // valid and 8-byte aligned (as every map value) for the life of the program, and
+        // `owner` is only ever accessed atomically. One instruction (BPF_CMPXCHG), so a
+        // program that preempts this one on this CPU sees either 0 or 1, never a half-done
+        // take.
+        let (_, took) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*scratch).owner),
+                0,
+                1,
+            )
+        };
+        took.then_some(Taken { scratch })
+    }
+
+    /// The buffer, `SCRATCH_LEN` bytes, this program's alone until `self` is dropped.
+    #[inline(always)]
+    pub(crate) fn buf(&self) -> *mut u8 {
+        // SAFETY: `scratch` points to a live map value (see `take`); only the address is
+        // computed here.
+        unsafe { core::ptr::addr_of_mut!((*self.scratch).buf) }.cast()
+    }
+}
+
+impl Drop for Taken {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: as in `take`: a live, aligned map value only ever accessed atomically.
+        // BPF_XCHG, one instruction, ordered after every read of `buf` (release).
+        unsafe {
+            atomic_xchg::<u64, { AtomicOrdering::Release }>(
+                core::ptr::addr_of_mut!((*self.scratch).owner),
+                0,
+            )
+        };
+    }
+}
 
 #[inline(always)]
 fn config() -> &'static Config {
@@ -115,10 +185,20 @@ fn cfg<T: Copy>(field: &T) -> T {
 #[inline(always)]
 pub(crate) fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot of a map that lives as long as the program; programs on one CPU
-        // do not preempt each other, so the read-modify-write is not racy.
-        unsafe { *slot += 1 };
+        add_one(slot);
     }
+}
+
+/// Adds one to a per-CPU counter slot with one atomic instruction (BPF_ATOMIC | BPF_ADD): an
+/// fexit program can be preempted on its CPU by another program that counts in the same slot
+/// (see [`SCRATCH`]), and a load-add-store would then lose that program's increment.
+#[inline(always)]
+pub(crate) fn add_one(slot: *mut u64) {
+    // SAFETY: `slot` came from a successful lookup of a map that lives as long as the
+    // program: valid and 8-byte aligned; every program changes it only atomically (the
+    // collector only reads it). The result is unused, so LLVM emits the plain atomic add,
+    // which every kernel with BPF_ATOMIC (BPF_XADD before 5.12) accepts.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
 }
 
 /// The collector's own calls are never reported (and never paired).

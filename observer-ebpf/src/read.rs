@@ -6,7 +6,7 @@ use observer_common::{
     BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, SK_SPANS, SPAN_MAX, flag, known,
 };
 
-use crate::{SCRATCH, SCRATCH_LEN, cfg, count};
+use crate::{SCRATCH_LEN, Taken, cfg, count};
 
 /// Why a read did not produce a value.
 pub(crate) enum Miss {
@@ -250,7 +250,11 @@ struct Window<'c> {
     sk: *const u8,
     /// The config whose `sk_spans` were copied.
     c: &'c Config,
-    /// The per-CPU scratch buffer; stretch `k` is copied to `k * SLOT`.
+    /// This CPU's scratch buffer, held for the life of the window (none: another program
+    /// on this CPU holds it, and every field is read on its own); stretch `k` is copied to
+    /// `k * SLOT`.
+    scratch: Option<Taken>,
+    /// The buffer's address (null without `scratch`).
     copy: *const u8,
     /// Bit `k` set: stretch `k` was copied.
     copied: u32,
@@ -266,10 +270,11 @@ impl<'c> Window<'c> {
         let mut window = Window {
             sk,
             c,
+            scratch: Taken::take(),
             copy: core::ptr::null(),
             copied: 0,
         };
-        let Some(copy) = SCRATCH.get_ptr_mut(0) else {
+        let Some(copy) = window.scratch.as_ref().map(Taken::buf) else {
             return window;
         };
         window.copy = copy as *const u8;
@@ -278,10 +283,11 @@ impl<'c> Window<'c> {
             let span = cfg(&c.sk_spans[k]);
             if span.len != 0 && span.len <= SPAN_MAX {
                 // SAFETY: the helper validates the kernel address and fails instead of
-                // faulting; `len` is at most `SPAN_MAX`, within stretch `k`'s room.
+                // faulting; `len` is at most `SPAN_MAX`, within stretch `k`'s room of the
+                // buffer this window holds (no other program writes it meanwhile).
                 let rc = unsafe {
                     generated::bpf_probe_read_kernel(
-                        (copy as *mut u8).wrapping_add(k * SLOT).cast(),
+                        copy.wrapping_add(k * SLOT).cast(),
                         span.len,
                         sk.wrapping_add(span.offset as usize).cast(),
                     )
@@ -323,8 +329,9 @@ impl<'c> Window<'c> {
             return field(self.sk, loc);
         };
         // SAFETY: `off` is inside the room of a copied stretch, `SLOT` bytes, less
-        // `SPAN_MAX`, so the 8-byte load stays inside the scratch buffer; bytes past the field
-        // are masked off below.
+        // `SPAN_MAX`, so the 8-byte load stays inside the scratch buffer, which this window
+        // holds (`scratch`: no other program has written it since the copy); bytes past the
+        // field are masked off below.
         let raw = unsafe { core::ptr::read_unaligned(self.copy.add(off).cast::<u64>()) };
         Ok(bits(raw, shift, l.bit_size))
     }
@@ -344,7 +351,8 @@ impl<'c> Window<'c> {
         let mut i = 0;
         while i < N {
             // SAFETY: the mask keeps the index inside the `SCRATCH_LEN`-byte buffer (and, as
-            // `off + i` is inside the stretch's room, never changes it).
+            // `off + i` is inside the stretch's room, never changes it); the window holds the
+            // buffer, as in `field`.
             out[i] = unsafe { *self.copy.add((off + i) & (SCRATCH_LEN - 1)) };
             i += 1;
         }
