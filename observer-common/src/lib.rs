@@ -312,8 +312,21 @@ impl FieldLoc {
 pub struct Config {
     /// Type tag: [`CONFIG_VERSION`], so a program never runs with a config it does not understand.
     pub version: u32,
-    /// Thread group id of the collector: its own calls are not reported.
+    /// Thread group id of the collector in the initial pid namespace (the number
+    /// `bpf_get_current_pid_tgid` gives): its own calls are not reported. 0 when the collector
+    /// runs in another pid namespace (a container without the host's pids), where its own
+    /// `getpid()` is another number; `collector_pidns_ino` then identifies it.
     pub collector_tgid: u32,
+    /// With `collector_tgid` 0: the device of the collector's pid namespace file
+    /// (`stat /proc/self/ns/pid`), as the kernel numbers devices (`MKDEV`: major << 20 |
+    /// minor), for `bpf_get_ns_current_pid_tgid`.
+    pub collector_pidns_dev: u32,
+    /// With `collector_tgid` 0: the inode of the collector's pid namespace (0: none, nothing
+    /// is skipped).
+    pub collector_pidns_ino: u32,
+    /// With `collector_tgid` 0: the collector's tgid inside its own pid namespace
+    /// (`getpid()`).
+    pub collector_ns_tgid: u32,
     /// Byte offset of `ret` in a `syscalls:sys_exit_*` record (from tracefs).
     pub exit_ret_off: u32,
     /// `task_struct.files`.
@@ -387,6 +400,9 @@ impl Config {
     pub const ZEROED: Config = Config {
         version: 0,
         collector_tgid: 0,
+        collector_pidns_dev: 0,
+        collector_pidns_ino: 0,
+        collector_ns_tgid: 0,
         exit_ret_off: 0,
         task_files: FieldLoc::MISSING,
         files_fdt: FieldLoc::MISSING,
@@ -466,7 +482,7 @@ pub const SPAN_MAX: u32 = 128;
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 5;
+pub const CONFIG_VERSION: u32 = 6;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;
@@ -477,8 +493,11 @@ pub const COUNTER_UNPAIRED: u32 = 1;
 pub const COUNTER_READ_ERRORS: u32 = 2;
 /// Index in `COUNTERS`: entries that could not be stored in the pairing map.
 pub const COUNTER_PAIR_FULL: u32 = 3;
+/// Index in `COUNTERS`: calls of the collector's own process, recognised and not reported (the
+/// collector's start-up check makes one and expects this to move).
+pub const COUNTER_OWN_CALLS: u32 = 4;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 4;
+pub const COUNTER_COUNT: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {

@@ -34,9 +34,9 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, Config, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SPAN_MAX,
-    known,
+    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_OWN_CALLS, Config,
+    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS,
+    SOCKADDR_LEN, SPAN_MAX, known,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -201,10 +201,67 @@ pub(crate) fn add_one(slot: *mut u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
 }
 
-/// The collector's own calls are never reported (and never paired).
+/// The collector's tgid in the initial pid namespace, learnt by the first of its calls that
+/// [`is_collector`] recognised through its pid namespace (0: not yet).
+#[map]
+static OWN_TGID: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The collector's own calls are never reported (and never paired); each is counted
+/// (`COUNTER_OWN_CALLS`), which the collector's start-up check reads.
+///
+/// The collector names itself by its tgid when it runs in the initial pid namespace. In
+/// another one (a container without the host's pids) its `getpid()` is not the number the
+/// kernel gives here, so it names its pid namespace instead, and the helper
+/// `bpf_get_ns_current_pid_tgid` says whether the current task is in it and with which tgid
+/// there. That helper call is made only until the first match, which leaves the
+/// initial-namespace tgid in `OWN_TGID` for every later call to compare with.
 #[inline(always)]
-fn is_collector(pid_tgid: u64) -> bool {
-    (pid_tgid >> 32) as u32 == cfg(&config().collector_tgid)
+pub(crate) fn is_collector(pid_tgid: u64) -> bool {
+    let own = own_call(pid_tgid);
+    if own {
+        count(COUNTER_OWN_CALLS);
+    }
+    own
+}
+
+#[inline(always)]
+fn own_call(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let c = config();
+    let named = cfg(&c.collector_tgid);
+    if named != 0 {
+        return tgid == named;
+    }
+    let Some(learnt) = OWN_TGID.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the slot lives as long as the map; a u32 load is one instruction, and every
+    // writer writes the same value (the collector's tgid).
+    let known = unsafe { core::ptr::read_volatile(learnt) };
+    if known != 0 {
+        return tgid == known;
+    }
+    let ino = cfg(&c.collector_pidns_ino);
+    if ino == 0 {
+        return false;
+    }
+    let mut ns = aya_ebpf::bindings::bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `ns` is a `bpf_pidns_info` on this program's stack and its size is passed; the
+    // helper fails (and writes zeros) when the current task is not in that pid namespace.
+    let rc = unsafe {
+        generated::bpf_get_ns_current_pid_tgid(
+            u64::from(cfg(&c.collector_pidns_dev)),
+            u64::from(ino),
+            &mut ns,
+            core::mem::size_of::<aya_ebpf::bindings::bpf_pidns_info>() as u32,
+        )
+    };
+    let own = rc == 0 && ns.tgid == cfg(&c.collector_ns_tgid);
+    if own {
+        // SAFETY: as above; a u32 store is one instruction.
+        unsafe { core::ptr::write_volatile(learnt, tgid) };
+    }
+    own
 }
 
 #[tracepoint]
