@@ -36,7 +36,7 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
     BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_OWN_CALLS, Config,
     HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS,
-    SOCKADDR_LEN, SPAN_MAX, known,
+    SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known, unreadable,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -287,18 +287,36 @@ pub(crate) fn user_regs() -> Option<*const u8> {
     (!regs.is_null()).then_some(regs)
 }
 
+/// How many bytes of a sockaddr of `addrlen` bytes to copy: none when the kernel refuses the
+/// length before it reads the address (`move_addr_to_kernel`: an `int` below 0 or above
+/// `sizeof(struct sockaddr_storage)` is EINVAL), else as many as `BindRecord::sockaddr` holds.
+#[inline(always)]
+pub(crate) fn sockaddr_copy_len(addrlen: u32) -> u32 {
+    if (addrlen as i32) < 0 || addrlen > SOCKADDR_STORAGE_LEN {
+        0
+    } else if addrlen > SOCKADDR_LEN as u32 {
+        SOCKADDR_LEN as u32
+    } else {
+        addrlen
+    }
+}
+
 /// The call's arguments: `fd` for both calls, plus `umyaddr` and `addrlen` for `bind()`.
 struct Args {
     fd: i32,
     addrlen: u32,
     sockaddr_len: u32,
     sockaddr: [u8; SOCKADDR_LEN],
+    /// `unreadable::REQUESTED` when the copy of the sockaddr failed.
+    unreadable: u32,
 }
 
 /// Reads the arguments from the registers saved at syscall entry, and for `bind()` copies the
-/// caller's sockaddr from user memory (still mapped: we run in the caller's context).
+/// caller's sockaddr from user memory (still mapped: we run in the caller's context). `ret` is
+/// the call's result: after an EFAULT the kernel could not read the address either, and a
+/// failed copy is no failure of ours.
 #[inline(always)]
-fn args(op: u16, c: &Config) -> Result<Args, i64> {
+fn args(op: u16, ret: i64, c: &Config) -> Result<Args, i64> {
     let regs = user_regs().ok_or(-1i64)?;
     let fd = read::btf_field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
     let mut out = Args {
@@ -306,6 +324,7 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
         addrlen: 0,
         sockaddr_len: 0,
         sockaddr: [0; SOCKADDR_LEN],
+        unreadable: 0,
     };
     if op != OP_BIND {
         return Ok(out);
@@ -313,11 +332,7 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
     let uaddr = read::btf_field(regs, &c.regs_arg1).map_err(|_| -1i64)?;
     let addrlen = read::btf_field(regs, &c.regs_arg2).map_err(|_| -1i64)? as u32;
     out.addrlen = addrlen;
-    let len = if addrlen > SOCKADDR_LEN as u32 {
-        SOCKADDR_LEN as u32
-    } else {
-        addrlen
-    };
+    let len = sockaddr_copy_len(addrlen);
     if len > 0 && uaddr != 0 {
         // SAFETY: `bpf_probe_read_user` checks the user address itself and fails instead of
         // faulting; `len` is at most the size of the destination.
@@ -330,10 +345,15 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
         };
         if rc == 0 {
             out.sockaddr_len = len;
+        } else if ret != -i64::from(EFAULT) {
+            out.unreadable = unreadable::REQUESTED;
         }
     }
     Ok(out)
 }
+
+/// `EFAULT` (`asm-generic/errno-base.h`).
+const EFAULT: i32 = 14;
 
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
@@ -347,7 +367,7 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
     }
     // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
     let ret: i64 = unsafe { ctx.read_at(cfg(&c.exit_ret_off) as usize) }.map_err(i64::from)?;
-    let args = args(op, c)?;
+    let args = args(op, ret, c)?;
 
     submit(
         pid_tgid,
@@ -360,6 +380,7 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
             r.addrlen = args.addrlen;
             r.sockaddr = args.sockaddr;
             r.sockaddr_len = args.sockaddr_len;
+            r.unreadable = args.unreadable;
             read::socket_fields(r, args.fd, c);
         },
     );
@@ -426,7 +447,8 @@ pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
             call_id: ids.call_id,
             snum: 0,
-            _pad: [0; 6],
+            _pad: 0,
+            unreadable: 0,
             cgroup_id: generated::bpf_get_current_cgroup_id(),
         });
         fill(&mut *rec);
