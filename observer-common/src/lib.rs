@@ -206,6 +206,44 @@ pub mod known {
     pub const FD: u32 = 1 << 8;
 }
 
+/// Which fields of a `BindRecord` the program tried to read and could not (the kernel memory
+/// read failed), as opposed to fields this kernel does not have (those are reported once, in
+/// the start record) or that do not apply (a `listen()` has no sockaddr). A field with its bit
+/// here is zero in the record and `null` in the event, which names it in `unreadable`.
+pub mod unreadable {
+    /// The caller's sockaddr (`sockaddr`): the copy from the caller's memory (tracepoint) or
+    /// from the kernel's copy (kernel-function hooks) failed.
+    pub const REQUESTED: u32 = 1 << 0;
+    /// The walk from the fd (or the `struct socket`) to the `struct sock` failed: every socket
+    /// field is unknown.
+    pub const SOCKET: u32 = 1 << 1;
+    /// `sock_family`.
+    pub const FAMILY: u32 = 1 << 2;
+    /// `bound_port` / `bound_addr`.
+    pub const BOUND: u32 = 1 << 3;
+    /// `protocol` / `sock_type`.
+    pub const PROTOCOL: u32 = 1 << 4;
+    /// `sk_uid`.
+    pub const SK_UID: u32 = 1 << 5;
+    /// `netns`.
+    pub const NETNS: u32 = 1 << 6;
+    /// `ino`.
+    pub const INODE: u32 = 1 << 7;
+    /// `bound_dev_if`.
+    pub const DEV_IF: u32 = 1 << 8;
+    /// Where the socket options start: option bit `flag::X` is `flag::X << FLAGS_SHIFT`.
+    pub const FLAGS_SHIFT: u32 = 16;
+
+    /// The bit of the option `flag_bit` (a [`super::flag`] bit).
+    pub const fn flag(flag_bit: u32) -> u32 {
+        flag_bit << FLAGS_SHIFT
+    }
+}
+
+/// `sizeof(struct sockaddr_storage)`: `bind()` refuses a longer (or negative) address length
+/// with EINVAL before it reads the address (`move_addr_to_kernel`).
+pub const SOCKADDR_STORAGE_LEN: u32 = 128;
+
 /// Size of the copy of the caller's `sockaddr` (large enough for `sockaddr_in6`).
 pub const SOCKADDR_LEN: usize = 28;
 /// Size of `comm` (the kernel's `TASK_COMM_LEN`).
@@ -235,7 +273,8 @@ pub struct BindRecord {
     pub ret: i32,
     /// File descriptor the call named.
     pub fd: i32,
-    /// `addrlen` argument of `bind()` (0 for `listen()`).
+    /// `addrlen` argument of `bind()` (0 for `listen()`), as the caller passed it: the kernel
+    /// takes it as an `int`, so a negative length arrives here as a large number.
     pub addrlen: u32,
     /// Inode number of the socket's network namespace, when `sock_known` has [`known::NETNS`].
     pub netns: u32,
@@ -259,9 +298,11 @@ pub struct BindRecord {
     pub bound_port: u16,
     /// Local address the socket holds: IPv4 in the first 4 bytes for `AF_INET`, IPv6 for `AF_INET6`.
     pub bound_addr: [u8; 16],
-    /// Bytes copied from the caller's `sockaddr` (only the first `min(addrlen, 28)` are valid).
+    /// Bytes copied from the caller's `sockaddr` (only the first `sockaddr_len` are valid).
     pub sockaddr: [u8; SOCKADDR_LEN],
-    /// How many bytes of `sockaddr` were copied (0 when the copy failed or for `listen()`).
+    /// How many bytes of `sockaddr` were copied: `min(addrlen, 28)`; 0 for `listen()`, when
+    /// `addrlen` is one the kernel refuses before it reads the address (negative, or over
+    /// [`SOCKADDR_STORAGE_LEN`]), or when the copy failed ([`unreadable::REQUESTED`]).
     pub sockaddr_len: u32,
     /// The caller's `comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
@@ -271,7 +312,9 @@ pub struct BindRecord {
     /// For [`OP_GET_PORT`]: the port asked for (host order, 0 = pick an ephemeral one).
     pub snum: u16,
     /// Padding, always zero.
-    pub _pad: [u8; 6],
+    pub _pad: u16,
+    /// Bits of [`unreadable`]: fields the program could not read (0: every field it tried).
+    pub unreadable: u32,
     /// The caller's cgroup v2 id (`bpf_get_current_cgroup_id`: the inode number of its cgroup
     /// directory); 0 when the kernel gave none.
     pub cgroup_id: u64,
@@ -312,8 +355,21 @@ impl FieldLoc {
 pub struct Config {
     /// Type tag: [`CONFIG_VERSION`], so a program never runs with a config it does not understand.
     pub version: u32,
-    /// Thread group id of the collector: its own calls are not reported.
+    /// Thread group id of the collector in the initial pid namespace (the number
+    /// `bpf_get_current_pid_tgid` gives): its own calls are not reported. 0 when the collector
+    /// runs in another pid namespace (a container without the host's pids), where its own
+    /// `getpid()` is another number; `collector_pidns_ino` then identifies it.
     pub collector_tgid: u32,
+    /// With `collector_tgid` 0: the device of the collector's pid namespace file
+    /// (`stat /proc/self/ns/pid`), as the kernel numbers devices (`MKDEV`: major << 20 |
+    /// minor), for `bpf_get_ns_current_pid_tgid`.
+    pub collector_pidns_dev: u32,
+    /// With `collector_tgid` 0: the inode of the collector's pid namespace (0: none, nothing
+    /// is skipped).
+    pub collector_pidns_ino: u32,
+    /// With `collector_tgid` 0: the collector's tgid inside its own pid namespace
+    /// (`getpid()`).
+    pub collector_ns_tgid: u32,
     /// Byte offset of `ret` in a `syscalls:sys_exit_*` record (from tracefs).
     pub exit_ret_off: u32,
     /// `task_struct.files`.
@@ -387,6 +443,9 @@ impl Config {
     pub const ZEROED: Config = Config {
         version: 0,
         collector_tgid: 0,
+        collector_pidns_dev: 0,
+        collector_pidns_ino: 0,
+        collector_ns_tgid: 0,
         exit_ret_off: 0,
         task_files: FieldLoc::MISSING,
         files_fdt: FieldLoc::MISSING,
@@ -466,19 +525,22 @@ pub const SPAN_MAX: u32 = 128;
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 5;
+pub const CONFIG_VERSION: u32 = 6;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;
 /// Index in `COUNTERS`: exits with no matching entry (the entry happened before attach, or the
 /// pairing map evicted it).
 pub const COUNTER_UNPAIRED: u32 = 1;
-/// Index in `COUNTERS`: kernel memory reads that failed while walking to the socket.
-pub const COUNTER_READ_ERRORS: u32 = 2;
+// Index 2 of `COUNTERS` counted failed kernel reads; each record now says which of its fields
+// could not be read (`BindRecord::unreadable`), and the index is unused.
 /// Index in `COUNTERS`: entries that could not be stored in the pairing map.
 pub const COUNTER_PAIR_FULL: u32 = 3;
+/// Index in `COUNTERS`: calls of the collector's own process, recognised and not reported (the
+/// collector's start-up check makes one and expects this to move).
+pub const COUNTER_OWN_CALLS: u32 = 4;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 4;
+pub const COUNTER_COUNT: u32 = 5;
 
 #[cfg(feature = "user")]
 mod user {

@@ -14,7 +14,7 @@ use aya_ebpf::{
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
-use observer_common::{CONFIG_VERSION, HOOK_COUNT, OP_BIND, OP_GET_PORT, OP_LISTEN, SOCKADDR_LEN};
+use observer_common::{CONFIG_VERSION, HOOK_COUNT, OP_BIND, OP_GET_PORT, OP_LISTEN, unreadable};
 
 use crate::{Ids, cfg, config, is_collector, read, submit};
 
@@ -47,9 +47,7 @@ struct Call {
 #[inline(always)]
 pub(crate) fn enter(hook: u16) -> Option<u64> {
     if let Some(slot) = FIRED.get_ptr_mut(u32::from(hook)) {
-        // SAFETY: per-CPU slot of a map that lives as long as the program; programs on one CPU
-        // do not preempt each other, so the read-modify-write is not racy.
-        unsafe { *slot += 1 };
+        crate::add_one(slot);
     }
     if cfg(&config().version) != CONFIG_VERSION {
         return None;
@@ -128,10 +126,9 @@ pub(crate) fn bind_done(
     let ids = call_ids(pid_tgid, socket, cfg(&c.nr_bind));
     submit(pid_tgid, (OP_BIND, hook, ret), ids, |r| {
         r.addrlen = addrlen as u32;
-        let mut len = addrlen as u32;
-        if len > SOCKADDR_LEN as u32 {
-            len = SOCKADDR_LEN as u32;
-        }
+        // A length `bind()` refuses never reaches these functions, but io_uring's and the
+        // kernel's own callers are checked the same way.
+        let len = crate::sockaddr_copy_len(addrlen as u32);
         if len > 0 && !uaddr.is_null() {
             // SAFETY: the helper validates the kernel address and fails instead of faulting;
             // `len` is at most the size of the destination.
@@ -140,6 +137,8 @@ pub(crate) fn bind_done(
             };
             if rc == 0 {
                 r.sockaddr_len = len;
+            } else {
+                r.unreadable |= unreadable::REQUESTED;
             }
         }
         read::from_socket(r, socket, c);

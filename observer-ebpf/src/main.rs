@@ -14,6 +14,11 @@
 //! socket iterators behind conflict reports are in `iter`.
 #![no_std]
 #![no_main]
+// Atomic read-modify-write instructions: the BPF target has no `AtomicU64::fetch_add` or
+// `compare_exchange` (its spec says `atomic-cas: false`), but LLVM's BPF backend emits
+// `BPF_ATOMIC` instructions for these intrinsics.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod fexit;
 mod iter;
@@ -27,10 +32,11 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, Config, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SPAN_MAX,
-    known,
+    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_OWN_CALLS, Config,
+    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS,
+    SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known, unreadable,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -94,10 +100,74 @@ pub(crate) fn wakeup_flags(now: u64) -> u64 {
 /// rounded up to a power of two (offsets into it are bounded with a mask).
 pub(crate) const SCRATCH_LEN: usize = (SK_SPANS * 2 * SPAN_MAX as usize).next_power_of_two();
 
-/// Per-CPU scratch space for the copies of a `struct sock` (`read::Window`); too big for the
+/// One CPU's scratch space for the copies of a `struct sock` (`read::Window`); too big for the
 /// 512-byte BPF stack.
+#[repr(C)]
+pub(crate) struct Scratch {
+    /// 0 while no program uses `buf`, 1 while one does. Taken with a compare-and-swap, so that
+    /// two programs on this CPU never use `buf` at once (see [`Taken`]).
+    owner: u64,
+    pub(crate) buf: [u8; SCRATCH_LEN],
+}
+
+/// Per-CPU scratch space, one slot per CPU.
+///
+/// Per-CPU is not exclusive: the tracepoint and kprobe programs run with preemption disabled,
+/// but an fexit trampoline only disables migration, so the task running one can be preempted
+/// on this CPU and another task's program (another fexit program, or a tracepoint one) can
+/// run there before it resumes. A program therefore takes the slot (`Scratch::owner`) before
+/// it writes `buf` and gives it back when it has read what it copied; a program that finds
+/// it taken reads each field with its own helper call instead (slower, never wrong).
 #[map]
-pub(crate) static SCRATCH: PerCpuArray<[u8; SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch buffer, held until dropped.
+pub(crate) struct Taken {
+    scratch: *mut Scratch,
+}
+
+impl Taken {
+    /// Takes this CPU's scratch buffer, unless a program preempted on this CPU holds it.
+    #[inline(always)]
+    pub(crate) fn take() -> Option<Taken> {
+        let scratch = SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: `scratch` came from a successful lookup, so it points to this CPU's value,
+        // valid and 8-byte aligned (as every map value) for the life of the program, and
+        // `owner` is only ever accessed atomically. One instruction (BPF_CMPXCHG), so a
+        // program that preempts this one on this CPU sees either 0 or 1, never a half-done
+        // take.
+        let (_, took) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::Acquire }, { AtomicOrdering::Relaxed }>(
+                core::ptr::addr_of_mut!((*scratch).owner),
+                0,
+                1,
+            )
+        };
+        took.then_some(Taken { scratch })
+    }
+
+    /// The buffer, `SCRATCH_LEN` bytes, this program's alone until `self` is dropped.
+    #[inline(always)]
+    pub(crate) fn buf(&self) -> *mut u8 {
+        // SAFETY: `scratch` points to a live map value (see `take`); only the address is
+        // computed here.
+        unsafe { core::ptr::addr_of_mut!((*self.scratch).buf) }.cast()
+    }
+}
+
+impl Drop for Taken {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: as in `take`: a live, aligned map value only ever accessed atomically.
+        // BPF_XCHG, one instruction, ordered after every read of `buf` (release).
+        unsafe {
+            atomic_xchg::<u64, { AtomicOrdering::Release }>(
+                core::ptr::addr_of_mut!((*self.scratch).owner),
+                0,
+            )
+        };
+    }
+}
 
 #[inline(always)]
 fn config() -> &'static Config {
@@ -115,16 +185,83 @@ fn cfg<T: Copy>(field: &T) -> T {
 #[inline(always)]
 pub(crate) fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot of a map that lives as long as the program; programs on one CPU
-        // do not preempt each other, so the read-modify-write is not racy.
-        unsafe { *slot += 1 };
+        add_one(slot);
     }
 }
 
-/// The collector's own calls are never reported (and never paired).
+/// Adds one to a per-CPU counter slot with one atomic instruction (BPF_ATOMIC | BPF_ADD): an
+/// fexit program can be preempted on its CPU by another program that counts in the same slot
+/// (see [`SCRATCH`]), and a load-add-store would then lose that program's increment.
 #[inline(always)]
-fn is_collector(pid_tgid: u64) -> bool {
-    (pid_tgid >> 32) as u32 == cfg(&config().collector_tgid)
+pub(crate) fn add_one(slot: *mut u64) {
+    // SAFETY: `slot` came from a successful lookup of a map that lives as long as the
+    // program: valid and 8-byte aligned; every program changes it only atomically (the
+    // collector only reads it). The result is unused, so LLVM emits the plain atomic add,
+    // which every kernel with BPF_ATOMIC (BPF_XADD before 5.12) accepts.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, 1) };
+}
+
+/// The collector's tgid in the initial pid namespace, learnt by the first of its calls that
+/// [`is_collector`] recognised through its pid namespace (0: not yet).
+#[map]
+static OWN_TGID: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The collector's own calls are never reported (and never paired); each is counted
+/// (`COUNTER_OWN_CALLS`), which the collector's start-up check reads.
+///
+/// The collector names itself by its tgid when it runs in the initial pid namespace. In
+/// another one (a container without the host's pids) its `getpid()` is not the number the
+/// kernel gives here, so it names its pid namespace instead, and the helper
+/// `bpf_get_ns_current_pid_tgid` says whether the current task is in it and with which tgid
+/// there. That helper call is made only until the first match, which leaves the
+/// initial-namespace tgid in `OWN_TGID` for every later call to compare with.
+#[inline(always)]
+pub(crate) fn is_collector(pid_tgid: u64) -> bool {
+    let own = own_call(pid_tgid);
+    if own {
+        count(COUNTER_OWN_CALLS);
+    }
+    own
+}
+
+#[inline(always)]
+fn own_call(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let c = config();
+    let named = cfg(&c.collector_tgid);
+    if named != 0 {
+        return tgid == named;
+    }
+    let Some(learnt) = OWN_TGID.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: the slot lives as long as the map; a u32 load is one instruction, and every
+    // writer writes the same value (the collector's tgid).
+    let known = unsafe { core::ptr::read_volatile(learnt) };
+    if known != 0 {
+        return tgid == known;
+    }
+    let ino = cfg(&c.collector_pidns_ino);
+    if ino == 0 {
+        return false;
+    }
+    let mut ns = aya_ebpf::bindings::bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `ns` is a `bpf_pidns_info` on this program's stack and its size is passed; the
+    // helper fails (and writes zeros) when the current task is not in that pid namespace.
+    let rc = unsafe {
+        generated::bpf_get_ns_current_pid_tgid(
+            u64::from(cfg(&c.collector_pidns_dev)),
+            u64::from(ino),
+            &mut ns,
+            core::mem::size_of::<aya_ebpf::bindings::bpf_pidns_info>() as u32,
+        )
+    };
+    let own = rc == 0 && ns.tgid == cfg(&c.collector_ns_tgid);
+    if own {
+        // SAFETY: as above; a u32 store is one instruction.
+        unsafe { core::ptr::write_volatile(learnt, tgid) };
+    }
+    own
 }
 
 #[tracepoint]
@@ -150,18 +287,36 @@ pub(crate) fn user_regs() -> Option<*const u8> {
     (!regs.is_null()).then_some(regs)
 }
 
+/// How many bytes of a sockaddr of `addrlen` bytes to copy: none when the kernel refuses the
+/// length before it reads the address (`move_addr_to_kernel`: an `int` below 0 or above
+/// `sizeof(struct sockaddr_storage)` is EINVAL), else as many as `BindRecord::sockaddr` holds.
+#[inline(always)]
+pub(crate) fn sockaddr_copy_len(addrlen: u32) -> u32 {
+    if (addrlen as i32) < 0 || addrlen > SOCKADDR_STORAGE_LEN {
+        0
+    } else if addrlen > SOCKADDR_LEN as u32 {
+        SOCKADDR_LEN as u32
+    } else {
+        addrlen
+    }
+}
+
 /// The call's arguments: `fd` for both calls, plus `umyaddr` and `addrlen` for `bind()`.
 struct Args {
     fd: i32,
     addrlen: u32,
     sockaddr_len: u32,
     sockaddr: [u8; SOCKADDR_LEN],
+    /// `unreadable::REQUESTED` when the copy of the sockaddr failed.
+    unreadable: u32,
 }
 
 /// Reads the arguments from the registers saved at syscall entry, and for `bind()` copies the
-/// caller's sockaddr from user memory (still mapped: we run in the caller's context).
+/// caller's sockaddr from user memory (still mapped: we run in the caller's context). `ret` is
+/// the call's result: after an EFAULT the kernel could not read the address either, and a
+/// failed copy is no failure of ours.
 #[inline(always)]
-fn args(op: u16, c: &Config) -> Result<Args, i64> {
+fn args(op: u16, ret: i64, c: &Config) -> Result<Args, i64> {
     let regs = user_regs().ok_or(-1i64)?;
     let fd = read::btf_field(regs, &c.regs_arg0).map_err(|_| -1i64)?;
     let mut out = Args {
@@ -169,6 +324,7 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
         addrlen: 0,
         sockaddr_len: 0,
         sockaddr: [0; SOCKADDR_LEN],
+        unreadable: 0,
     };
     if op != OP_BIND {
         return Ok(out);
@@ -176,11 +332,7 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
     let uaddr = read::btf_field(regs, &c.regs_arg1).map_err(|_| -1i64)?;
     let addrlen = read::btf_field(regs, &c.regs_arg2).map_err(|_| -1i64)? as u32;
     out.addrlen = addrlen;
-    let len = if addrlen > SOCKADDR_LEN as u32 {
-        SOCKADDR_LEN as u32
-    } else {
-        addrlen
-    };
+    let len = sockaddr_copy_len(addrlen);
     if len > 0 && uaddr != 0 {
         // SAFETY: `bpf_probe_read_user` checks the user address itself and fails instead of
         // faulting; `len` is at most the size of the destination.
@@ -193,10 +345,15 @@ fn args(op: u16, c: &Config) -> Result<Args, i64> {
         };
         if rc == 0 {
             out.sockaddr_len = len;
+        } else if ret != -i64::from(EFAULT) {
+            out.unreadable = unreadable::REQUESTED;
         }
     }
     Ok(out)
 }
+
+/// `EFAULT` (`asm-generic/errno-base.h`).
+const EFAULT: i32 = 14;
 
 #[inline(always)]
 fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
@@ -210,7 +367,7 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
     }
     // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
     let ret: i64 = unsafe { ctx.read_at(cfg(&c.exit_ret_off) as usize) }.map_err(i64::from)?;
-    let args = args(op, c)?;
+    let args = args(op, ret, c)?;
 
     submit(
         pid_tgid,
@@ -223,6 +380,7 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
             r.addrlen = args.addrlen;
             r.sockaddr = args.sockaddr;
             r.sockaddr_len = args.sockaddr_len;
+            r.unreadable = args.unreadable;
             read::socket_fields(r, args.fd, c);
         },
     );
@@ -289,7 +447,8 @@ pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
             call_id: ids.call_id,
             snum: 0,
-            _pad: [0; 6],
+            _pad: 0,
+            unreadable: 0,
             cgroup_id: generated::bpf_get_current_cgroup_id(),
         });
         fill(&mut *rec);

@@ -3,10 +3,10 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use observer_common::{
-    BindRecord, COUNTER_READ_ERRORS, Config, FLAG_COUNT, FieldLoc, SK_SPANS, SPAN_MAX, flag, known,
+    BindRecord, Config, FLAG_COUNT, FieldLoc, SK_SPANS, SPAN_MAX, flag, known, unreadable,
 };
 
-use crate::{SCRATCH, SCRATCH_LEN, cfg, count};
+use crate::{SCRATCH_LEN, Taken, cfg};
 
 /// Why a read did not produce a value.
 pub(crate) enum Miss {
@@ -108,57 +108,64 @@ fn pointer(base: *const u8, loc: &FieldLoc) -> Result<*const u8, Miss> {
     Ok(value as *const u8)
 }
 
-/// Counts a failed read (but not a field this kernel does not have: that is reported once, at
-/// start, by the collector).
+/// The value, or `None`; a failed read marks `bit` (of [`unreadable`]) in `lost`. A field this
+/// kernel does not have is no failure: the collector reports those once, at start.
 #[inline(always)]
-fn note<T>(result: Result<T, Miss>) -> Option<T> {
+fn note<T>(result: Result<T, Miss>, lost: &mut u32, bit: u32) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(Miss::Fault) => {
-            count(COUNTER_READ_ERRORS);
+            *lost |= bit;
             None
         }
         Err(Miss::Unknown) => None,
     }
 }
 
-/// Finds the `struct file` behind `fd` in the current task's fd table.
+/// Finds the `struct file` behind `fd` in the current task's fd table. A failed read marks
+/// [`unreadable::SOCKET`] in `lost`.
 #[inline(always)]
-fn file_of_fd(fd: i32, cfg_: &Config) -> Option<*const u8> {
+fn file_of_fd(fd: i32, cfg_: &Config, lost: &mut u32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
+    let bit = unreadable::SOCKET;
     // SAFETY: the helper has no preconditions; it returns the current task as a BTF pointer,
     // so the walk to the fd array is plain loads (`btf_field`).
     let task = unsafe { generated::bpf_get_current_task_btf() } as *const u8;
-    let files = note(btf_pointer(task, &cfg_.task_files))?;
-    let fdt = note(btf_pointer(files, &cfg_.files_fdt))?;
-    let max_fds = note(btf_field(fdt, &cfg_.fdt_max_fds))?;
+    let files = note(btf_pointer(task, &cfg_.task_files), lost, bit)?;
+    let fdt = note(btf_pointer(files, &cfg_.files_fdt), lost, bit)?;
+    let max_fds = note(btf_field(fdt, &cfg_.fdt_max_fds), lost, bit)?;
     if fd as u64 >= max_fds {
         return None;
     }
     // `fd` is a pointer to pointers: the verifier types a load of it as a plain number, and the
     // slot is read with the helper below.
-    let array = note(btf_pointer(fdt, &cfg_.fdt_fd))?;
+    let array = note(btf_pointer(fdt, &cfg_.fdt_fd), lost, bit)?;
     // SAFETY: `fd < max_fds`, so the slot is inside the fd array; the helper validates the
     // address anyway.
-    let file: *const u8 =
-        unsafe { bpf_probe_read_kernel(array.wrapping_add(fd as usize * 8).cast()) }.ok()?;
+    let slot = unsafe { bpf_probe_read_kernel(array.wrapping_add(fd as usize * 8).cast()) };
+    let file: *const u8 = note(slot.map_err(|_| Miss::Fault), lost, bit)?;
     // A closed fd (NULL slot) is not an error: bind(EBADF) lands here.
     (!file.is_null()).then_some(file)
 }
 
 /// Fills the socket fields of `rec` from the socket behind `fd`. Whatever cannot be read stays
-/// zero with its `known` bit clear.
+/// zero with its `known` bit clear, and its [`unreadable`] bit set when a read failed.
 #[inline(always)]
 pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
-    let Some(file) = file_of_fd(fd, c) else {
+    let lost = &mut rec.unreadable;
+    let bit = unreadable::SOCKET;
+    let Some(file) = file_of_fd(fd, c, lost) else {
         return;
     };
-    let Some(socket) = note(pointer(file, &c.file_private_data)) else {
-        return;
+    // Not `pointer()`: a NULL `private_data` is a file that is no socket (bind(ENOTSOCK) on
+    // many kinds of file), not a failed read.
+    let socket = match note(field(file, &c.file_private_data), lost, bit) {
+        Some(0) | None => return,
+        Some(p) => p as *const u8,
     };
-    let Ok((back, sk)) = pair(socket, &c.socket_file, &c.socket_sk) else {
+    let Some((back, sk)) = note(pair(socket, &c.socket_file, &c.socket_sk), lost, bit) else {
         return;
     };
     // A socket's file and the socket point at each other; any other file's private_data does
@@ -167,7 +174,8 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
         return;
     }
     if sk == 0 {
-        count(COUNTER_READ_ERRORS);
+        // A socket file without its sock: nothing about it can be read.
+        *lost |= bit;
         return;
     }
     inode(rec, socket, Some(file), c);
@@ -206,11 +214,12 @@ fn pair(base: *const u8, a: &FieldLoc, b: &FieldLoc) -> Result<(u64, u64), Miss>
 /// (`socket_alloc`, the kernel's `SOCK_INODE()`), one read; else through `file`, two.
 #[inline(always)]
 fn inode(rec: &mut BindRecord, socket: *const u8, file: Option<*const u8>, c: &Config) {
+    let (lost, bit) = (&mut rec.unreadable, unreadable::INODE);
     let ino = if cfg(&c.socket_ino).is_known() {
-        note(field(socket, &c.socket_ino))
+        note(field(socket, &c.socket_ino), lost, bit)
     } else {
-        file.and_then(|f| note(pointer(f, &c.file_inode)))
-            .and_then(|i| note(field(i, &c.inode_ino)))
+        file.and_then(|f| note(pointer(f, &c.file_inode), lost, bit))
+            .and_then(|i| note(field(i, &c.inode_ino), lost, bit))
     };
     if let Some(ino) = ino {
         rec.ino = ino;
@@ -221,13 +230,21 @@ fn inode(rec: &mut BindRecord, socket: *const u8, file: Option<*const u8>, c: &C
 /// From a `struct socket`: its inode, then the socket fields.
 #[inline(always)]
 pub(crate) fn from_socket(rec: &mut BindRecord, socket: *const u8, c: &Config) {
-    let Some(sk) = note(pointer(socket, &c.socket_sk)) else {
+    let Some(sk) = note(
+        pointer(socket, &c.socket_sk),
+        &mut rec.unreadable,
+        unreadable::SOCKET,
+    ) else {
         return;
     };
     let file = if cfg(&c.socket_ino).is_known() {
         None
     } else {
-        pointer(socket, &c.socket_file).ok()
+        note(
+            pointer(socket, &c.socket_file),
+            &mut rec.unreadable,
+            unreadable::INODE,
+        )
     };
     inode(rec, socket, file, c);
     sock_fields(rec, sk, c);
@@ -239,7 +256,12 @@ pub(crate) fn from_socket(rec: &mut BindRecord, socket: *const u8, c: &Config) {
 pub(crate) fn from_sk(rec: &mut BindRecord, sk: *const u8, c: &Config) {
     match pointer(sk, &c.sk_socket) {
         Ok(socket) => from_socket(rec, socket, c),
-        Err(_) => sock_fields(rec, sk, c),
+        // Its inode is then out of reach.
+        Err(Miss::Fault) => {
+            rec.unreadable |= unreadable::INODE;
+            sock_fields(rec, sk, c)
+        }
+        Err(Miss::Unknown) => sock_fields(rec, sk, c),
     }
 }
 
@@ -250,7 +272,11 @@ struct Window<'c> {
     sk: *const u8,
     /// The config whose `sk_spans` were copied.
     c: &'c Config,
-    /// The per-CPU scratch buffer; stretch `k` is copied to `k * SLOT`.
+    /// This CPU's scratch buffer, held for the life of the window (none: another program
+    /// on this CPU holds it, and every field is read on its own); stretch `k` is copied to
+    /// `k * SLOT`.
+    scratch: Option<Taken>,
+    /// The buffer's address (null without `scratch`).
     copy: *const u8,
     /// Bit `k` set: stretch `k` was copied.
     copied: u32,
@@ -266,10 +292,11 @@ impl<'c> Window<'c> {
         let mut window = Window {
             sk,
             c,
+            scratch: Taken::take(),
             copy: core::ptr::null(),
             copied: 0,
         };
-        let Some(copy) = SCRATCH.get_ptr_mut(0) else {
+        let Some(copy) = window.scratch.as_ref().map(Taken::buf) else {
             return window;
         };
         window.copy = copy as *const u8;
@@ -278,10 +305,11 @@ impl<'c> Window<'c> {
             let span = cfg(&c.sk_spans[k]);
             if span.len != 0 && span.len <= SPAN_MAX {
                 // SAFETY: the helper validates the kernel address and fails instead of
-                // faulting; `len` is at most `SPAN_MAX`, within stretch `k`'s room.
+                // faulting; `len` is at most `SPAN_MAX`, within stretch `k`'s room of the
+                // buffer this window holds (no other program writes it meanwhile).
                 let rc = unsafe {
                     generated::bpf_probe_read_kernel(
-                        (copy as *mut u8).wrapping_add(k * SLOT).cast(),
+                        copy.wrapping_add(k * SLOT).cast(),
                         span.len,
                         sk.wrapping_add(span.offset as usize).cast(),
                     )
@@ -323,15 +351,16 @@ impl<'c> Window<'c> {
             return field(self.sk, loc);
         };
         // SAFETY: `off` is inside the room of a copied stretch, `SLOT` bytes, less
-        // `SPAN_MAX`, so the 8-byte load stays inside the scratch buffer; bytes past the field
-        // are masked off below.
+        // `SPAN_MAX`, so the 8-byte load stays inside the scratch buffer, which this window
+        // holds (`scratch`: no other program has written it since the copy); bytes past the
+        // field are masked off below.
         let raw = unsafe { core::ptr::read_unaligned(self.copy.add(off).cast::<u64>()) };
         Ok(bits(raw, shift, l.bit_size))
     }
 
     /// `read_bytes()`, from the copy when a stretch holds the field.
     #[inline(always)]
-    fn bytes<const N: usize>(&self, loc: &FieldLoc) -> Option<[u8; N]> {
+    fn bytes<const N: usize>(&self, loc: &FieldLoc) -> Result<[u8; N], Miss> {
         let l = cfg(loc);
         let start = l.bit_offset / 8;
         if l.bit_size as usize != N * 8 || l.bit_offset & 7 != 0 {
@@ -344,11 +373,12 @@ impl<'c> Window<'c> {
         let mut i = 0;
         while i < N {
             // SAFETY: the mask keeps the index inside the `SCRATCH_LEN`-byte buffer (and, as
-            // `off + i` is inside the stretch's room, never changes it).
+            // `off + i` is inside the stretch's room, never changes it); the window holds the
+            // buffer, as in `field`.
             out[i] = unsafe { *self.copy.add((off + i) & (SCRATCH_LEN - 1)) };
             i += 1;
         }
-        Some(out)
+        Ok(out)
     }
 }
 
@@ -358,11 +388,12 @@ impl<'c> Window<'c> {
 fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
     rec.sock_known |= known::SOCK;
     let w = Window::take(sk, c);
-    if let Some(family) = note(w.field(&c.sk_family)) {
+    let mut lost = 0;
+    if let Some(family) = note(w.field(&c.sk_family), &mut lost, unreadable::FAMILY) {
         rec.sock_family = family as u16;
         rec.sock_known |= known::FAMILY;
     }
-    if let Some(port) = note(w.field(&c.sk_num)) {
+    if let Some(port) = note(w.field(&c.sk_num), &mut lost, unreadable::BOUND) {
         rec.bound_port = port as u16;
         let addr = if rec.sock_family == 10 {
             w.bytes::<16>(&c.sk_v6_rcv_saddr)
@@ -373,12 +404,12 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
                 a
             })
         };
-        if let Some(addr) = addr {
+        if let Some(addr) = note(addr, &mut lost, unreadable::BOUND) {
             rec.bound_addr = addr;
             rec.sock_known |= known::BOUND;
         }
     }
-    if let Some(dev) = note(w.field(&c.sk_bound_dev_if)) {
+    if let Some(dev) = note(w.field(&c.sk_bound_dev_if), &mut lost, unreadable::DEV_IF) {
         rec.bound_dev_if = dev as u32;
         rec.sock_known |= known::DEV_IF;
     }
@@ -387,22 +418,27 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
         Ok(p) => Ok(p as *const u8),
         Err(m) => Err(m),
     };
-    if let Some(inum) = note(net).and_then(|net| note(field(net, &c.net_inum))) {
+    if let Some(inum) = note(net, &mut lost, unreadable::NETNS)
+        .and_then(|net| note(field(net, &c.net_inum), &mut lost, unreadable::NETNS))
+    {
         rec.netns = inum as u32;
         rec.sock_known |= known::NETNS;
     }
-    if let (Some(proto), Some(ty)) = (note(w.field(&c.sk_protocol)), note(w.field(&c.sk_type))) {
+    let proto = note(w.field(&c.sk_protocol), &mut lost, unreadable::PROTOCOL);
+    let ty = note(w.field(&c.sk_type), &mut lost, unreadable::PROTOCOL);
+    if let (Some(proto), Some(ty)) = (proto, ty) {
         rec.protocol = proto as u16;
         rec.sock_type = ty as u16;
         rec.sock_known |= known::PROTOCOL;
     }
-    if let Some(uid) = note(w.field(&c.sk_uid)) {
+    if let Some(uid) = note(w.field(&c.sk_uid), &mut lost, unreadable::SK_UID) {
         rec.sk_uid = uid as u32;
         rec.sock_known |= known::SK_UID;
     }
     let mut i = 0;
     while i < FLAG_COUNT {
-        if let Some(value) = note(w.field(&c.flag_locs[i])) {
+        let bit = unreadable::flag(1 << i);
+        if let Some(value) = note(w.field(&c.flag_locs[i]), &mut lost, bit) {
             rec.flags_known |= 1 << i;
             if value != 0 {
                 rec.flags |= 1 << i;
@@ -411,14 +447,15 @@ fn sock_fields(rec: &mut BindRecord, sk: *const u8, c: &Config) {
         i += 1;
     }
     rec.flags &= flag::ALL;
+    rec.unreadable |= lost;
 }
 
 /// Copies `N` bytes of a byte-aligned field (an address).
 #[inline(always)]
-fn read_bytes<const N: usize>(base: *const u8, loc: &FieldLoc) -> Option<[u8; N]> {
+fn read_bytes<const N: usize>(base: *const u8, loc: &FieldLoc) -> Result<[u8; N], Miss> {
     let loc = cfg(loc);
     if loc.bit_size as usize != N * 8 || loc.bit_offset & 7 != 0 {
-        return None;
+        return Err(Miss::Unknown);
     }
     let mut out = [0u8; N];
     // SAFETY: the helper validates the kernel address; the length is the size of `out`.
@@ -430,10 +467,9 @@ fn read_bytes<const N: usize>(base: *const u8, loc: &FieldLoc) -> Option<[u8; N]
         )
     };
     if rc != 0 {
-        count(COUNTER_READ_ERRORS);
-        return None;
+        return Err(Miss::Fault);
     }
-    Some(out)
+    Ok(out)
 }
 
 /// The three options kept in `sock_common` (so also in a TIME_WAIT socket's): SO_REUSEADDR,

@@ -12,7 +12,7 @@ use crate::sink::Sink;
 use crate::timefmt::{self, Clock};
 use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
-use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_READ_ERRORS, COUNTER_UNPAIRED};
+use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_UNPAIRED};
 use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -51,7 +51,6 @@ pub type Until = Pin<Box<dyn Future<Output = &'static str>>>;
 struct Counters {
     lost: u64,
     unpaired: u64,
-    read_errors: u64,
     pair_full: u64,
 }
 
@@ -98,6 +97,8 @@ impl State<'_> {
             return Ok(());
         }
         self.summary.events += 1;
+        // Events written with a field the kernel could not read (it names them).
+        self.summary.read_errors += u64::from(!event.unreadable.is_empty());
         self.seq += 1;
         event.seq = self.seq;
         *self.by_errno.entry(event.errno).or_default() += 1;
@@ -219,7 +220,6 @@ impl Counters {
     fn store(self, summary: &mut Summary) {
         summary.lost = self.lost;
         summary.unpaired = self.unpaired;
-        summary.read_errors = self.read_errors;
         summary.pair_full = self.pair_full;
     }
 }
@@ -233,7 +233,6 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
     Counters {
         lost: sum(COUNTER_LOST),
         unpaired: sum(COUNTER_UNPAIRED),
-        read_errors: sum(COUNTER_READ_ERRORS),
         pair_full: sum(COUNTER_PAIR_FULL),
     }
 }

@@ -4,14 +4,15 @@
 //! are checked, unknown tags and families are reported as such, and no input can panic.
 
 use crate::errno;
-use crate::model::{BindEvent, Endpoint, Flags, Op, Requested};
+use crate::model::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
 use crate::timefmt::Clock;
 use observer_common::{
     BIND_RECORD_SIZE, BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT,
     HOOK_FEXIT_INET_LISTEN, HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT,
     HOOK_KRETPROBE_INET_BIND, HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN,
     HOOK_KRETPROBE_INET6_BIND, HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN, known,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN,
+    SOCKADDR_STORAGE_LEN, known, unreadable,
 };
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -79,14 +80,23 @@ pub fn decode_into(bytes: &[u8], clock: &Clock, e: &mut BindEvent) -> Result<(),
             .then(|| Requested::Inet(bound_endpoint(r.sock_family, &r.bound_addr, r.snum))),
     };
     e.family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
+    let inet = sock && has(known::FAMILY) && matches!(r.sock_family, AF_INET | AF_INET6);
+    let holds_addr = inet && has(known::BOUND) && holds_address(r.sock_family, &r.bound_addr);
     e.bound = if r.sock_type == SOCK_RAW {
         // A raw socket keeps its protocol number where others keep the port: it has an
         // address at most.
         (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_addr != [0; 16])
             .then(|| bound_endpoint(r.sock_family, &r.bound_addr, 0))
+    } else if sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0 {
+        Some(bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port))
     } else {
-        (sock && has(known::FAMILY) && has(known::BOUND) && r.bound_port != 0)
-            .then(|| bound_endpoint(r.sock_family, &r.bound_addr, r.bound_port))
+        // No port, but an address: `__inet_bind`/`__inet6_bind` set the receive address and
+        // skip the port allocation under IP_BIND_ADDRESS_NO_PORT (the port comes at
+        // connect()), and getsockname() then says ADDR:0. A wildcard address with no port is
+        // what an unbound socket holds: nothing. Not for a port allocation: the address is set
+        // before it runs (and cleared if it fails), so inside it the socket holds no port, and
+        // the address is the `requested` one.
+        (holds_addr && op != Op::GetPort).then(|| bound_endpoint(r.sock_family, &r.bound_addr, 0))
     };
     // A port allocation returns 0 or 1 ("not available"), which both of its callers turn
     // into EADDRINUSE; show it as that.
@@ -104,9 +114,11 @@ pub fn decode_into(bytes: &[u8], clock: &Clock, e: &mut BindEvent) -> Result<(),
     e.tid = r.tid;
     e.uid = r.uid;
     e.netns = (sock && has(known::NETNS)).then_some(r.netns);
-    e.protocol = (sock && has(known::PROTOCOL)).then(|| protocol_name(r.protocol));
+    // `sk_protocol` is an IP protocol number only on inet sockets (an AF_UNIX socket holds
+    // the 0 its caller passed, a netlink socket its netlink protocol).
+    e.protocol = (inet && has(known::PROTOCOL)).then(|| protocol_name(r.protocol));
     e.fd = (tracepoint || has(known::FD)).then_some(r.fd);
-    e.flags = flags(&r, sock);
+    e.flags = flags(&r, sock, inet);
     e.bound_dev_if = (sock && has(known::DEV_IF)).then_some(r.bound_dev_if);
     e.sock_uid = (sock && has(known::SK_UID)).then_some(r.sk_uid);
     e.sock_ino = (sock && has(known::INODE)).then_some(r.ino);
@@ -120,12 +132,81 @@ pub fn decode_into(bytes: &[u8], clock: &Clock, e: &mut BindEvent) -> Result<(),
     e.cgroup = None;
     e.cgroup_id = r.cgroup_id;
     e.call_id = (!tracepoint && r.call_id != 0).then_some(r.call_id);
+    e.unreadable = unreadable_fields(r.unreadable, e);
     e.conflict = None;
     Ok(())
 }
 
-/// The caller's sockaddr, from the `len` bytes the kernel program copied.
+/// The fields of `e` that are `null` because of the reads the record's `unreadable` bits say
+/// failed (a field that is `null` for another reason, or was read after all, is not named).
+fn unreadable_fields(lost: u32, e: &BindEvent) -> Unreadable {
+    use unreadable as k;
+    // The socket was out of reach: every socket field is lost with it.
+    let socket = lost & k::SOCKET;
+    let any = |bits: u32| lost & (bits | k::SOCKET) != 0;
+    let mut out = 0;
+    let mut mark = |null: bool, bit: u32| {
+        if null {
+            out |= bit;
+        }
+    };
+    mark(e.netns.is_none() && any(k::NETNS), Unreadable::NETNS);
+    mark(e.family.is_none() && any(k::FAMILY), Unreadable::FAMILY);
+    // Named only with a known inet family.
+    mark(
+        e.protocol.is_none() && any(k::PROTOCOL | k::FAMILY),
+        Unreadable::PROTOCOL,
+    );
+    // A port allocation's request is the socket's address with the port asked for.
+    let requested = match e.op {
+        Op::Bind => lost & k::REQUESTED,
+        Op::Listen => 0,
+        Op::GetPort => lost & (k::FAMILY | k::BOUND) | socket,
+    };
+    mark(
+        e.requested.is_none() && requested != 0,
+        Unreadable::REQUESTED,
+    );
+    mark(
+        e.bound.is_none() && any(k::BOUND | k::FAMILY),
+        Unreadable::BOUND,
+    );
+    for (i, value) in e.flags.in_order().iter().enumerate() {
+        // The `inet_sock` options need the family (see `flags`).
+        let inet_only = matches!(
+            observer_common::sockopt::ALL[i].field,
+            observer_common::sockopt::KernelField::InetFlag { .. }
+        );
+        let bits = k::flag(1 << i) | if inet_only { k::FAMILY } else { 0 };
+        mark(value.is_none() && any(bits), Unreadable::FLAG0 << i);
+    }
+    mark(
+        e.bound_dev_if.is_none() && any(k::DEV_IF),
+        Unreadable::BOUND_DEV_IF,
+    );
+    mark(e.sock_uid.is_none() && any(k::SK_UID), Unreadable::SOCK_UID);
+    mark(e.sock_ino.is_none() && any(k::INODE), Unreadable::SOCK_INO);
+    Unreadable::of(out)
+}
+
+/// Whether `addr` (as `BindRecord::bound_addr` holds it) is a specific address, not the
+/// wildcard.
+fn holds_address(family: u16, addr: &[u8; 16]) -> bool {
+    if family == AF_INET6 {
+        *addr != [0; 16]
+    } else {
+        addr[..4] != [0; 4]
+    }
+}
+
+/// The caller's sockaddr, from the `len` bytes the kernel program copied. `None` when there
+/// is none to show: a length `bind()` refuses before it reads the address (`addrlen` taken
+/// as the kernel's `int`, below 0 or over `sizeof(struct sockaddr_storage)`: EINVAL in
+/// `move_addr_to_kernel`), whatever bytes came with it, or fewer than 2 bytes copied.
 pub fn parse_sockaddr(raw: &[u8; SOCKADDR_LEN], len: u32, addrlen: u32) -> Option<Requested> {
+    if (addrlen as i32) < 0 || addrlen > SOCKADDR_STORAGE_LEN {
+        return None;
+    }
     let len = (len as usize).min(SOCKADDR_LEN);
     let raw = &raw[..len];
     let family = u16::from_ne_bytes([*raw.first()?, *raw.get(1)?]);
@@ -175,9 +256,15 @@ fn bound_endpoint(family: u16, addr: &[u8; 16], port: u16) -> Endpoint {
     }
 }
 
-fn flags(r: &BindRecord, sock: bool) -> Flags {
-    let get = |bit: u32| (sock && r.flags_known & bit != 0).then_some(r.flags & bit != 0);
-    Flags(observer_common::sockopt::ALL.map(|o| get(o.bit)))
+/// The options as read. Those kept in `inet_sock` (IP_FREEBIND, IP_TRANSPARENT,
+/// IP_BIND_ADDRESS_NO_PORT) only for an inet socket: the program reads them at their offset
+/// past `struct sock`, which in another family's socket is some other field.
+fn flags(r: &BindRecord, sock: bool, inet: bool) -> Flags {
+    use observer_common::sockopt::KernelField;
+    Flags(observer_common::sockopt::ALL.map(|o| {
+        let applies = inet || !matches!(o.field, KernelField::InetFlag { .. });
+        (sock && applies && r.flags_known & o.bit != 0).then_some(r.flags & o.bit != 0)
+    }))
 }
 
 /// The `comm` up to its first NUL, with invalid UTF-8 replaced, into `out`.

@@ -9,7 +9,9 @@ use crate::jsonline;
 
 /// Lengths around every boundary the sockaddr parser has (family, port, IPv4 address,
 /// `sockaddr_in`, IPv6 address, scope id, the copy buffer) and far beyond.
-const LENGTHS: [u32; 16] = [
+/// And around the kernel's own limits: `sizeof(struct sockaddr_storage)` and the sign of an
+/// `int`.
+const LENGTHS: [u32; 21] = [
     0,
     1,
     2,
@@ -25,6 +27,11 @@ const LENGTHS: [u32; 16] = [
     28,
     29,
     128,
+    129,
+    200,
+    i32::MAX as u32,
+    i32::MIN as u32,
+    u32::MAX - 1,
     u32::MAX,
 ];
 
@@ -54,8 +61,12 @@ fn check_sockaddr(raw: &[u8; SOCKADDR_LEN], len: u32, addrlen: u32) {
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
     let port = u16::from_be_bytes([raw[2], raw[3]]);
     let what = format!("family {family} len {len} addrlen {addrlen}");
+    // bind() refuses a length below 0 (as an int) or over sizeof(struct sockaddr_storage)
+    // before it reads the address: nothing to show, whatever bytes came.
+    let refused = (addrlen as i32) < 0 || addrlen > 128;
     match parse_sockaddr(raw, len, addrlen) {
-        None => assert!(copied < 2, "{what}"),
+        None => assert!(copied < 2 || refused, "{what}"),
+        Some(_) if refused => panic!("{what}: a length the kernel refuses shows an address"),
         Some(Requested::Other {
             sa_family,
             addrlen: a,

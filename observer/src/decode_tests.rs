@@ -1,4 +1,5 @@
 use super::*;
+use crate::sockopt::Opt;
 use observer_common::{COMM_LEN, HOOK_COUNT, flag};
 use serde_json::json;
 use std::mem::{offset_of, size_of};
@@ -75,7 +76,8 @@ fn record() -> BindRecord {
         comm: comm_bytes(b"nginx"),
         call_id: 0,
         snum: 0,
-        _pad: [0; 6],
+        _pad: 0,
+        unreadable: 0,
         cgroup_id: 0,
     }
 }
@@ -122,6 +124,7 @@ fn expected() -> BindEvent {
         call_id: None,
         cgroup: None,
         cgroup_id: 0,
+        unreadable: Unreadable::NONE,
         repeat_of: None,
         repeat_time: None,
         repeat_flags_differ: false,
@@ -166,10 +169,12 @@ fn record_layout_has_no_padding() {
         + COMM_LEN
         + 8
         + 2
-        + 6
+        + 2
+        + 4
         + 8;
     assert_eq!(fields, BIND_RECORD_SIZE);
     assert_eq!(BIND_RECORD_SIZE, 168);
+    assert_eq!(offset_of!(BindRecord, unreadable), 156);
     assert_eq!(offset_of!(BindRecord, cgroup_id), 160);
     assert_eq!(offset_of!(BindRecord, call_id), 144);
     assert_eq!(offset_of!(BindRecord, snum), 152);
@@ -506,10 +511,16 @@ fn each_known_bit_controls_only_its_fields() {
         (known::NETNS, |e| e.netns = None),
         (known::INODE, |e| e.sock_ino = None),
         (known::DEV_IF, |e| e.bound_dev_if = None),
-        // Without the family the bound address cannot be told IPv4 from IPv6: both go.
+        // Without the family the bound address cannot be told IPv4 from IPv6, nor the
+        // protocol number taken for an IP protocol, nor the `inet_sock` options read as
+        // such: all go.
         (known::FAMILY, |e| {
             e.family = None;
             e.bound = None;
+            e.protocol = None;
+            for opt in [Opt::FreeBind, Opt::Transparent, Opt::BindAddressNoPort] {
+                e.flags.set(opt, None);
+            }
         }),
     ];
     for (bit, clear) in cases {
@@ -612,7 +623,8 @@ fn oversized_sockaddr_len_is_clamped() {
     }));
     for len in [28, 29, 1000, u32::MAX] {
         assert_eq!(requested_of(sa, len, 28), want, "sockaddr_len {len}");
-        assert_eq!(parse_sockaddr(&sa, len, u32::MAX), want);
+        // The longest address length bind() takes (sizeof(struct sockaddr_storage)).
+        assert_eq!(parse_sockaddr(&sa, len, 128), want);
     }
     // 24 bytes is a valid (RFC 2133) sockaddr_in6 without a scope id.
     let no_scope = Some(Requested::Inet(Endpoint {
@@ -968,4 +980,397 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
         reused.comm, "ab",
         "no text of the spare's comm is left over"
     );
+}
+
+// ----- IP_BIND_ADDRESS_NO_PORT: an address without a port ----------------------------------
+
+/// `bind(127.0.0.1:0)` with IP_BIND_ADDRESS_NO_PORT: `__inet_bind` sets `inet_rcv_saddr` and
+/// skips the port allocation, so the socket holds 127.0.0.1 and port 0 (getsockname says
+/// 127.0.0.1:0): `bound` is that, not `null`.
+#[test]
+fn address_without_port_is_bound_with_port_zero() {
+    let r = BindRecord {
+        addrlen: 16,
+        sockaddr: sockaddr_in(AF_INET, 0, [127, 0, 0, 1]),
+        bound_port: 0,
+        bound_addr: v4_bound([127, 0, 0, 1]),
+        flags: flag::BIND_ADDRESS_NO_PORT,
+        ..record()
+    };
+    let v = json_of(&r);
+    assert_eq!(v["requested"], json!({"addr": "127.0.0.1", "port": 0}));
+    assert_eq!(v["bound"], json!({"addr": "127.0.0.1", "port": 0}));
+    assert_eq!(v["bind_address_no_port"], json!(true));
+    assert_eq!(v["reuseaddr"], json!(false));
+    // IPv6 alike (`__inet6_bind` sets `sk_v6_rcv_saddr`).
+    let r6 = BindRecord {
+        sock_family: AF_INET6,
+        addrlen: 28,
+        sockaddr: sockaddr_in6(0, Ipv6Addr::LOCALHOST, 0),
+        sockaddr_len: 28,
+        bound_port: 0,
+        bound_addr: Ipv6Addr::LOCALHOST.octets(),
+        ..r
+    };
+    assert_eq!(json_of(&r6)["bound"], json!({"addr": "::1", "port": 0}));
+}
+
+/// The wildcard with port 0 is what an unbound socket holds (`bind(0.0.0.0:0)` under
+/// IP_BIND_ADDRESS_NO_PORT leaves the socket as it was): nothing bound.
+#[test]
+fn wildcard_without_port_is_not_bound() {
+    for (family, addr) in [(AF_INET, [0u8; 16]), (AF_INET6, [0u8; 16])] {
+        let r = BindRecord {
+            sock_family: family,
+            bound_port: 0,
+            bound_addr: addr,
+            ..record()
+        };
+        assert_eq!(decoded(&r).bound, None, "family {family}");
+    }
+    // IPv4 keeps its address in the first four bytes only.
+    let mut tail = [0u8; 16];
+    tail[4..].fill(0xee);
+    let r = BindRecord {
+        bound_port: 0,
+        bound_addr: tail,
+        ..record()
+    };
+    assert_eq!(decoded(&r).bound, None);
+}
+
+/// Not for other families (their `skc_rcv_saddr` is no address of theirs), nor when the
+/// address or the family could not be read, nor inside a port allocation (the address is set
+/// before it and cleared when it fails: it is the `requested` one).
+#[test]
+fn address_without_port_needs_a_known_inet_socket() {
+    let base = BindRecord {
+        bound_port: 0,
+        bound_addr: v4_bound([127, 0, 0, 1]),
+        ..record()
+    };
+    let cases = [
+        (
+            "unix",
+            BindRecord {
+                sock_family: 1,
+                ..base
+            },
+        ),
+        (
+            "no BOUND",
+            BindRecord {
+                sock_known: 0xff & !known::BOUND,
+                ..base
+            },
+        ),
+        (
+            "no FAMILY",
+            BindRecord {
+                sock_known: 0xff & !known::FAMILY,
+                ..base
+            },
+        ),
+        (
+            "get_port",
+            BindRecord {
+                op: OP_GET_PORT,
+                hook: HOOK_FEXIT_INET_CSK_GET_PORT,
+                ret: 1,
+                snum: 5000,
+                ..base
+            },
+        ),
+    ];
+    for (what, r) in cases {
+        assert_eq!(decoded(&r).bound, None, "{what}");
+    }
+    // A listen of such a socket shows what it holds after the call, as a bind does.
+    let listen = BindRecord {
+        op: OP_LISTEN,
+        hook: HOOK_TP_SYS_EXIT_LISTEN,
+        addrlen: 0,
+        sockaddr_len: 0,
+        ..base
+    };
+    assert_eq!(decoded(&listen).bound, Some(v4(127, 0, 0, 1, 0)));
+}
+
+// ----- address lengths the kernel refuses before reading the address ----------------------
+
+/// `bind()` returns EINVAL for a length below 0 or over `sizeof(struct sockaddr_storage)`
+/// (128) before it copies the address (`move_addr_to_kernel`): the kernel never read it, so
+/// `requested` is `null` even if bytes came with the record (an older program copied them).
+#[test]
+fn refused_address_lengths_show_no_requested_address() {
+    let sa = sockaddr_in(AF_INET, 8080, [127, 0, 0, 1]);
+    for addrlen in [-1i32 as u32, i32::MIN as u32, 129, 200, u32::MAX - 1] {
+        let r = BindRecord {
+            ret: -libc::EINVAL,
+            addrlen,
+            sockaddr: sa,
+            sockaddr_len: 28,
+            bound_port: 0,
+            bound_addr: [0; 16],
+            ..record()
+        };
+        let v = json_of(&r);
+        assert_eq!(v["requested"], json!(null), "addrlen {addrlen}");
+        assert_eq!(v["result"], json!("EINVAL"));
+        assert_eq!(v["errno"], json!(22));
+        // Nothing the program failed to read: the kernel refused the length.
+        assert_eq!(v.get("unreadable"), None, "addrlen {addrlen}");
+    }
+    // 128 is still read (and then judged by the family: a sockaddr_in in a longer buffer).
+    let r = BindRecord {
+        addrlen: 128,
+        sockaddr: sa,
+        sockaddr_len: 28,
+        ..record()
+    };
+    assert_eq!(
+        json_of(&r)["requested"],
+        json!({"addr": "127.0.0.1", "port": 8080})
+    );
+}
+
+/// Shorter than `sockaddr_in` but copied (`inet_bind_sk`: `addr_len < sizeof(struct
+/// sockaddr_in)` is EINVAL after the copy): the kernel read those bytes, and `requested` says
+/// what they were, the family and the length, not an address.
+#[test]
+fn short_address_lengths_are_the_family_and_the_length() {
+    for addrlen in [2u32, 8, 15] {
+        let r = BindRecord {
+            ret: -libc::EINVAL,
+            addrlen,
+            sockaddr: sockaddr_in(AF_INET, 8080, [127, 0, 0, 1]),
+            sockaddr_len: addrlen,
+            ..record()
+        };
+        assert_eq!(
+            json_of(&r)["requested"],
+            json!({"sa_family": 2, "addrlen": addrlen}),
+            "addrlen {addrlen}"
+        );
+    }
+    // Zero bytes: nothing was read, by the kernel or us.
+    let r = BindRecord {
+        addrlen: 0,
+        sockaddr_len: 0,
+        ..record()
+    };
+    assert_eq!(json_of(&r)["requested"], json!(null));
+}
+
+// ----- protocol only for inet sockets ------------------------------------------------------
+
+/// `sk_protocol` of an AF_UNIX socket is the 0 its caller passed, of a netlink socket its
+/// netlink protocol (NETLINK_ROUTE is 0 too), of a packet socket an ethertype: none is an IP
+/// protocol, so none is named.
+#[test]
+fn protocol_is_null_for_non_inet_families() {
+    for (family, protocol) in [(1u16, 0u16), (16, 0), (16, 9), (17, 0x0300), (40, 6)] {
+        let r = BindRecord {
+            sock_family: family,
+            protocol,
+            sock_type: 1,
+            ..record()
+        };
+        let v = json_of(&r);
+        assert_eq!(
+            v["protocol"],
+            json!(null),
+            "family {family} protocol {protocol}"
+        );
+        assert_eq!(v.get("unreadable"), None);
+        // The `inet_sock` options do not exist there either; the `sock_common` ones do.
+        for key in ["freebind", "transparent", "bind_address_no_port"] {
+            assert_eq!(v[key], json!(null), "family {family}: {key}");
+        }
+        assert_eq!(v["reuseaddr"], json!(true));
+        assert_eq!(v["reuseport"], json!(false));
+        assert_eq!(v["v6only"], json!(false));
+    }
+    // An inet socket's 0 is IPPROTO_IP, named as before; IPv6 is inet too.
+    let ip = BindRecord {
+        protocol: 0,
+        ..record()
+    };
+    assert_eq!(json_of(&ip)["protocol"], json!("ip"));
+    let udp6 = BindRecord {
+        sock_family: AF_INET6,
+        protocol: 17,
+        ..record()
+    };
+    assert_eq!(json_of(&udp6)["protocol"], json!("udp"));
+}
+
+// ----- unreadable: which fields the kernel could not read ----------------------------------
+
+/// Each wire bit, with the field it stands for left unread (zero, its `known` bit clear),
+/// names that field, in the event's order.
+#[test]
+fn each_unreadable_bit_names_its_field() {
+    use observer_common::unreadable as u;
+    let cases: [(u32, u32, &[&str]); 9] = [
+        (
+            u::FAMILY,
+            known::FAMILY,
+            &[
+                "family",
+                "protocol",
+                "bound",
+                "freebind",
+                "transparent",
+                "bind_address_no_port",
+            ],
+        ),
+        (u::BOUND, known::BOUND, &["bound"]),
+        (u::PROTOCOL, known::PROTOCOL, &["protocol"]),
+        (u::SK_UID, known::SK_UID, &["sock_uid"]),
+        (u::NETNS, known::NETNS, &["netns"]),
+        (u::INODE, known::INODE, &["sock_ino"]),
+        (u::DEV_IF, known::DEV_IF, &["bound_dev_if"]),
+        (
+            u::FAMILY | u::INODE,
+            known::FAMILY | known::INODE,
+            &[
+                "family",
+                "protocol",
+                "bound",
+                "freebind",
+                "transparent",
+                "bind_address_no_port",
+                "sock_ino",
+            ],
+        ),
+        (
+            u::BOUND | u::NETNS,
+            known::BOUND | known::NETNS,
+            &["netns", "bound"],
+        ),
+    ];
+    for (bits, unknown, names) in cases {
+        let r = BindRecord {
+            unreadable: bits,
+            sock_known: 0xff & !unknown,
+            ..record()
+        };
+        let v = json_of(&r);
+        assert_eq!(v["unreadable"], json!(names), "bits {bits:#x}");
+        let e = decoded(&r);
+        assert_eq!(e.unreadable.keys().collect::<Vec<_>>(), names);
+    }
+}
+
+/// An option the program could not read is `null` and named; one this kernel does not have is
+/// `null` and not named (the start record's `unknown_fields` says so once).
+#[test]
+fn unreadable_option_is_named_unknown_one_is_not() {
+    use observer_common::unreadable as u;
+    let r = BindRecord {
+        unreadable: u::flag(flag::REUSEPORT),
+        flags_known: flag::ALL & !(flag::REUSEPORT | flag::TRANSPARENT),
+        ..record()
+    };
+    let v = json_of(&r);
+    assert_eq!(v["reuseport"], json!(null));
+    assert_eq!(v["transparent"], json!(null));
+    assert_eq!(v["unreadable"], json!(["reuseport"]));
+}
+
+/// The walk to the socket failed: every socket field is `null`, and named.
+#[test]
+fn unreachable_socket_names_every_socket_field() {
+    let r = BindRecord {
+        unreadable: observer_common::unreadable::SOCKET,
+        sock_known: 0,
+        flags_known: 0,
+        ..record()
+    };
+    let v = json_of(&r);
+    assert_eq!(
+        v["unreadable"],
+        json!([
+            "netns",
+            "family",
+            "protocol",
+            "bound",
+            "reuseaddr",
+            "reuseport",
+            "v6only",
+            "freebind",
+            "transparent",
+            "bind_address_no_port",
+            "bound_dev_if",
+            "sock_uid",
+            "sock_ino"
+        ])
+    );
+    // What does not come from the socket is still there.
+    assert_eq!(v["requested"], json!({"addr": "127.0.0.1", "port": 8080}));
+    assert_eq!(v["fd"], json!(3));
+    assert_eq!(v["pid"], json!(4242));
+}
+
+/// The caller's sockaddr could not be copied: `requested` is `null` and named (a `listen()`
+/// has none to read, and a port allocation takes its request from the socket).
+#[test]
+fn unreadable_sockaddr_is_named() {
+    use observer_common::unreadable as u;
+    let bind = BindRecord {
+        unreadable: u::REQUESTED,
+        sockaddr: [0; SOCKADDR_LEN],
+        sockaddr_len: 0,
+        ..record()
+    };
+    let v = json_of(&bind);
+    assert_eq!(v["requested"], json!(null));
+    assert_eq!(v["unreadable"], json!(["requested"]));
+    let get_port = BindRecord {
+        op: OP_GET_PORT,
+        hook: HOOK_FEXIT_INET_CSK_GET_PORT,
+        unreadable: u::BOUND,
+        sock_known: 0xff & !known::BOUND,
+        ..record()
+    };
+    assert_eq!(
+        json_of(&get_port)["unreadable"],
+        json!(["requested", "bound"])
+    );
+}
+
+/// A bit for a field that is there after all (a later read succeeded, or the bit is stray) names
+/// nothing: `unreadable` lists only `null` fields. Stray high bits are ignored; no bits, no key.
+#[test]
+fn unreadable_names_only_null_fields() {
+    let r = BindRecord {
+        unreadable: !observer_common::unreadable::SOCKET,
+        ..record()
+    };
+    assert_eq!(decoded(&r), expected());
+    assert_eq!(json_of(&r).get("unreadable"), None);
+    assert_eq!(json_of(&record()).get("unreadable"), None);
+}
+
+/// Written by hand at the documented offset: `unreadable` is the u32 after `snum` and its
+/// padding.
+#[test]
+fn unreadable_hand_written_bytes() {
+    let mut bytes = to_bytes(&record());
+    let at = offset_of!(BindRecord, unreadable);
+    bytes[at..at + 4].copy_from_slice(&(1u32 << 3).to_ne_bytes()); // BOUND
+    let known = offset_of!(BindRecord, sock_known);
+    bytes[known..known + 4].copy_from_slice(&(0xffu32 & !2).to_ne_bytes()); // not known::BOUND
+    let e = decode(&bytes, &clock()).unwrap();
+    assert_eq!(e.bound, None);
+    assert_eq!(e.unreadable.keys().collect::<Vec<_>>(), ["bound"]);
+    let line = serde_json::to_string(&e).unwrap();
+    assert!(
+        line.ends_with(r#""cgroup":null,"unreadable":["bound"]}"#),
+        "{line}"
+    );
+    let mut fast = Vec::new();
+    assert!(crate::jsonline::encode(&mut fast, &e));
+    assert_eq!(std::str::from_utf8(&fast).unwrap(), line);
 }

@@ -89,6 +89,16 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
         Some(c) => out.extend_from_slice(c.json.as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
+    if !e.unreadable.is_empty() {
+        out.extend_from_slice(b",\"unreadable\":[");
+        for (i, key) in e.unreadable.keys().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            plain(out, key);
+        }
+        out.push(b']');
+    }
     if let Some(of) = e.repeat_of {
         out.extend_from_slice(b",\"repeat_of\":");
         uint(out, of);
@@ -266,6 +276,7 @@ mod tests {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            unreadable: crate::model::Unreadable::NONE,
             repeat_of: None,
             repeat_time: None,
             repeat_flags_differ: false,
@@ -328,6 +339,8 @@ mod tests {
         });
         push(&|e| e.comm = "quo\"te\\back\u{1}\u{8}\u{c}\n\r\t\u{1f}\u{7f}é".into());
         push(&|e| e.comm = String::new());
+        push(&|e| e.unreadable = crate::model::Unreadable::of(crate::model::Unreadable::BOUND));
+        push(&|e| e.unreadable = crate::model::Unreadable::of(u32::MAX));
         push(&|e| e.family = Some("af16".into()));
         push(&|e| e.cgroup = Some(std::sync::Arc::new(crate::cgroup::for_test("/"))));
         push(&|e| {

@@ -58,6 +58,7 @@ pub(crate) fn event() -> BindEvent {
         call_id: None,
         cgroup: None,
         cgroup_id: 0,
+        unreadable: crate::model::Unreadable::NONE,
         repeat_of: None,
         repeat_time: None,
         repeat_flags_differ: false,

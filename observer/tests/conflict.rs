@@ -408,6 +408,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            unreadable: observer::model::Unreadable::NONE,
             repeat_of: None,
             repeat_time: None,
             repeat_flags_differ: false,

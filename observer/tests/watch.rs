@@ -272,7 +272,10 @@ fn option_bind_address_no_port() {
         let port = cleared.local().port();
         assert_ne!(port, 0);
         obs.expect(&[
-            bind_event(c, &set, "127.0.0.1:0").flag(Opt::BindAddressNoPort),
+            // The socket holds the address, without a port yet (getsockname: 127.0.0.1:0).
+            bind_event(c, &set, "127.0.0.1:0")
+                .bound("127.0.0.1:0")
+                .flag(Opt::BindAddressNoPort),
             bind_event(c, &cleared, "127.0.0.1:0").bound(&format!("127.0.0.1:{port}")),
         ]);
         obs.stop();

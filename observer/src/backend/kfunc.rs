@@ -6,7 +6,8 @@
 //! symbol nothing calls. So after attaching, the collector makes each probed call once itself
 //! (on a thread in a private network namespace; its own calls are never reported) and checks
 //! the programs' `FIRED` counters; a hook that stayed silent fails the backend, so `auto`
-//! falls back instead of watching nothing.
+//! falls back instead of watching nothing. The same binds check that the programs recognised
+//! them as the collector's own ([`super::identity`]).
 
 use super::{LoadError, Loaded};
 use crate::kernel::{PROGRAMS, raise_memlock};
@@ -165,11 +166,15 @@ fn fired(ebpf: &Ebpf, hooks: &[u16]) -> Result<Vec<u64>, LoadError> {
 fn self_test(kind: Kind, ebpf: &Ebpf) -> Result<(), LoadError> {
     let hooks = kind.hooks();
     let before = fired(ebpf, &hooks)?;
-    let v6 = std::thread::spawn(exercise)
-        .join()
+    let own_before = super::identity::own_calls(ebpf)?;
+    // A thread of its own (it enters another network namespace), joined before the
+    // capabilities are dropped, which counts no thread but the main one and this.
+    let v6 = crate::privilege::on_joined_thread(exercise)
         .map_err(|_| LoadError::NotFired("the self-test thread panicked".into()))?
         .map_err(|err| LoadError::NotFired(format!("self-test binds failed: {err}")))?;
     let after = fired(ebpf, &hooks)?;
+    // Those binds were ours: none may become an event.
+    super::identity::expect_recognised(ebpf, own_before, "its self-test binds")?;
     let silent: Vec<String> = FUNCTIONS
         .iter()
         .zip(before.iter().zip(&after))

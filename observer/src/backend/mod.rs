@@ -10,6 +10,7 @@
 //! aya), the programs' config is derived from BTF, and only when every program is attached (and,
 //! for the kernel-function backends, seen to fire) does the caller get a [`Loaded`].
 
+pub mod identity;
 pub mod kfunc;
 mod precheck;
 pub mod tracepoint;
@@ -97,10 +98,11 @@ fn one_line(kind: kfunc::Kind, buffer_bytes: u32, r: &Resolved) -> Result<Loaded
     })
 }
 
-/// The kernel-specific config every backend starts from: BTF offsets and the collector's pid.
+/// The kernel-specific config every backend starts from: BTF offsets and how the programs
+/// recognise the collector's own calls ([`identity`]).
 fn prepare(btf: &Btf) -> Result<Resolved, LoadError> {
     let mut resolved = crate::kernel::resolve(btf)?;
-    resolved.config.collector_tgid = std::process::id();
+    identity::Identity::current().apply(&mut resolved.config);
     resolved.config.nr_bind = libc::SYS_bind as u32;
     resolved.config.nr_listen = libc::SYS_listen as u32;
     Ok(resolved)

@@ -63,6 +63,7 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
             })?;
         hooks.push(format!("tracepoint:{name}"));
     }
+    super::identity::check_with_bind(&ebpf)?;
     Ok(Loaded {
         ebpf,
         backend: "tracepoint",

@@ -90,6 +90,72 @@ impl Serialize for Flags {
     }
 }
 
+/// The fields of an event that are `null` because the kernel program could not read them (a
+/// kernel memory read failed), by JSON key in the event's order: not the fields this kernel's
+/// BTF does not describe (the start record lists those) nor fields that do not apply (a
+/// `listen()` has no `requested`). Written as a list of keys, e.g. `["bound","reuseport"]`, and
+/// left out when empty.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unreadable(u32);
+
+impl Unreadable {
+    /// Every field read.
+    pub const NONE: Unreadable = Unreadable(0);
+    pub const NETNS: u32 = 1 << 0;
+    pub const FAMILY: u32 = 1 << 1;
+    pub const PROTOCOL: u32 = 1 << 2;
+    pub const REQUESTED: u32 = 1 << 3;
+    pub const BOUND: u32 = 1 << 4;
+    /// The first socket option (`Opt::ALL[0]`); option `i` is `FLAG0 << i`.
+    pub const FLAG0: u32 = 1 << 5;
+    pub const BOUND_DEV_IF: u32 = 1 << (5 + FLAG_COUNT);
+    pub const SOCK_UID: u32 = 1 << (6 + FLAG_COUNT);
+    pub const SOCK_INO: u32 = 1 << (7 + FLAG_COUNT);
+
+    /// The JSON key of each bit, lowest first.
+    const KEYS: [&'static str; 8 + FLAG_COUNT] = {
+        let mut keys = [""; 8 + FLAG_COUNT];
+        keys[0] = "netns";
+        keys[1] = "family";
+        keys[2] = "protocol";
+        keys[3] = "requested";
+        keys[4] = "bound";
+        let mut i = 0;
+        while i < FLAG_COUNT {
+            keys[5 + i] = observer_common::sockopt::ALL[i].key;
+            i += 1;
+        }
+        keys[5 + FLAG_COUNT] = "bound_dev_if";
+        keys[6 + FLAG_COUNT] = "sock_uid";
+        keys[7 + FLAG_COUNT] = "sock_ino";
+        keys
+    };
+
+    /// The fields of `bits` (of the constants above).
+    pub fn of(bits: u32) -> Unreadable {
+        Unreadable(bits & ((1 << Self::KEYS.len()) - 1))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// Their JSON keys, in the event's order.
+    pub fn keys(self) -> impl Iterator<Item = &'static str> {
+        Self::KEYS
+            .iter()
+            .enumerate()
+            .filter(move |(bit, _)| self.0 & (1 << bit) != 0)
+            .map(|(_, key)| *key)
+    }
+}
+
+impl Serialize for Unreadable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.keys())
+    }
+}
+
 /// One `bind()` or `listen()` attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BindEvent {
@@ -112,14 +178,17 @@ pub struct BindEvent {
     pub netns: Option<u32>,
     /// `"inet"`, `"inet6"`, or `"af<N>"` for other socket families.
     pub family: Option<Cow<'static, str>>,
-    /// `"tcp"`, `"udp"`, or another IANA protocol name / number.
+    /// `"tcp"`, `"udp"`, or another IANA protocol name / number; `None` for a socket that is
+    /// not `inet`/`inet6` (whose protocol numbers mean something else, or nothing: `AF_UNIX`).
     pub protocol: Option<Cow<'static, str>>,
     /// The fd the call named; `None` when the call did not come from the `bind`/`listen`
     /// system call (io_uring, the kernel itself), which only kernel-function hooks see.
     pub fd: Option<i32>,
-    /// What the caller asked for (`None` for `listen()`, or when the sockaddr could not be read).
+    /// What the caller asked for (`None` for `listen()`, for an address length the kernel
+    /// refuses before reading the address, or when the sockaddr could not be read).
     pub requested: Option<Requested>,
-    /// What the socket holds after the call (`None` when no port is bound, or unknown).
+    /// What the socket holds after the call: its port, or with port 0 the address it holds
+    /// (`IP_BIND_ADDRESS_NO_PORT`). `None` when it holds neither, or unknown.
     pub bound: Option<Endpoint>,
     #[serde(flatten)]
     pub flags: Flags,
@@ -144,6 +213,9 @@ pub struct BindEvent {
     /// into `cgroup`.
     #[serde(skip)]
     pub cgroup_id: u64,
+    /// The fields that are `null` because the kernel could not read them (absent when none).
+    #[serde(skip_serializing_if = "Unreadable::is_empty")]
+    pub unreadable: Unreadable,
     /// A failure that asks the question an earlier event's lookup answered less than a second
     /// before (a retry): that event's `seq`; its explanation applies (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,6 +260,7 @@ impl BindEvent {
             call_id: None,
             cgroup: None,
             cgroup_id: 0,
+            unreadable: Unreadable::NONE,
             repeat_of: None,
             repeat_time: None,
             repeat_flags_differ: false,

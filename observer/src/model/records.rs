@@ -86,7 +86,8 @@ pub struct Summary {
     pub unpaired: u64,
     /// Calls the pairing map could not hold.
     pub pair_full: u64,
-    /// Kernel memory reads that failed (fields reported as `null`).
+    /// Events (as `events` counts them) with a field the kernel could not read: those whose
+    /// `unreadable` names one.
     pub read_errors: u64,
     /// Events per result, e.g. `{"OK": 10, "EADDRINUSE": 2}`.
     pub results: std::collections::BTreeMap<String, u64>,

@@ -105,6 +105,7 @@ fn event() -> BindEvent {
     e.conflict = Some(conflict());
     e.repeat_of = Some(1);
     e.repeat_flags_differ = true;
+    e.unreadable = super::Unreadable::of(super::Unreadable::BOUND);
     e
 }
 

@@ -73,6 +73,7 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         call_id: Some(call_id),
         cgroup: None,
         cgroup_id: 0,
+        unreadable: crate::model::Unreadable::NONE,
         repeat_of: None,
         repeat_time: None,
         repeat_flags_differ: false,
