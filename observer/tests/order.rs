@@ -145,14 +145,24 @@ fn the_seed_program_reads_in_call_order_with_its_explanation() {
         assert_eq!(got, want, "in call order");
         let seqs: Vec<&Value> = events.iter().map(|e| &e["seq"]).collect();
         assert_eq!(seqs, [1, 2, 3, 4]);
-        let conflict = &events[2]["conflict"];
+        // On a loaded machine the lookup can take longer than events are held for: then the
+        // event says `pending`, the events after it still follow in call order, and the
+        // answer comes as its own record naming event 3.
+        let late = events[2]["conflict"]["verdict"] == "pending";
+        let explanation;
+        let conflict = if late {
+            explanation = obs.take_explanation(3);
+            &explanation["conflict"]
+        } else {
+            &events[2]["conflict"]
+        };
         assert_eq!(conflict["verdict"], "in_use", "{conflict}");
         assert_eq!(conflict["holders"][0]["state"], "LISTEN", "{conflict}");
         assert_eq!(conflict["holders"][0]["addr"], "0.0.0.0", "{conflict}");
         assert_eq!(conflict["holders"][0]["port"], 6666, "{conflict}");
         assert!(events[3].get("conflict").is_none(), "{}", events[3]);
         let summary = obs.stop();
-        assert_eq!(summary["explanations_late"], 0, "{summary}");
+        assert_eq!(summary["explanations_late"], u64::from(late), "{summary}");
         assert_eq!(summary["conflict_lookups"], 1, "{summary}");
     });
 }
@@ -171,7 +181,13 @@ fn a_retry_points_at_the_explanation_it_repeats() {
         let other_port = Sock::tcp4();
         assert_eq!(other_port.bind("127.0.0.1:6700"), libc::EADDRINUSE);
         let events = obs.take(5);
-        assert_eq!(events[2]["conflict"]["verdict"], "in_use", "{}", events[2]);
+        if events[2]["conflict"]["verdict"] == "pending" {
+            // A loaded machine: the answer follows as its own record (see above).
+            let x = obs.take_explanation(3);
+            assert_eq!(x["conflict"]["verdict"], "in_use", "{x}");
+        } else {
+            assert_eq!(events[2]["conflict"]["verdict"], "in_use", "{}", events[2]);
+        }
         for e in &events[3..5] {
             assert_eq!(e["repeat_of"], 3, "{e}");
             assert!(e.get("conflict").is_none(), "{e}");

@@ -67,6 +67,18 @@ pub fn fixes(r: &Request, findings: &[Finding], ctx: &Context<'_>) -> Vec<String
             out.push(format!("set {flag} on this socket"));
         }
     }
+    // Both reuse flags here, when neither alone is enough (a TIME_WAIT socket that had
+    // SO_REUSEADDR beside SO_REUSEPORT listeners).
+    if out.is_empty() && !r.reuseaddr && !r.reuseport {
+        let both = Request {
+            reuseaddr: true,
+            reuseport: true,
+            ..r.clone()
+        };
+        if free(&both, table) {
+            out.push("set SO_REUSEADDR and SO_REUSEPORT on this socket".into());
+        }
+    }
     // Only a process can set a flag on its socket.
     let all_owned = findings.iter().all(|f| (ctx.has_owner)(f.index));
     if out.is_empty() && all_owned {
@@ -103,7 +115,10 @@ fn both_sides(r: &Request, findings: &[Finding], table: &[Existing], out: &mut V
             &with(&|e| e.reuseaddr = Some(true)),
         )
     {
-        out.push("set SO_REUSEADDR on this socket and on the sockets in the way".into());
+        out.push(format!(
+            "set SO_REUSEADDR on {}the sockets in the way that lack it",
+            if r.reuseaddr { "" } else { "this socket and " }
+        ));
     }
     if lacking(&|e| e.reuseport)
         && free(
@@ -114,9 +129,10 @@ fn both_sides(r: &Request, findings: &[Finding], table: &[Existing], out: &mut V
             &with(&|e| e.reuseport = Some(true)),
         )
     {
-        out.push(
-            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)".into(),
-        );
+        out.push(format!(
+            "set SO_REUSEPORT on {}the sockets in the way that lack it (same owner uid)",
+            if r.reuseport { "" } else { "this socket and " }
+        ));
     }
 }
 

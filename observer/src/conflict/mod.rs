@@ -141,7 +141,16 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     let fixes = advice::fixes(r, &findings, &ctx);
     let holders: Vec<Holder> = findings
         .iter()
-        .map(|f| holder(f, diag[f.index], &table[f.index], &found, &snap.if_names))
+        .map(|f| {
+            holder(
+                f,
+                r.reuseaddr,
+                diag[f.index],
+                &table[f.index],
+                &found,
+                &snap.if_names,
+            )
+        })
         .collect();
     let holders = if q.all {
         holders
@@ -252,6 +261,7 @@ fn existing(s: &DiagSock) -> Existing {
 
 fn holder(
     f: &Finding,
+    this_reuseaddr: bool,
     s: &DiagSock,
     e: &Existing,
     found: &BTreeMap<u64, Vec<Owner>>,
@@ -294,7 +304,7 @@ fn holder(
         },
         rule: Named {
             name: f.rule,
-            text: f.rule.sentence(),
+            text: f.rule.sentence_for(this_reuseaddr, e.reuseaddr),
         },
         kernel_check: f.check,
         certain: f.certain,

@@ -79,6 +79,23 @@ impl Overlap {
 }
 
 impl Rule {
+    /// The rule's sentence for these two sockets: it names only the flags they hold (`this`:
+    /// the request's SO_REUSEADDR; `holder`: the socket in the way's, when read).
+    pub fn sentence_for(self, this: bool, holder: Option<bool>) -> &'static str {
+        match (self, this, holder) {
+            (Rule::ReuseaddrVsListener, true, Some(true)) => {
+                "SO_REUSEADDR, which both sockets have, does not let a TCP socket share a port with a listening socket"
+            }
+            (Rule::ReuseaddrVsListener, false, Some(true)) => {
+                "the listening socket's SO_REUSEADDR does not let another TCP socket share its port (only SO_REUSEPORT on both, with the same owner uid, does)"
+            }
+            (Rule::ReuseaddrVsListener, true, _) => {
+                "this socket's SO_REUSEADDR does not let it share a port with a listening socket (only SO_REUSEPORT on both, with the same owner uid, does)"
+            }
+            _ => self.sentence(),
+        }
+    }
+
     pub fn sentence(self) -> &'static str {
         match self {
             Rule::NoReuseFlags => {

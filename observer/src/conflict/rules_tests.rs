@@ -134,7 +134,7 @@ fn advice_offers_only_what_works() {
             &[lo, "127.0.0.2"]
         ),
         [
-            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
+            "set SO_REUSEPORT on this socket and the sockets in the way that lack it (same owner uid)",
             "address 127.0.0.2 is free on port 7000",
             "port 7002 is free for this socket"
         ]
@@ -180,4 +180,50 @@ fn ephemeral_counts_reserved_and_taken_ports() {
         &[taken, reserved, elsewhere],
     );
     assert_eq!((e.in_use, e.reserved_in_range, e.free), (1, 2, 7));
+}
+
+#[test]
+fn fixes_name_only_flags_the_socket_lacks_and_try_both_flags_together() {
+    let lo = "127.0.0.1";
+    // This socket already has SO_REUSEPORT; the listener in the way lacks it.
+    assert_eq!(
+        fixes_in(vec![tcp(lo).listen().existing()], tcp(lo).rp(), &[])[0],
+        "set SO_REUSEPORT on the sockets in the way that lack it (same owner uid)"
+    );
+    // A SO_REUSEPORT listener and a TIME_WAIT socket that had SO_REUSEADDR on one port: neither
+    // flag alone gets past both, the two together do (as a real bind shows).
+    let any = "0.0.0.0";
+    let fixes = fixes_in(
+        vec![
+            tcp(any).rp().listen().existing(),
+            tcp(lo).ra().tw().existing(),
+        ],
+        tcp(any),
+        &[],
+    );
+    assert_eq!(
+        fixes[0], "set SO_REUSEADDR and SO_REUSEPORT on this socket",
+        "{fixes:?}"
+    );
+}
+
+#[test]
+fn the_listener_rule_names_the_flags_the_sockets_hold() {
+    let r = Rule::ReuseaddrVsListener;
+    assert!(
+        r.sentence_for(true, Some(true))
+            .starts_with("SO_REUSEADDR, which both sockets have")
+    );
+    assert!(
+        r.sentence_for(false, Some(true))
+            .starts_with("the listening socket's SO_REUSEADDR")
+    );
+    assert!(
+        r.sentence_for(true, Some(false))
+            .starts_with("this socket's SO_REUSEADDR")
+    );
+    assert_eq!(
+        Rule::NoReuseFlags.sentence_for(false, None),
+        Rule::NoReuseFlags.sentence()
+    );
 }

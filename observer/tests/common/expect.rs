@@ -107,13 +107,13 @@ pub fn reuseaddr_listener_conflict(port: u16, inode: u64, owner: Value) -> Value
             "uid": 0, "inode": inode,
             "owners": [owner],
             "overlap": {"name": "same-address", "text": "both sockets are on the same address and port"},
-            "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR does not let a TCP socket share a port with a listening socket"},
+            "rule": {"name": "reuseaddr-vs-listener", "text": "SO_REUSEADDR, which both sockets have, does not let a TCP socket share a port with a listening socket"},
             "kernel_check": "inet_csk_bind_conflict",
             "certain": true,
             "count": 1
         }],
         "fixes": [
-            "set SO_REUSEPORT on this socket and on the sockets in the way (same owner uid)",
+            "set SO_REUSEPORT on this socket and the sockets in the way that lack it (same owner uid)",
             format!("port {} is free for this socket", port + 1)
         ],
         "notes": []

@@ -113,6 +113,17 @@ impl Observer {
         }
     }
 
+    /// The next record, which must be the late explanation (`"type":"explanation"`) of the
+    /// event numbered `of`: written after its event when the lookup took longer than the
+    /// collector holds events for (a loaded machine).
+    pub fn take_explanation(&mut self, of: u64) -> Value {
+        let deadline = Instant::now() + BOUND;
+        let record = self.next_record(deadline, &format!("the explanation of event {of}"));
+        assert_eq!(record["type"], "explanation", "{record}");
+        assert_eq!(record["of"], of, "{record}");
+        record
+    }
+
     fn dump(&self) -> String {
         if self.records.is_empty() {
             return "  (none)".into();
