@@ -139,3 +139,198 @@ fn why_agrees_with_the_kernel_before_the_port() {
         );
     });
 }
+
+/// A socket in the way, as a test makes it: protocol, address, options, listening or not.
+#[derive(Clone)]
+struct Holder {
+    udp: bool,
+    addr: &'static str,
+    opts: Vec<Opt>,
+    listen: bool,
+}
+
+impl Holder {
+    fn make(&self) -> Sock {
+        let mut s = if self.udp { Sock::udp4() } else { Sock::tcp4() };
+        for opt in &self.opts {
+            s = s.set(*opt, true);
+        }
+        assert_eq!(s.bind(self.addr), 0, "holder {}", self.addr);
+        if self.listen {
+            assert_eq!(s.listen(), 0);
+        }
+        s
+    }
+}
+
+fn opt_named(name: &str) -> Opt {
+    match name {
+        "SO_REUSEADDR" => Opt::ReuseAddr,
+        "SO_REUSEPORT" => Opt::ReusePort,
+        "IPV6_V6ONLY" => Opt::V6Only,
+        other => panic!("a fix names an option this test does not know: {other}"),
+    }
+}
+
+/// Applies one offered fix for real (the holders re-made where it changes them) and returns
+/// the kernel's answer to the bind it then makes.
+fn apply(
+    fix: &str,
+    holder: &Holder,
+    held: &mut Option<Sock>,
+    udp: bool,
+    addr: &str,
+    opts: &[Opt],
+) -> i32 {
+    let fresh = |extra: &[Opt]| {
+        let mut s = if udp { Sock::udp4() } else { Sock::tcp4() };
+        for opt in opts.iter().chain(extra) {
+            s = s.set(*opt, true);
+        }
+        s
+    };
+    if let Some(rest) = fix.strip_prefix("port ") {
+        let port: u16 = rest.split(' ').next().unwrap().parse().unwrap();
+        let ip = addr.rsplit_once(':').unwrap().0;
+        return fresh(&[]).bind(&format!("{ip}:{port}"));
+    }
+    if let Some(rest) = fix.strip_prefix("address ") {
+        let ip = rest.split(' ').next().unwrap();
+        let port = addr.rsplit_once(':').unwrap().1;
+        return fresh(&[]).bind(&format!("{ip}:{port}"));
+    }
+    let Some(rest) = fix.strip_prefix("set ") else {
+        panic!("a fix this test cannot apply: {fix:?}");
+    };
+    let (flags, place) = rest.split_once(" on ").unwrap_or_else(|| panic!("{fix:?}"));
+    let flags: Vec<Opt> = flags.split(" and ").map(opt_named).collect();
+    let here = place.starts_with("this socket");
+    if place.contains("the sockets in the way") {
+        // Re-made with the flags added (closing a listener without connections leaves no
+        // TIME_WAIT socket behind).
+        drop(held.take());
+        let mut changed = holder.clone();
+        changed.opts.extend(&flags);
+        *held = Some(changed.make());
+    }
+    fresh(if here { &flags } else { &[] }).bind(addr)
+}
+
+#[test]
+fn every_offered_fix_works_when_applied() {
+    type Case = (
+        Holder,
+        bool,
+        &'static str,
+        Vec<Opt>,
+        &'static [&'static str],
+    );
+    let tcp = |addr, opts: Vec<Opt>| Holder {
+        udp: false,
+        addr,
+        opts,
+        listen: true,
+    };
+    let udp = |addr, opts: Vec<Opt>| Holder {
+        udp: true,
+        addr,
+        opts,
+        listen: false,
+    };
+    let cases: Vec<Case> = vec![
+        // A SO_REUSEADDR listener, a bind without flags (python's http.server and socat).
+        (
+            tcp("127.0.0.1:7100", vec![Opt::ReuseAddr]),
+            false,
+            "127.0.0.1:7100",
+            vec![],
+            &[],
+        ),
+        // The same with SO_REUSEADDR here: it never helps against a listener.
+        (
+            tcp("127.0.0.1:7110", vec![Opt::ReuseAddr]),
+            false,
+            "127.0.0.1:7110",
+            vec![Opt::ReuseAddr],
+            &["--reuseaddr"],
+        ),
+        // SO_REUSEPORT here, not on the listener (a Go listener against an older one).
+        (
+            tcp("0.0.0.0:7120", vec![]),
+            false,
+            "127.0.0.1:7120",
+            vec![Opt::ReusePort],
+            &["--reuseport"],
+        ),
+        // A SO_REUSEPORT listener.
+        (
+            tcp("127.0.0.1:7130", vec![Opt::ReusePort]),
+            false,
+            "127.0.0.1:7130",
+            vec![],
+            &[],
+        ),
+        // UDP with SO_REUSEADDR on the holder; and with it on both but on a wildcard.
+        (
+            udp("127.0.0.1:7140", vec![Opt::ReuseAddr]),
+            true,
+            "127.0.0.1:7140",
+            vec![],
+            &["--udp"],
+        ),
+        (
+            udp("0.0.0.0:7150", vec![]),
+            true,
+            "127.0.0.1:7150",
+            vec![Opt::ReuseAddr],
+            &["--udp", "--reuseaddr"],
+        ),
+    ];
+    in_netns("why-fixes", |_| {
+        let mut applied = 0;
+        for (holder, is_udp, addr, opts, flags) in &cases {
+            let mut held = Some(holder.make());
+            let mut args = vec![*addr];
+            args.extend_from_slice(flags);
+            let (result, _, v) = why(&args);
+            assert_eq!(result, "EADDRINUSE", "why {args:?}: {v}");
+            let mut real = if *is_udp { Sock::udp4() } else { Sock::tcp4() };
+            for opt in opts {
+                real = real.set(*opt, true);
+            }
+            assert_eq!(real.bind(addr), libc::EADDRINUSE, "{args:?}");
+            drop(real);
+            let fixes: Vec<String> = v["conflict"]["fixes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap().to_string())
+                .collect();
+            assert!(!fixes.is_empty(), "why {args:?} offers nothing: {v}");
+            for fix in &fixes {
+                // No fix asks for a flag this socket already has.
+                for opt in opts {
+                    let name = match opt {
+                        Opt::ReuseAddr => "SO_REUSEADDR",
+                        Opt::ReusePort => "SO_REUSEPORT",
+                        _ => continue,
+                    };
+                    assert!(
+                        !(fix.contains(name) && fix.contains("this socket")),
+                        "why {args:?}: {fix:?} asks for {name}, which the socket has"
+                    );
+                }
+                let errno = apply(fix, holder, &mut held, *is_udp, addr, opts);
+                assert_eq!(
+                    errno, 0,
+                    "why {args:?}: the fix {fix:?}, applied, got errno {errno}"
+                );
+                applied += 1;
+                // Back to the state why saw, for the next fix.
+                drop(held.take());
+                held = Some(holder.make());
+            }
+        }
+        assert!(applied >= cases.len() * 2, "{applied} fixes applied");
+    });
+}
