@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a stopped run still waits for a blocked output.
-pub const STOP_GRACE: Duration = Duration::from_millis(300);
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
 
 /// How long one `poll` waits before the stop is checked again.
 const POLL_STEP_MS: libc::c_int = 50;
