@@ -386,6 +386,21 @@ pub struct Config {
     pub file_inode: FieldLoc,
     /// `inode.i_ino`.
     pub inode_ino: FieldLoc,
+    /// `inode.i_mode` (`S_IFSOCK` marks a socket's inode): read by `iter/task_file`.
+    pub inode_mode: FieldLoc,
+    /// `task_struct.tgid` (the process id in the initial pid namespace): read by
+    /// `iter/task_file`.
+    pub task_tgid: FieldLoc,
+    /// `task_struct.nsproxy` (NULL once the task is exiting): read by `iter/task`.
+    pub task_nsproxy: FieldLoc,
+    /// `nsproxy.net_ns`: read by `iter/task`.
+    pub nsproxy_net_ns: FieldLoc,
+    /// The file's reference count: `file.f_count` before 6.13, `file.f_ref.refcnt` since
+    /// (which counts from 0 for one reference); read by `iter/task_file`.
+    pub file_refs: FieldLoc,
+    /// What to add to `file_refs` to get the number of references: 0 for `f_count`, 1 for
+    /// `f_ref`.
+    pub file_refs_bias: u32,
     /// `socket.file` (back pointer, checked so a non-socket file is never taken for one).
     pub socket_file: FieldLoc,
     /// `socket.sk`.
@@ -454,6 +469,12 @@ impl Config {
         file_private_data: FieldLoc::MISSING,
         file_inode: FieldLoc::MISSING,
         inode_ino: FieldLoc::MISSING,
+        inode_mode: FieldLoc::MISSING,
+        task_tgid: FieldLoc::MISSING,
+        task_nsproxy: FieldLoc::MISSING,
+        nsproxy_net_ns: FieldLoc::MISSING,
+        file_refs: FieldLoc::MISSING,
+        file_refs_bias: 0,
         socket_file: FieldLoc::MISSING,
         socket_sk: FieldLoc::MISSING,
         socket_ino: FieldLoc::MISSING,
@@ -492,6 +513,34 @@ pub struct SockFlagsRecord {
     pub known: u32,
 }
 
+/// What `iter/task_file` looks for, written to its one-entry `OWNER_QUERY` map before each
+/// walk: the sockets of one network namespace bound to one port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerQuery {
+    /// `net.ns.inum` of the sockets' network namespace (0: the walk reports nothing).
+    pub netns_ino: u32,
+    /// The local port (`skc_num`, host order).
+    pub port: u32,
+}
+
+/// What `iter/task_file` writes per descriptor that names a socket the [`OwnerQuery`] asks
+/// for: who holds it and under which number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerRecord {
+    /// The holding process (`task_struct.tgid`, initial pid namespace).
+    pub tgid: u32,
+    /// The descriptor number in that process.
+    pub fd: u32,
+    /// The socket's inode number (`socket:[N]` in `/proc/PID/fd`).
+    pub ino: u64,
+    /// References to the socket's file when this record was made, the iterator's own
+    /// included (0: unknown). Each descriptor table entry holds one, so when a walk of some
+    /// processes found one entry fewer than this, it found every holder.
+    pub refs: u64,
+}
+
 /// One stretch of bytes of a kernel object (see [`Config::sk_spans`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -525,7 +574,7 @@ pub const SPAN_MAX: u32 = 128;
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 6;
+pub const CONFIG_VERSION: u32 = 7;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;
@@ -553,4 +602,6 @@ mod user {
     unsafe impl aya::Pod for super::Span {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SockFlagsRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OwnerQuery {}
 }

@@ -3,7 +3,8 @@
 
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use observer_common::{
-    BindRecord, Config, FLAG_COUNT, FieldLoc, SK_SPANS, SPAN_MAX, flag, known, unreadable,
+    BindRecord, Config, FLAG_COUNT, FieldLoc, OwnerQuery, SK_SPANS, SPAN_MAX, flag, known,
+    unreadable,
 };
 
 use crate::{SCRATCH_LEN, Taken, cfg};
@@ -180,6 +181,69 @@ pub(crate) fn socket_fields(rec: &mut BindRecord, fd: i32, c: &Config) {
     }
     inode(rec, socket, Some(file), c);
     sock_fields(rec, sk as *const u8, c);
+}
+
+/// `S_IFMT` and `S_IFSOCK` (`include/uapi/linux/stat.h`).
+const S_IFMT: u64 = 0o170000;
+const S_IFSOCK: u64 = 0o140000;
+/// `AF_INET`, `AF_INET6`.
+const AF_INET: u64 = 2;
+const AF_INET6: u64 = 10;
+
+/// For `iter/task_file`: (tgid, socket inode, references to the file) when `file` (open in `task`) is an inet socket
+/// of the namespace and port `q` names. `task` and `file` are the iterator's BTF-typed
+/// pointers, so the test that rules out nearly every file on the host — the inode's mode —
+/// is plain loads; only sockets cost helper reads.
+#[inline(always)]
+pub(crate) fn socket_owner(
+    task: *const u8,
+    file: *const u8,
+    q: &OwnerQuery,
+    c: &Config,
+) -> Option<(u32, u64, u64)> {
+    let inode = btf_pointer(file, &c.file_inode).ok()?;
+    if btf_field(inode, &c.inode_mode).ok()? & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket = match btf_field(file, &c.file_private_data).ok()? {
+        0 => return None,
+        p => p as *const u8,
+    };
+    let (back, sk) = pair(socket, &c.socket_file, &c.socket_sk).ok()?;
+    if back != file as u64 || sk == 0 {
+        return None;
+    }
+    let sk = sk as *const u8;
+    if field(sk, &c.sk_num).ok()? != u64::from(q.port) {
+        return None;
+    }
+    let family = field(sk, &c.sk_family).ok()?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let net = pointer(sk, &c.sk_net).ok()?;
+    if field(net, &c.net_inum).ok()? != u64::from(q.netns_ino) {
+        return None;
+    }
+    let tgid = btf_field(task, &c.task_tgid).ok()?;
+    let ino = btf_field(inode, &c.inode_ino).ok()?;
+    let refs = match btf_field(file, &c.file_refs) {
+        Ok(raw) => raw.wrapping_add(u64::from(cfg(&c.file_refs_bias))),
+        Err(_) => 0,
+    };
+    Some((tgid as u32, ino, refs))
+}
+
+/// For `iter/task`: the tgid of `task` (the iterator's BTF-typed pointer) when it is in the
+/// network namespace `netns_ino`. Plain loads only.
+#[inline(always)]
+pub(crate) fn task_in_netns(task: *const u8, netns_ino: u32, c: &Config) -> Option<u32> {
+    let nsproxy = btf_pointer(task, &c.task_nsproxy).ok()?;
+    let net = btf_pointer(nsproxy, &c.nsproxy_net_ns).ok()?;
+    if btf_field(net, &c.net_inum).ok()? != u64::from(netns_ino) {
+        return None;
+    }
+    Some(btf_field(task, &c.task_tgid).ok()? as u32)
 }
 
 /// Two 64-bit members of one object, with a single read when they are neighbours (as

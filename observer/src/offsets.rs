@@ -191,6 +191,16 @@ pub fn resolve(btf: &Btf) -> Result<Resolved, BtfError> {
         Ok(m) if m.bit_offset == 0 => quiet("socket_alloc", "vfs_inode.i_ino"),
         _ => FieldLoc::MISSING,
     };
+    // Read only by the owner search (`iter/task_file`), which falls back to `/proc` without
+    // them.
+    c.inode_mode = quiet("inode", "i_mode");
+    c.task_tgid = quiet("task_struct", "tgid");
+    c.task_nsproxy = quiet("task_struct", "nsproxy");
+    c.nsproxy_net_ns = quiet("nsproxy", "net_ns");
+    (c.file_refs, c.file_refs_bias) = match quiet("file", "f_ref.refcnt.counter") {
+        loc if loc.is_known() => (loc, 1),
+        _ => (quiet("file", "f_count.counter"), 0),
+    };
     c.regs_syscall_nr = quiet("pt_regs", "orig_ax");
     c.regs_arg0 = quiet("pt_regs", "di");
     c.regs_arg1 = quiet("pt_regs", "si");

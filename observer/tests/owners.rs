@@ -182,3 +182,150 @@ fn holder_options_and_owner_with_many_unrelated_descriptors() {
         }
     });
 }
+
+/// The inode of the socket `pid` holds as descriptor `fd` (`socket:[N]`).
+fn socket_inode_of(pid: u32, fd: i32) -> u64 {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();
+    let link = link.to_str().unwrap();
+    link.strip_prefix("socket:[")
+        .and_then(|l| l.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("{link}"))
+        .parse()
+        .unwrap()
+}
+
+/// A python3 child that listens on 127.0.0.1:`port` in a network namespace of its own
+/// (`unshare -n`), or that waits holding `inherit` as its standard input; it prints `ready
+/// NETNS_INODE FD` and waits for a signal. Returns it, its namespace and the socket's fd.
+fn waiting_child(port: Option<u16>, inherit: Option<OwnedFd>) -> (std::process::Child, u64, i32) {
+    waiting_child_with(port.map(|_| "-n"), port, inherit)
+}
+
+/// `waiting_child`, under `unshare FLAG` when given.
+fn waiting_child_with(
+    unshare: Option<&str>,
+    port: Option<u16>,
+    inherit: Option<OwnedFd>,
+) -> (std::process::Child, u64, i32) {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let code = "import os, signal, socket, sys\n\
+                fd = 0\n\
+                if len(sys.argv) > 1:\n\
+                \x20   s = socket.socket()\n\
+                \x20   s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                \x20   s.listen()\n\
+                \x20   fd = s.fileno()\n\
+                print('ready', os.stat('/proc/self/ns/net').st_ino, fd, flush=True)\n\
+                signal.pause()\n";
+    let mut cmd = match unshare {
+        Some(flag) => {
+            let mut c = Command::new("unshare");
+            c.args([flag, "python3", "-c", code]);
+            c
+        }
+        None => {
+            let mut c = Command::new("python3");
+            c.args(["-c", code]);
+            c
+        }
+    };
+    cmd.args(port.map(|p| p.to_string()));
+    if let Some(fd) = inherit {
+        cmd.stdin(Stdio::from(fd));
+    }
+    let guard = common::no_forks();
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3");
+    drop(guard);
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [_, ino, fd] = words[..] else {
+        panic!("child said {line:?}");
+    };
+    (child, ino.parse().unwrap(), fd.parse().unwrap())
+}
+
+/// `waiting_child` holding `fd` as its standard input, in a network namespace of its own.
+fn waiting_child_in_own_netns(fd: OwnedFd) -> (std::process::Child, u64, i32) {
+    waiting_child_with(Some("-n"), None, Some(fd))
+}
+
+fn end(mut child: std::process::Child) {
+    // SAFETY: kill(2) on our own child, by pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+}
+
+/// The kernel walk (`iter/task_file`) reports the sockets of the namespace and port asked
+/// about only, every process holding one (a child sharing the listener is a second owner),
+/// and the lookup says nothing of a fallback to `/proc`.
+#[test]
+fn the_kernel_walk_finds_every_owner_of_the_port_in_that_namespace_only() {
+    use observer::conflict::owners::{self, Scope};
+    in_netns("owners-walk", |caller| {
+        let listener = tcp("127.0.0.1:7300", false);
+        listener.listen(8).unwrap();
+        let shared = OwnedFd::from(listener.try_clone().unwrap());
+        let (sharer, _, _) = waiting_child(None, Some(shared));
+        // The same port in another namespace, held by another process.
+        let (stranger, stranger_ns, stranger_fd) = waiting_child(Some(7300), None);
+        let stranger_ino = socket_inode_of(stranger.id(), stranger_fd);
+        let ours = socket_inode_of(std::process::id(), listener.as_raw_fd());
+        let here = Scope {
+            netns_ino: caller.netns,
+            port: 7300,
+        };
+        let found = owners::find(&BTreeSet::from([ours, stranger_ino]), here);
+        assert_eq!(found.fallback, None);
+        let pids = |f: &owners::Found, ino: u64| -> Vec<(u32, i32)> {
+            f.owners
+                .get(&ino)
+                .map(|os| os.iter().map(|o| (o.pid, o.fd)).collect())
+                .unwrap_or_default()
+        };
+        let mut want = vec![(std::process::id(), listener.as_raw_fd()), (sharer.id(), 0)];
+        want.sort();
+        let mut got = pids(&found, ours);
+        got.sort();
+        assert_eq!(got, want);
+        // The stranger's socket is on the port, but not in this namespace.
+        assert_eq!(pids(&found, stranger_ino), []);
+        let there = Scope {
+            netns_ino: stranger_ns,
+            port: 7300,
+        };
+        let found = owners::find(&BTreeSet::from([ours, stranger_ino]), there);
+        assert_eq!(pids(&found, stranger_ino), [(stranger.id(), stranger_fd)]);
+        assert_eq!(pids(&found, ours), []);
+        // Another port of this namespace: nothing.
+        let other = Scope {
+            netns_ino: caller.netns,
+            port: 7301,
+        };
+        assert!(
+            owners::find(&BTreeSet::from([ours]), other)
+                .owners
+                .is_empty()
+        );
+        end(sharer);
+        end(stranger);
+        // A holder in another namespace (the socket passed to it, as systemd passes one to a
+        // service with a private network): the walk of this namespace's processes finds the
+        // entries here, the file's references say there is one more, and the walk of every
+        // process finds it.
+        let (exile, exile_ns, _) =
+            waiting_child_in_own_netns(OwnedFd::from(listener.try_clone().unwrap()));
+        assert_ne!(exile_ns, caller.netns);
+        let found = owners::find(&BTreeSet::from([ours]), here);
+        assert_eq!(found.fallback, None);
+        let mut want = vec![(std::process::id(), listener.as_raw_fd()), (exile.id(), 0)];
+        want.sort();
+        let mut got = pids(&found, ours);
+        got.sort();
+        assert_eq!(got, want);
+        end(exile);
+    });
+}

@@ -183,3 +183,50 @@ fn each_observer_hides_only_its_own_calls() {
     second.stop();
     first.stop();
 }
+
+/// `observer why` from a pid namespace of its own, about a port this test process holds: the
+/// holder is alive but not in that namespace's `/proc`, and the answer says exactly that
+/// rather than calling it gone.
+#[test]
+fn why_in_a_pid_namespace_says_the_owner_is_not_visible() {
+    in_netns("pidns-why", |_| {
+        let s = Sock::tcp4();
+        assert_eq!(s.bind("127.0.0.1:0"), 0);
+        assert_eq!(s.listen(), 0);
+        let port = s.local().port();
+        // The namespace, as a descriptor the contained observer inherits (no O_CLOEXEC).
+        // SAFETY: open(2) on a NUL-terminated path; the descriptor is closed below.
+        let fd = unsafe { libc::open(c"/proc/thread-self/ns/net".as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0);
+        let netns = format!("/proc/self/fd/{fd}");
+        let addr = format!("127.0.0.1:{port}");
+        let mut p = Proc::spawn_via(
+            &UNSHARE,
+            &["why", &addr, "--netns", &netns, "--json"],
+            Stdout::Read,
+        );
+        let (status, out, stderr) = p.wait_end(Instant::now() + BOUND);
+        // SAFETY: our own descriptor, opened above.
+        unsafe { libc::close(fd) };
+        assert_eq!(status.code(), Some(3), "{out:?} {stderr}");
+        let v = record(&out[0]);
+        let holders = v["conflict"]["holders"].as_array().unwrap();
+        assert_eq!(holders.len(), 1, "{v}");
+        assert_eq!(holders[0]["state"], "LISTEN", "{v}");
+        assert_eq!(holders[0]["owners"], json!([]), "{v}");
+        assert_eq!(
+            holders[0]["owner_note"],
+            "no process visible from this pid namespace has a descriptor for it (its owner may \
+             be a process this pid namespace cannot see, or the kernel)",
+            "{v}"
+        );
+        let notes = v["conflict"]["notes"].as_array().unwrap();
+        assert!(
+            notes.iter().any(|n| n
+                .as_str()
+                .unwrap()
+                .starts_with("1 socket(s) in the way have no descriptor in this /proc")),
+            "{v}"
+        );
+    });
+}

@@ -6,7 +6,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::proc::{Next, Proc};
+use common::proc::{Next, Proc, run_observer};
 use common::{BOUND, Stdout, in_netns, no_forks};
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -31,6 +31,72 @@ fn set_thread_name(name: &[u8]) {
     assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
 }
 
+/// A holder: python3 naming itself EVIL_COMM, listening on a free port of the current
+/// namespace, with EVIL_ARG among its arguments; it ends when its standard input closes.
+fn hostile_holder() -> (u16, std::process::Child) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let code = "import ctypes, socket, sys\n\
+                ctypes.CDLL(None).prctl(15, sys.argv[2].encode('latin-1'))\n\
+                s = socket.socket()\n\
+                s.bind(('127.0.0.1', int(sys.argv[1])))\n\
+                s.listen()\n\
+                print('ready', flush=True)\n\
+                sys.stdin.read()\n";
+    let guard = no_forks();
+    let mut holder = Command::new("python3")
+        .args(["-c", code, &port.to_string()])
+        .arg(std::str::from_utf8(EVIL_COMM).unwrap())
+        .arg(EVIL_ARG)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    drop(guard);
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+    (port, holder)
+}
+
+/// `observer why`'s text answer escapes the holder's names once: an escape shows as `\x1b`,
+/// not as the raw byte and not as `\\x1b`.
+#[test]
+fn why_escapes_the_holder_once() {
+    in_netns("terminal-why", |caller| {
+        let netns = format!("/proc/{}/task/{}/ns/net", caller.pid, caller.tid);
+        let (port, mut holder) = hostile_holder();
+        let addr = format!("127.0.0.1:{port}");
+        let (status, out, stderr) = run_observer(&["why", &addr, "--netns", &netns]);
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        assert_eq!(status.code(), Some(3), "{out:#?} {stderr}");
+        let out: Vec<&str> = out.iter().map(|l| l.trim_end_matches('\n')).collect();
+        for line in &out {
+            assert!(!line.chars().any(raw_control), "raw control in {line:?}");
+        }
+        let owner = out
+            .iter()
+            .find(|l| l.contains("held by pid"))
+            .unwrap_or_else(|| panic!("{out:#?}"))
+            .trim();
+        let want = format!("held by pid {} (\\x1b[31mEVIL\\x07): ", holder.id());
+        assert!(owner.starts_with(&want), "{owner:?}\nwant {want:?}");
+        assert!(
+            owner.ends_with(&format!(
+                " {port} \\x1b[31mEVIL\\x07 \\x1b]2;owned\\x07\\nforged row"
+            )),
+            "{owner:?}"
+        );
+    });
+}
+
 #[test]
 fn hostile_names_and_command_lines_reach_the_table_escaped() {
     in_netns("terminal", |caller| {
@@ -42,36 +108,7 @@ fn hostile_names_and_command_lines_reach_the_table_escaped() {
             other => panic!("no table header: {other:?}; {}", observer.stderr()),
         }
 
-        // The holder: python3 naming itself EVIL_COMM, listening on a free port, with
-        // EVIL_ARG among its arguments.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let code = "import ctypes, socket, sys\n\
-                    ctypes.CDLL(None).prctl(15, sys.argv[2].encode('latin-1'))\n\
-                    s = socket.socket()\n\
-                    s.bind(('127.0.0.1', int(sys.argv[1])))\n\
-                    s.listen()\n\
-                    print('ready', flush=True)\n\
-                    sys.stdin.read()\n";
-        let guard = no_forks();
-        let mut holder = Command::new("python3")
-            .args(["-c", code, &port.to_string()])
-            .arg(std::str::from_utf8(EVIL_COMM).unwrap())
-            .arg(EVIL_ARG)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        drop(guard);
-        let mut ready = String::new();
-        BufReader::new(holder.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        assert_eq!(ready, "ready\n");
+        let (port, mut holder) = hostile_holder();
 
         // The failing caller names itself too.
         set_thread_name(EVIL_COMM);

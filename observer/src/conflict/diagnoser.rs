@@ -103,8 +103,15 @@ pub struct Done {
     in_flight: Arc<AtomicUsize>,
 }
 
-/// Starts the workers.
+/// Starts the workers, and loads the iterator programs ahead of the first lookup, which would
+/// otherwise spend its time budget on a parse of the kernel's BTF while its event waits.
 pub fn start() -> std::io::Result<(Submitter, Done)> {
+    std::thread::Builder::new()
+        .name("observer-preload".into())
+        .spawn(|| {
+            // A failure is the first lookup's to report, in its notes.
+            drop(super::kiter::object());
+        })?;
     start_with(WORKERS, |job| lookup(&job.event, job.netns.clone()))
 }
 

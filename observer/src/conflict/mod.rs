@@ -16,6 +16,7 @@ pub(crate) mod cases;
 pub mod diagnoser;
 pub mod ephemeral;
 pub mod group;
+pub mod kiter;
 pub mod owners;
 pub mod refusal;
 pub mod report;
@@ -55,6 +56,8 @@ pub struct Query {
 
 /// What the namespace thread collects.
 struct Snapshot {
+    /// The namespace's inode (0: unreadable).
+    netns_ino: u64,
     table: Vec<DiagSock>,
     if_names: BTreeMap<u32, String>,
     local_addrs: Vec<IpAddr>,
@@ -77,6 +80,7 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
             .filter_map(|i| Some((i, socktable::if_name(i)?)))
             .collect();
         Ok(Ok(Snapshot {
+            netns_ino: crate::netns::current_inode().unwrap_or(0),
             table,
             if_names,
             local_addrs: socktable::local_addrs(),
@@ -116,7 +120,20 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         .map(|f| diag[f.index].inode)
         .filter(|&i| i != 0)
         .collect();
-    let found = owners::find(&inodes);
+    let scope = owners::Scope {
+        netns_ino: snap.netns_ino,
+        port: r.port,
+    };
+    let owners::Found {
+        owners: found,
+        fallback,
+    } = owners::find(&inodes, scope);
+    if let Some(why) = fallback {
+        notes.push(format!(
+            "owners were looked for in /proc, one descriptor at a time: the kernel walk \
+             (iter/task_file) could not serve: {why}"
+        ));
+    }
     read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
     let unseen = findings
@@ -139,6 +156,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         has_owner: &has_owner,
     };
     let fixes = advice::fixes(r, &findings, &ctx);
+    let hidden = owners::pid_namespace_hides_processes() == Some(true);
     let holders: Vec<Holder> = findings
         .iter()
         .map(|f| {
@@ -149,6 +167,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
                 &table[f.index],
                 &found,
                 &snap.if_names,
+                hidden,
             )
         })
         .collect();
@@ -266,12 +285,17 @@ fn holder(
     e: &Existing,
     found: &BTreeMap<u64, Vec<Owner>>,
     if_names: &BTreeMap<u32, String>,
+    pid_namespace_hides: bool,
 ) -> Holder {
     let tw = s.proto == Proto::Tcp && s.state == TCP_TIME_WAIT;
     let owners = found.get(&s.inode).cloned().unwrap_or_default();
     let owner_note = match () {
         _ if tw => Some(
             "TIME_WAIT: the socket is closed and has no owner; the kernel keeps it until its time is up",
+        ),
+        _ if owners.is_empty() && pid_namespace_hides => Some(
+            "no process visible from this pid namespace has a descriptor for it (its owner may \
+             be a process this pid namespace cannot see, or the kernel)",
         ),
         _ if owners.is_empty() => {
             Some("no process has a descriptor for it (closed since, or held by the kernel)")

@@ -1,7 +1,14 @@
-//! Who holds a socket: the processes with a descriptor for its inode (from `/proc/PID/fd`,
-//! as `ss -p` finds them), with their comm and command line, read once per process however
-//! many of its descriptors match, the command line bounded to [`CMDLINE_MAX`] bytes before it
-//! is read into memory.
+//! Who holds a socket: the processes with a descriptor for its inode, with their comm and
+//! command line, read once per process however many of its descriptors match, the command
+//! line bounded to [`CMDLINE_MAX`] bytes before it is read into memory.
+//!
+//! The descriptors are found by the `iter/task_file` kernel program ([`super::kiter`]),
+//! which walks every open file on the host in the kernel and reports only the sockets of the
+//! namespace and port asked about: a few loads per unrelated descriptor, where reading
+//! `/proc/PID/fd` (as `ss -p` does) costs a `readlink` each — seconds on a host with a
+//! million descriptors. `/proc` is the fallback when the program cannot serve: this process
+//! is in a pid namespace that is not the host's (the kernel's pids would not be ours), or
+//! the kernel refused the program.
 //!
 //! The socket options the kernel does not export through sock_diag come from the socket
 //! iterators ([`super::sockflags`]). Only for a socket they do not list — a bound, not
@@ -10,10 +17,13 @@
 //! over the holder), which on a host using cgroup v1 `net_cls`/`net_prio` rewrites the
 //! socket's classid and priority index (`__receive_sock`).
 
+use super::kiter::{self, Program};
 use super::sockflags::SockOpts;
 use crate::model::Owner;
 use crate::sockopt::Opt;
-use std::collections::{BTreeMap, BTreeSet};
+use aya::maps::Array;
+use observer_common::{OwnerQuery, OwnerRecord};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,13 +36,166 @@ pub const CMDLINE_MAX: u64 = 4096;
 /// (`include/linux/proc_ns.h`, fixed since 3.8).
 const PROC_PID_INIT_INO: u64 = 0xEFFF_FFFC;
 
-/// Processes holding each of `inodes` (inode → owners, by pid). Inodes nobody holds are
-/// absent. Processes that end during the scan are skipped.
-pub fn find(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
-    let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
+/// Processes of the namespace whose files are walked one by one before the walk of every file
+/// on the host; with more, the one walk of everything costs less than the links.
+const CANDIDATES_MAX: usize = 64;
+
+/// Where the sockets asked about are: their network namespace and local port, which is what
+/// the kernel walk filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// The network namespace's inode (`net.ns.inum`).
+    pub netns_ino: u64,
+    pub port: u16,
+}
+
+/// Owners, and why the kernel walk did not serve if it did not (`None`: it served, or it was
+/// not asked because this pid namespace is not the host's).
+pub struct Found {
+    pub owners: BTreeMap<u64, Vec<Owner>>,
+    pub fallback: Option<String>,
+}
+
+/// Processes holding each of `inodes` (inode → owners, by pid), all of them sockets in
+/// `scope`. Inodes nobody holds are absent. Processes that end during the search are
+/// skipped.
+pub fn find(inodes: &BTreeSet<u64>, scope: Scope) -> Found {
     if inodes.is_empty() {
-        return found;
+        return Found {
+            owners: BTreeMap::new(),
+            fallback: None,
+        };
     }
+    let fallback = if pid_namespace_hides_processes() == Some(false) {
+        match from_kernel(inodes, scope) {
+            Ok(owners) => {
+                return Found {
+                    owners,
+                    fallback: None,
+                };
+            }
+            Err(why) => Some(why),
+        }
+    } else {
+        None
+    };
+    Found {
+        owners: from_proc(inodes),
+        fallback,
+    }
+}
+
+/// The kernel walk (`iter/task_file`).
+fn from_kernel(inodes: &BTreeSet<u64>, scope: Scope) -> Result<BTreeMap<u64, Vec<Owner>>, String> {
+    let config = crate::kernel::resolved().map_err(|e| e.to_string())?.config;
+    if !config.task_tgid.is_known() || !config.inode_mode.is_known() {
+        return Err("this kernel's BTF lacks task_struct.tgid or inode.i_mode".into());
+    }
+    if scope.netns_ino == 0 {
+        return Err("the network namespace's inode could not be read".into());
+    }
+    let netns_ino = u32::try_from(scope.netns_ino)
+        .map_err(|_| format!("network namespace inode {} is not 32-bit", scope.netns_ino))?;
+    let mut loaded = kiter::object()?;
+    let loaded = loaded.as_mut().ok_or("the iterator object is not loaded")?;
+    loaded.task_file.clone()?;
+    let map = loaded
+        .ebpf
+        .map_mut("OWNER_QUERY")
+        .ok_or("map OWNER_QUERY missing from the object")?;
+    let mut query: Array<_, OwnerQuery> =
+        Array::try_from(map).map_err(|e| format!("map OWNER_QUERY: {e}"))?;
+    let q = OwnerQuery {
+        netns_ino,
+        port: u32::from(scope.port),
+    };
+    query
+        .set(0, q, 0)
+        .map_err(|e| format!("writing OWNER_QUERY: {e}"))?;
+    // First the files of the processes with a thread in the namespace, where owners nearly
+    // always are: on a host with a million descriptors elsewhere, a few loads per task instead
+    // of per descriptor. A socket none of them holds (passed to, or inherited by, a process
+    // of another namespace, or held by nobody) needs the walk of every file.
+    let mut candidates: Vec<u32> = kiter::run(&mut loaded.ebpf, Program::Task)?
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().unwrap()))
+        .collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    if candidates.len() <= CANDIDATES_MAX {
+        let mut records = Vec::new();
+        let mut failed = false;
+        for &pid in &candidates {
+            match kiter::run_for_pid(&mut loaded.ebpf, Program::TaskFile, pid) {
+                Ok(raw) => records.extend(parse_owners(&raw)),
+                // Gone since: nothing of it to find.
+                Err(_) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {}
+                Err(_) => failed = true,
+            }
+        }
+        if !failed && complete(&records, inodes) {
+            return Ok(owners_of(&records, inodes, describe));
+        }
+    }
+    let raw = kiter::run(&mut loaded.ebpf, Program::TaskFile)?;
+    Ok(owners_of(&parse_owners(&raw), inodes, describe))
+}
+
+/// Whether `records` name every descriptor of each of `inodes`: each descriptor table entry
+/// holds one reference to the socket's file and the iterator one more while it looks, so a
+/// socket whose references are one more than its entries found has no holder elsewhere. A
+/// thread blocked in `accept()` on a shared descriptor table holds one too: that socket is
+/// then looked for everywhere, as is one whose count could not be read.
+fn complete(records: &[OwnerRecord], inodes: &BTreeSet<u64>) -> bool {
+    inodes.iter().all(|ino| {
+        let mine: Vec<&OwnerRecord> = records.iter().filter(|r| r.ino == *ino).collect();
+        !mine.is_empty() && mine.iter().all(|r| r.refs == mine.len() as u64 + 1)
+    })
+}
+
+/// The records `iter/task_file` wrote.
+fn parse_owners(raw: &[u8]) -> Vec<OwnerRecord> {
+    raw.chunks_exact(std::mem::size_of::<OwnerRecord>())
+        .map(|c| OwnerRecord {
+            tgid: u32::from_ne_bytes(c[0..4].try_into().unwrap()),
+            fd: u32::from_ne_bytes(c[4..8].try_into().unwrap()),
+            ino: u64::from_ne_bytes(c[8..16].try_into().unwrap()),
+            refs: u64::from_ne_bytes(c[16..24].try_into().unwrap()),
+        })
+        .collect()
+}
+
+/// Owners of `inodes` among `records`: one per process and socket (its first descriptor),
+/// each process described once.
+fn owners_of(
+    records: &[OwnerRecord],
+    inodes: &BTreeSet<u64>,
+    describe: impl Fn(u32) -> (String, String),
+) -> BTreeMap<u64, Vec<Owner>> {
+    let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
+    let mut described: HashMap<u32, (String, String)> = HashMap::new();
+    for r in records.iter().filter(|r| inodes.contains(&r.ino)) {
+        let owners = found.entry(r.ino).or_default();
+        if owners.iter().any(|o| o.pid == r.tgid) {
+            continue;
+        }
+        let (comm, cmdline) = described
+            .entry(r.tgid)
+            .or_insert_with(|| describe(r.tgid))
+            .clone();
+        owners.push(Owner {
+            pid: r.tgid,
+            comm,
+            cmdline,
+            fd: i32::try_from(r.fd).unwrap_or(i32::MAX),
+        });
+    }
+    found
+}
+
+/// The `/proc/PID/fd` scan.
+fn from_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
+    let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -190,6 +353,75 @@ mod tests {
             "nginx -g daemon off;"
         );
         assert_eq!(join_args(b""), "");
+    }
+
+    #[test]
+    fn kernel_records_give_one_owner_per_process_and_socket_described_once() {
+        let rec = |tgid, fd, ino| OwnerRecord {
+            tgid,
+            fd,
+            ino,
+            refs: 0,
+        };
+        let mut raw = Vec::new();
+        for r in [
+            rec(7, 3, 100),
+            rec(7, 9, 100),
+            rec(7, 4, 200),
+            rec(8, 5, 100),
+            rec(9, 6, 300),
+        ] {
+            raw.extend_from_slice(&r.tgid.to_ne_bytes());
+            raw.extend_from_slice(&r.fd.to_ne_bytes());
+            raw.extend_from_slice(&r.ino.to_ne_bytes());
+            raw.extend_from_slice(&r.refs.to_ne_bytes());
+        }
+        // A torn tail is ignored.
+        raw.extend_from_slice(&[1, 2, 3]);
+        let records = parse_owners(&raw);
+        assert_eq!(records.len(), 5);
+        let described = std::cell::RefCell::new(Vec::new());
+        let found = owners_of(&records, &BTreeSet::from([100, 200]), |pid| {
+            described.borrow_mut().push(pid);
+            (format!("c{pid}"), format!("cmd {pid}"))
+        });
+        assert_eq!(*described.borrow(), [7, 8]);
+        type Seen = (u32, i32, String);
+        let summary: Vec<(u64, Vec<Seen>)> = found
+            .into_iter()
+            .map(|(ino, os)| (ino, os.into_iter().map(|o| (o.pid, o.fd, o.comm)).collect()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (100, vec![(7, 3, "c7".into()), (8, 5, "c8".into())]),
+                (200, vec![(7, 4, "c7".into())]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partial_walk_is_complete_only_when_the_references_add_up() {
+        let rec = |fd, ino, refs| OwnerRecord {
+            tgid: 7,
+            fd,
+            ino,
+            refs,
+        };
+        let wanted = BTreeSet::from([100, 200]);
+        // Two entries for 100 (refs 3 = 2 + the iterator's), one for 200.
+        assert!(complete(
+            &[rec(3, 100, 3), rec(4, 100, 3), rec(5, 200, 2)],
+            &wanted
+        ));
+        // Someone else holds 200 too.
+        assert!(!complete(
+            &[rec(3, 100, 3), rec(4, 100, 3), rec(5, 200, 3)],
+            &wanted
+        ));
+        // 200 not found at all; a count that could not be read.
+        assert!(!complete(&[rec(3, 100, 2)], &wanted));
+        assert!(!complete(&[rec(3, 100, 2), rec(5, 200, 0)], &wanted));
     }
 
     #[test]

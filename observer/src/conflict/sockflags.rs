@@ -6,17 +6,13 @@
 //! (`observer-ebpf/src/iter.rs`) through the BTF-derived field locations, and matched to
 //! sock_diag's records by socket cookie.
 //!
-//! The program is loaded once per process, on first need; each read attaches it and creates
-//! a fresh iterator, which walks the network namespace of the thread that creates it.
+//! The programs are loaded and run by [`super::kiter`]; each read walks the network namespace
+//! of the calling thread.
 
-use crate::kernel::{self, PROGRAMS};
+use super::kiter::{self, Program};
 use crate::model::Proto;
-use aya::programs::Iter;
-use aya::{Ebpf, EbpfLoader};
 use observer_common::{SockFlagsRecord, flag};
 use std::collections::HashMap;
-use std::io::Read as _;
-use std::sync::Mutex;
 
 /// Socket options read by the iterator programs; `None` where the kernel's layout did not
 /// let the program read one.
@@ -28,63 +24,19 @@ pub struct SockOpts {
     pub v6only: Option<bool>,
 }
 
-/// (iterator, program) per protocol.
-fn names(proto: Proto) -> (&'static str, &'static str) {
-    match proto {
-        Proto::Tcp => ("tcp", "tcp_sock_flags"),
-        Proto::Udp => ("udp", "udp_sock_flags"),
-    }
-}
-
-/// The loaded object (its ring buffer and other maps are not used here).
-static LOADED: Mutex<Option<Ebpf>> = Mutex::new(None);
-
-fn load() -> Result<Ebpf, String> {
-    let config = kernel::resolved().map_err(|e| e.to_string())?.config;
-    let page = u32::try_from(crate::page_size()).unwrap_or(4096);
-    let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &config, true)
-        // The smallest ring buffer: this object only serves the iterator.
-        .map_max_entries("EVENTS", page)
-        .load(PROGRAMS)
-        .map_err(|e| format!("loading the programs: {e}"))?;
-    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| e.to_string())?;
-    for proto in [Proto::Tcp, Proto::Udp] {
-        let (iter, _) = names(proto);
-        program(&mut ebpf, proto)?
-            .load(iter, &kernel_btf)
-            .map_err(|e| format!("loading iter/{iter}: {e}"))?;
-    }
-    Ok(ebpf)
-}
-
-fn program(ebpf: &mut Ebpf, proto: Proto) -> Result<&mut Iter, String> {
-    let (_, name) = names(proto);
-    ebpf.program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?
-        .try_into()
-        .map_err(|e| format!("program {name}: {e}"))
-}
-
 /// Socket cookie → options, for every `proto` socket of the calling thread's network
 /// namespace.
 pub fn read(proto: Proto) -> Result<HashMap<u64, SockOpts>, String> {
-    let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
-    if loaded.is_none() {
-        *loaded = Some(load()?);
-    }
-    let prog = program(loaded.as_mut().expect("loaded above"), proto)?;
-    let id = prog
-        .attach()
-        .map_err(|e| format!("attaching iter/{}: {e}", names(proto).0))?;
-    let link = prog.take_link(id).map_err(|e| e.to_string())?;
-    let mut file = link
-        .into_file()
-        .map_err(|e| format!("creating the iterator: {e}"))?;
-    let mut raw = Vec::new();
-    file.read_to_end(&mut raw)
-        .map_err(|e| format!("reading the iterator: {e}"))?;
-    Ok(parse(&raw))
+    let mut loaded = kiter::object()?;
+    let ebpf = &mut loaded
+        .as_mut()
+        .ok_or("the iterator object is not loaded")?
+        .ebpf;
+    let program = match proto {
+        Proto::Tcp => Program::Tcp,
+        Proto::Udp => Program::Udp,
+    };
+    Ok(parse(&kiter::run(ebpf, program)?))
 }
 
 fn parse(raw: &[u8]) -> HashMap<u64, SockOpts> {

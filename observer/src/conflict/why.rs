@@ -99,6 +99,8 @@ fn parse_netns(s: &str) -> Result<PathBuf, String> {
 
 /// Runs `why`, prints the answer; returns the exit code for it.
 pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
+    // A one-shot answer: its time is mostly the iterator programs' load.
+    super::kiter::parallel_load();
     if args.v6only && args.addr.is_ipv4() {
         return Err(WhyError::Usage(
             "--v6only applies to IPv6 addresses only (see `observer why --help`)".into(),
@@ -192,30 +194,29 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
             }
             _ => addr_port(request.addr, request.port),
         };
-        let mut text = format!("{proto} {shown}: bind() {verdict}\n");
+        // Facts name interfaces, which other processes name: each line escaped. The conflict's
+        // lines come escaped from `lines_up_to`; escaping them again would double every
+        // backslash of an escape.
+        let mut lines = vec![format!("{proto} {shown}: bind() {verdict}")];
         if let Some(r) = &refused {
-            text.push_str(&format!("  {}: {}\n", r.rule, r.text));
-            for fact in &r.facts {
-                text.push_str(&format!("  {fact}\n"));
-            }
+            lines.push(format!("  {}: {}", r.rule, r.text));
+            lines.extend(r.facts.iter().map(|fact| format!("  {fact}")));
             if !r.fixes.is_empty() {
-                text.push_str("  would work:\n");
-                for fix in &r.fixes {
-                    text.push_str(&format!("    {fix}\n"));
-                }
+                lines.push("  would work:".into());
+                lines.extend(r.fixes.iter().map(|fix| format!("    {fix}")));
             }
         }
+        let mut safe: String = lines
+            .iter()
+            .flat_map(|l| l.lines())
+            .map(|l| format!("{}\n", crate::termsafe::escape(l)))
+            .collect();
         if let Some(conflict) = &conflict {
             let shown = if args.all { usize::MAX } else { SHOWN_GROUPS };
             for line in lines_up_to(conflict, shown) {
-                text.push_str(&format!("  {line}\n"));
+                safe.push_str(&format!("  {line}\n"));
             }
         }
-        // Facts name interfaces and owners, which other processes name: each line escaped.
-        let safe: String = text
-            .lines()
-            .map(|l| format!("{}\n", crate::termsafe::escape(l)))
-            .collect();
         out.write_all(safe.as_bytes())
     };
     written.map_err(WhyError::Output)?;
