@@ -1,7 +1,8 @@
 //! The cgroup context of events and the `--cgroup` filter: children of the test move into
 //! cgroup v2 directories named as docker and Kubernetes (containerd) name theirs, bind, and the
 //! observer must report the exact cgroup id and path, container id, runtime and pod uid, and
-//! show only what is under the `--cgroup` subtree.
+//! show only what is under the `--cgroup` subtree; and a burst of fresh cgroups whose only
+//! process binds and exits at once must each be reported with its exact path.
 
 // Only part of the shared harness is used here.
 #[allow(unused_imports)]
@@ -13,6 +14,7 @@ use common::{Observer, Sock, bind_event, in_netns};
 use serde_json::json;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 
 /// A cgroup subtree of this test, removed (deepest first) when dropped.
 struct Tree {
@@ -59,8 +61,19 @@ fn addr(s: &str) -> SocketAddrV4 {
     s.parse().unwrap()
 }
 
+/// Held by each test that runs an observer: every observer receives every bind on the host,
+/// so one test's binds would be counted in the other's `filtered`.
+static OBSERVING: Mutex<()> = Mutex::new(());
+
+fn observing() -> MutexGuard<'static, ()> {
+    OBSERVING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn events_carry_container_and_pod_and_the_filter_keeps_the_subtree() {
+    let _observing = observing();
     in_netns("cgroup", |c| {
         let top = format!("observer-test-{}", std::process::id());
         let mut tree = Tree::new(&top);
@@ -99,6 +112,52 @@ fn events_carry_container_and_pod_and_the_filter_keeps_the_subtree() {
         ]);
         let summary = obs.stop();
         assert_eq!(summary["filtered"], 1, "{summary}");
+        assert_eq!(summary["cgroup_unresolved"], 0, "{summary}");
+        drop(tree);
+    });
+}
+
+/// How many fresh cgroups [`fresh_cgroups_resolve_after_their_process_is_gone`] makes.
+const FRESH: usize = 200;
+
+#[test]
+fn fresh_cgroups_resolve_after_their_process_is_gone() {
+    let _observing = observing();
+    in_netns("cgroup-fresh", |c| {
+        let top = format!("observer-fresh-{}", std::process::id());
+        // Removes every cgroup below, also when an assertion fails.
+        let mut tree = Tree::new(&top);
+        let paths: Vec<String> = (0..FRESH).map(|i| format!("/{top}/c{i}")).collect();
+        let mut obs = Observer::watch(c, &[]);
+        // One cgroup after the other, each made just before its only process moves in,
+        // binds once and exits; the test reaps it before making the next. The observer has
+        // never seen the cgroup, and its process is gone by the time the event is read.
+        let pids: Vec<u32> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, path)| {
+                let dir = tree.make(path);
+                let child = bind_in_cgroup(c, addr(&format!("127.0.0.1:{}", 7100 + i)), &dir);
+                assert_eq!(child.errno, 0, "bind in {}", dir.display());
+                child.caller.pid
+            })
+            .collect();
+        let events = obs.take(FRESH);
+        let mut wrong = Vec::new();
+        for ((event, pid), path) in events.iter().zip(&pids).zip(&paths) {
+            assert_eq!(event["pid"], *pid, "{event}");
+            let want = cgroup_json(path, json!(null), json!(null));
+            if event["cgroup"] != want {
+                wrong.push(format!("  want {want}\n  got  {}", event["cgroup"]));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {FRESH} events without their cgroup:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+        let summary = obs.stop();
         assert_eq!(summary["cgroup_unresolved"], 0, "{summary}");
         drop(tree);
     });
