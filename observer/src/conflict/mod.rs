@@ -10,11 +10,13 @@
 //! ([`ephemeral`]). [`report`] renders a conflict for people.
 
 pub mod advice;
+pub mod cgroupbpf;
 #[cfg(test)]
 #[path = "../../tests/common/cases.rs"]
 pub(crate) mod cases;
 pub mod diagnoser;
 pub mod ephemeral;
+pub mod explain;
 pub mod group;
 pub mod owners;
 pub mod refusal;
@@ -170,6 +172,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         fixes,
         ephemeral: None,
         notes,
+        refusal: None,
     })
 }
 
@@ -242,6 +245,7 @@ fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
         fixes: Vec::new(),
         ephemeral: None,
         notes,
+        refusal: None,
     }
 }
 

@@ -127,6 +127,7 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         v6only: request.v6only,
         freebind: args.freebind,
         transparent: args.transparent,
+        bound_dev_if: 0,
         caller: args.uid.map_or(refusal::Caller::This, refusal::Caller::Uid),
     };
     let refused = refusal::check(&ask, &netns).map_err(|err| {
@@ -194,15 +195,8 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         };
         let mut text = format!("{proto} {shown}: bind() {verdict}\n");
         if let Some(r) = &refused {
-            text.push_str(&format!("  {}: {}\n", r.rule, r.text));
-            for fact in &r.facts {
-                text.push_str(&format!("  {fact}\n"));
-            }
-            if !r.fixes.is_empty() {
-                text.push_str("  would work:\n");
-                for fix in &r.fixes {
-                    text.push_str(&format!("    {fix}\n"));
-                }
+            for line in super::report::refusal_lines(r) {
+                text.push_str(&format!("  {line}\n"));
             }
         }
         if let Some(conflict) = &conflict {
