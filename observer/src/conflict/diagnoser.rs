@@ -182,13 +182,7 @@ impl Submitter {
             libc::EACCES | libc::EPERM => event.pid,
             _ => 0,
         };
-        let question: Question = (
-            event.netns,
-            event.errno,
-            request_of(event),
-            scope,
-            caller,
-        );
+        let question: Question = (event.netns, event.errno, request_of(event), scope, caller);
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
         let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());

@@ -44,7 +44,11 @@ fn a_second_bind_names_what_the_socket_holds() {
     });
     let r = now(&e);
     assert_eq!((r.errno.as_ref(), r.rule), ("EINVAL", "already-bound"));
-    assert!(r.text.starts_with("the socket is already bound, to 127.0.0.1:5000:"), "{r:?}");
+    assert!(
+        r.text
+            .starts_with("the socket is already bound, to 127.0.0.1:5000:"),
+        "{r:?}"
+    );
     assert_eq!(r.fixes, ["bind a new socket to 127.0.0.1:5001"]);
 }
 
@@ -88,7 +92,11 @@ fn address_lengths() {
     });
     let r = now(&e);
     assert_eq!(r.rule, "address-length");
-    assert!(r.text.starts_with("address length 8 is shorter than the family's sockaddr (16 bytes)"), "{r:?}");
+    assert!(
+        r.text
+            .starts_with("address length 8 is shorter than the family's sockaddr (16 bytes)"),
+        "{r:?}"
+    );
     let mut e6 = event(Op::Bind, "inet6", "udp", libc::EINVAL);
     e6.requested = Some(Requested::Other {
         sa_family: 10,
@@ -112,7 +120,10 @@ fn family_mismatch() {
     let mut e = event(Op::Bind, "inet", "tcp", libc::EAFNOSUPPORT);
     e.requested = at("::1", 80, None);
     let r = now(&e);
-    assert_eq!((r.errno.as_ref(), r.rule), ("EAFNOSUPPORT", "family-mismatch"));
+    assert_eq!(
+        (r.errno.as_ref(), r.rule),
+        ("EAFNOSUPPORT", "family-mismatch")
+    );
     assert_eq!(
         r.text,
         "the address is AF_INET6, the socket is AF_INET: __inet_bind takes only its own family \
@@ -125,7 +136,10 @@ fn listen_rules() {
     let r = now(&event(Op::Listen, "inet", "udp", libc::EOPNOTSUPP));
     assert_eq!(r.rule, "listen-not-stream");
     assert!(r.text.contains("a udp socket's listen is sock_no_listen"));
-    assert_eq!(now(&event(Op::Listen, "inet6", "tcp", libc::EINVAL)).rule, "listen-state");
+    assert_eq!(
+        now(&event(Op::Listen, "inet6", "tcp", libc::EINVAL)).rule,
+        "listen-state"
+    );
     let r = now(&event(Op::Listen, "inet", "tcp", libc::ENOMEM));
     assert_eq!(r.rule, "errno");
     assert!(r.text.contains("security_socket_listen"), "{r:?}");
@@ -151,7 +165,12 @@ fn other_families_say_why_they_are_not_explained() {
     match plan(&e) {
         Plan::Now(c) => {
             assert_eq!(c.verdict, "unavailable");
-            assert!(c.refusal.unwrap().text.starts_with("the rules of af1 sockets"));
+            assert!(
+                c.refusal
+                    .unwrap()
+                    .text
+                    .starts_with("the rules of af1 sockets")
+            );
         }
         Plan::Lookup => panic!(),
     }

@@ -10,10 +10,10 @@
 //! ([`ephemeral`]). [`report`] renders a conflict for people.
 
 pub mod advice;
-pub mod cgroupbpf;
 #[cfg(test)]
 #[path = "../../tests/common/cases.rs"]
 pub(crate) mod cases;
+pub mod cgroupbpf;
 pub mod diagnoser;
 pub mod ephemeral;
 pub mod explain;
