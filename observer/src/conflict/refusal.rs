@@ -579,100 +579,6 @@ fn eacces(ask: &Ask, facts: &Facts, capable: &Capability) -> Refusal {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ask(port: u16) -> Ask {
-        Ask {
-            proto: Proto::Tcp,
-            addr: "127.0.0.1".parse().unwrap(),
-            port,
-            scope_id: 0,
-            v6only: false,
-            freebind: false,
-            transparent: false,
-            bound_dev_if: 0,
-            caller: Caller::Task { pid: 7, tid: 7 },
-        }
-    }
-
-    fn facts(start: Option<u16>) -> Facts {
-        Facts {
-            probe: 0,
-            with_freebind: None,
-            unprivileged_start: start,
-            nonlocal_bind: Some(false),
-            addrs: Vec::new(),
-            ifaces: Vec::new(),
-        }
-    }
-
-    fn cap(has: Option<bool>) -> Capability {
-        Capability {
-            has,
-            how: "how".into(),
-        }
-    }
-
-    #[test]
-    fn eacces_rules() {
-        let f = facts(Some(1024));
-        assert_eq!(
-            eacces(&ask(80), &f, &cap(Some(false))).rule,
-            "privileged-port"
-        );
-        let unknown = eacces(&ask(80), &f, &cap(None));
-        assert_eq!(unknown.rule, "privileged-port");
-        assert!(
-            unknown
-                .text
-                .ends_with("how (so whether it lacked it is not known)")
-        );
-        assert_eq!(
-            eacces(&ask(80), &f, &cap(Some(true))).rule,
-            "refused-elsewhere"
-        );
-        // At or above the start, and port 0, the rule does not apply: no rule is made up.
-        for port in [0, 1024, 8080] {
-            let r = eacces(&ask(port), &f, &cap(Some(false)));
-            assert_eq!(r.rule, "refused-elsewhere", "{port}");
-            assert!(
-                r.text
-                    .contains("the privileged-port rule did not refuse it")
-            );
-        }
-        assert_eq!(
-            eacces(&ask(80), &facts(None), &cap(Some(false))).rule,
-            "not-explained"
-        );
-        // `why`: refused only when the caller certainly lacks it.
-        assert!(privileged(&ask(80), &f, &cap(None)).is_none());
-        assert!(privileged(&ask(80), &f, &cap(Some(false))).is_some());
-        assert!(privileged(&ask(1024), &f, &cap(Some(false))).is_none());
-    }
-
-    #[test]
-    fn status_fields() {
-        let status = "Name:\tx\nUid:\t1000\t65534\t0\t0\nCapEff:\t0000000000000400\n";
-        assert_eq!(cap_eff_and_euid(status), Some((0x400, 65534)));
-        assert_eq!(cap_eff_and_euid("Uid:\t0\n"), None);
-    }
-
-    #[test]
-    fn own_user_namespace_is_the_owner_of_a_private_netns() {
-        // A network namespace made by this thread is owned by this thread's user namespace.
-        let caller = Caller::This;
-        let c = capable(caller, &Netns::Current);
-        assert!(c.has.is_some(), "{c:?}");
-        assert!(
-            c.how
-                .contains("in the user namespace that owns the network namespace"),
-            "{c:?}"
-        );
-    }
-}
-
 /// The address rule that gives `errno` (the probe's, or the one the kernel gave the caller).
 fn address_refusal(ask: &Ask, facts: &Facts, errno: i32) -> Option<Refusal> {
     let shown = |a: IpAddr| match (a, ask.scope_id) {
@@ -836,5 +742,99 @@ fn not_local(ask: &Ask, facts: &Facts, shown: String) -> Refusal {
         text,
         facts: facts_out,
         fixes: fix_list,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(port: u16) -> Ask {
+        Ask {
+            proto: Proto::Tcp,
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            scope_id: 0,
+            v6only: false,
+            freebind: false,
+            transparent: false,
+            bound_dev_if: 0,
+            caller: Caller::Task { pid: 7, tid: 7 },
+        }
+    }
+
+    fn facts(start: Option<u16>) -> Facts {
+        Facts {
+            probe: 0,
+            with_freebind: None,
+            unprivileged_start: start,
+            nonlocal_bind: Some(false),
+            addrs: Vec::new(),
+            ifaces: Vec::new(),
+        }
+    }
+
+    fn cap(has: Option<bool>) -> Capability {
+        Capability {
+            has,
+            how: "how".into(),
+        }
+    }
+
+    #[test]
+    fn eacces_rules() {
+        let f = facts(Some(1024));
+        assert_eq!(
+            eacces(&ask(80), &f, &cap(Some(false))).rule,
+            "privileged-port"
+        );
+        let unknown = eacces(&ask(80), &f, &cap(None));
+        assert_eq!(unknown.rule, "privileged-port");
+        assert!(
+            unknown
+                .text
+                .ends_with("how (so whether it lacked it is not known)")
+        );
+        assert_eq!(
+            eacces(&ask(80), &f, &cap(Some(true))).rule,
+            "refused-elsewhere"
+        );
+        // At or above the start, and port 0, the rule does not apply: no rule is made up.
+        for port in [0, 1024, 8080] {
+            let r = eacces(&ask(port), &f, &cap(Some(false)));
+            assert_eq!(r.rule, "refused-elsewhere", "{port}");
+            assert!(
+                r.text
+                    .contains("the privileged-port rule did not refuse it")
+            );
+        }
+        assert_eq!(
+            eacces(&ask(80), &facts(None), &cap(Some(false))).rule,
+            "not-explained"
+        );
+        // `why`: refused only when the caller certainly lacks it.
+        assert!(privileged(&ask(80), &f, &cap(None)).is_none());
+        assert!(privileged(&ask(80), &f, &cap(Some(false))).is_some());
+        assert!(privileged(&ask(1024), &f, &cap(Some(false))).is_none());
+    }
+
+    #[test]
+    fn status_fields() {
+        let status = "Name:\tx\nUid:\t1000\t65534\t0\t0\nCapEff:\t0000000000000400\n";
+        assert_eq!(cap_eff_and_euid(status), Some((0x400, 65534)));
+        assert_eq!(cap_eff_and_euid("Uid:\t0\n"), None);
+    }
+
+    #[test]
+    fn own_user_namespace_is_the_owner_of_a_private_netns() {
+        // A network namespace made by this thread is owned by this thread's user namespace.
+        let caller = Caller::This;
+        let c = capable(caller, &Netns::Current);
+        assert!(c.has.is_some(), "{c:?}");
+        assert!(
+            c.how
+                .contains("in the user namespace that owns the network namespace"),
+            "{c:?}"
+        );
     }
 }
