@@ -4,6 +4,7 @@
 
 use crate::backend::Loaded;
 use crate::conflict::diagnoser::{self, Submitted};
+use crate::conflict::explain;
 use crate::decode;
 use crate::filter::Filter;
 use crate::model::{Conflict, LostRecord, StartRecord, Summary};
@@ -115,8 +116,20 @@ impl State<'_> {
             self.hold.wait(event, now);
             return Ok(());
         }
+        // A failure other than EADDRINUSE that the event alone explains: at once (it still
+        // waits behind an earlier event that waits, in `hold.write`).
+        let mut plan = None;
+        if self.conflicts.is_some() && explain::wants(event) {
+            match explain::plan(event) {
+                explain::Plan::Now(c) => {
+                    count_refusal(&mut self.summary, &c);
+                    event.conflict = Some(*c);
+                }
+                explain::Plan::Lookup => plan = Some(explain::Plan::Lookup),
+            }
+        }
         if let Some(submitter) = self.conflicts.as_mut()
-            && diagnoser::wants(event)
+            && (diagnoser::wants(event) || plan.is_some())
         {
             let inner = event
                 .call_id
@@ -176,6 +189,7 @@ impl State<'_> {
     /// A lookup's answer, attached to its event or written after it (and to the failed port
     /// allocation that ran inside it).
     fn answer(&mut self, seq: u64, conflict: Conflict) -> io::Result<()> {
+        count_refusal(&mut self.summary, &conflict);
         let clock = self.clock;
         if let Some(inner) = self.inner.remove(&seq) {
             self.hold.answer(
@@ -371,6 +385,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     }
     if let (Some(submitter), Some(done)) = (state.conflicts.take(), done) {
         state.summary.conflict_lookups = submitter.submitted;
+        state.summary.refusal_lookups = submitter.refusals_submitted;
         state.summary.conflict_queue_full = submitter.queue_full;
         state.summary.conflict_repeats = submitter.repeats;
         // A signal asks for an end within a second: lookups get what is left of it.
@@ -416,6 +431,15 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     match end {
         Err(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err).context("writing events"),
         _ => Ok(summary),
+    }
+}
+
+/// Counts an explanation of a failure other than EADDRINUSE once its answer is known.
+fn count_refusal(summary: &mut Summary, c: &Conflict) {
+    match (&c.refusal, c.verdict) {
+        (Some(_), "refused") => summary.refusals_explained += 1,
+        (Some(_), _) => summary.refusals_unexplained += 1,
+        (None, _) => {}
     }
 }
 

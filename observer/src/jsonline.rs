@@ -403,6 +403,7 @@ mod tests {
             fixes: Vec::new(),
             ephemeral: None,
             notes: Vec::new(),
+            refusal: None,
         });
         let mut out = Vec::new();
         assert!(!encode(&mut out, &e));

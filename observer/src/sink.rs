@@ -359,6 +359,15 @@ pub fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
             s.explanations_late
         )?;
     }
+    let refusals = s.refusals_explained + s.refusals_unexplained;
+    if refusals > 0 {
+        writeln!(
+            diag,
+            "observer: other failures: {} explained by a rule of the kernel, {} not explained \
+             (each says why), {} of them looked up off the event path",
+            s.refusals_explained, s.refusals_unexplained, s.refusal_lookups
+        )?;
+    }
     if s.cgroup_unresolved > 0 {
         writeln!(
             diag,

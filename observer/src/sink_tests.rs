@@ -115,6 +115,9 @@ fn summary() -> Summary {
             .collect(),
         reason: "signal".to_string(),
         conflict_lookups: 1,
+        refusal_lookups: 0,
+        refusals_explained: 0,
+        refusals_unexplained: 0,
         conflict_queue_full: 0,
         conflict_repeats: 0,
         conflict_unfinished: 0,
@@ -571,6 +574,7 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
         fixes: vec!["wait 42 s".into()],
         ephemeral: None,
         notes: vec!["n".into()],
+        refusal: None,
     });
     let (mut out, mut diag) = (Vec::new(), Vec::new());
     TableSink::new(&mut out, &mut diag).event(&e).unwrap();

@@ -106,8 +106,26 @@ fn refused_address_lengths_show_no_requested_address() {
         assert_eq!(bind_raw(s.fd(), 128), 0);
         let got = obs.take(refused.len() + 2);
         let einval = |requested: Value| {
+            // The explanation (tests/refusals.rs has the others): the address length rule.
+            let text = if requested.is_null() {
+                "the address length is out of range: below 0 or over 128 (sizeof(struct \
+                 sockaddr_storage): net/socket.c move_addr_to_kernel), or 0, below the 16 bytes \
+                 of the family's sockaddr (inet_bind_sk)"
+                    .to_string()
+            } else {
+                "address length 8 is shorter than the family's sockaddr (16 bytes): inet_bind_sk \
+                 refuses it before reading the address"
+                    .to_string()
+            };
             let mut v = bind_event(c, &s, "127.0.0.1:8080")
                 .fails("EINVAL", libc::EINVAL)
+                .conflict(common::expect::refused(
+                    "EINVAL",
+                    "address-length",
+                    &text,
+                    &[],
+                    &["pass the length of the family's sockaddr (16)"],
+                ))
                 .json();
             v["requested"] = requested;
             v

@@ -161,7 +161,8 @@ fn reuseaddr_conflict_fails_at_listen() {
 fn non_local_address_needs_freebind() {
     in_netns("eaddrnotavail-vs-freebind", |c| {
         assert_eq!(c.comm, "eaddrnotavail-v");
-        let mut obs = Observer::watch(c, &[]);
+        // The event as captured; its explanation is tests/refusals.rs's.
+        let mut obs = Observer::watch(c, &["--no-conflicts"]);
         let plain = Sock::tcp4();
         let free = Sock::tcp4().set(Opt::FreeBind, true);
         assert_eq!(plain.bind("192.0.2.1:5000"), libc::EADDRNOTAVAIL);
@@ -179,7 +180,8 @@ fn non_local_address_needs_freebind() {
 #[test]
 fn unprivileged_low_port_is_eacces() {
     in_netns("eacces-nobody", |c| {
-        let mut obs = Observer::watch(c, &[]);
+        // The event as captured; its explanation is tests/refusals.rs's.
+        let mut obs = Observer::watch(c, &["--no-conflicts"]);
         let child = bind_as_nobody(c, "127.0.0.1:80".parse().unwrap());
         assert_eq!(child.errno, libc::EACCES);
         assert_ne!(child.caller.pid, c.pid);
@@ -192,7 +194,8 @@ fn unprivileged_low_port_is_eacces() {
 #[test]
 fn second_bind_of_one_socket_is_einval() {
     in_netns("einval-rebind", |c| {
-        let mut obs = Observer::watch(c, &[]);
+        // The event as captured; its explanation is tests/refusals.rs's.
+        let mut obs = Observer::watch(c, &["--no-conflicts"]);
         let s = Sock::tcp4();
         assert_eq!(s.bind("127.0.0.1:5000"), 0);
         assert_eq!(s.bind("127.0.0.1:5001"), libc::EINVAL);

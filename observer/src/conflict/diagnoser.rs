@@ -48,8 +48,10 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 /// Questions remembered for [`REPEAT_WINDOW`], at most (older ones are forgotten first).
 const RECENT_MAX: usize = 4096;
 
-/// What a lookup answers: the failing socket's namespace and the request the rules judge.
-type Question = (Option<u32>, Option<Request>);
+/// What a lookup answers: the failing socket's namespace, the errno, the request the rules
+/// judge, the IPv6 scope id, and for the rules that read the caller (EACCES: its
+/// capabilities; EPERM: its cgroup) the caller's pid.
+type Question = (Option<u32>, i32, Option<Request>, Option<u32>, u32);
 
 /// The event that asked a question first, within the window.
 #[derive(Debug, Clone)]
@@ -84,8 +86,10 @@ pub struct Submitter {
     handles: netns::Handles,
     /// Lookups handed over and not yet answered.
     in_flight: Arc<AtomicUsize>,
-    /// Events handed over for a lookup.
+    /// EADDRINUSE events handed over for a lookup.
     pub submitted: u64,
+    /// Other failures handed over for a lookup (`super::explain`).
+    pub refusals_submitted: u64,
     /// Events not looked up because the queue was full.
     pub queue_full: u64,
     /// Events written with `repeat_of` instead of a lookup.
@@ -149,6 +153,7 @@ pub fn start_with(
             handles: Default::default(),
             in_flight: in_flight.clone(),
             submitted: 0,
+            refusals_submitted: 0,
             queue_full: 0,
             repeats: 0,
             recent: Default::default(),
@@ -176,7 +181,15 @@ impl Submitter {
     /// Hands a copy of `event` over for a lookup, or says why not: a repeat of a recent
     /// question (counted, with the event that asked it), or a full queue (counted).
     pub fn submit(&mut self, event: &BindEvent) -> Submitted {
-        let question: Question = (event.netns, request_of(event));
+        let scope = match &event.requested {
+            Some(Requested::Inet(ep)) => ep.scope_id,
+            _ => None,
+        };
+        let caller = match event.errno {
+            libc::EACCES | libc::EPERM => event.pid,
+            _ => 0,
+        };
+        let question: Question = (event.netns, event.errno, request_of(event), scope, caller);
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
         let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());
@@ -213,7 +226,11 @@ impl Submitter {
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
-                self.submitted += 1;
+                if event.errno == libc::EADDRINUSE {
+                    self.submitted += 1;
+                } else {
+                    self.refusals_submitted += 1;
+                }
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.queue_full += 1;
@@ -317,26 +334,25 @@ fn request_of(e: &BindEvent) -> Option<Request> {
 
 /// The lookup for one event, entering its namespace through the handle taken when it was
 /// read, else through a task found in it now; failures become a conflict with verdict
-/// `"unavailable"` and the reason in its notes.
+/// `"unavailable"` and the reason in its notes. A failure other than EADDRINUSE is explained
+/// by `super::explain` (a refusal).
 pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
     let unavailable = |note: String| Conflict::with_note("unavailable", note);
+    if e.errno != libc::EADDRINUSE {
+        // EPERM reads the cgroup tree only: no namespace to enter.
+        let ns = if e.errno == libc::EPERM {
+            Ok(Netns::Current)
+        } else {
+            way_in(e, netns)
+        };
+        return super::explain::lookup(e, ns);
+    }
     let Some(request) = request_of(e) else {
         return unavailable("the event has no address to look up".into());
     };
-    let Some(ino) = e.netns else {
-        return unavailable("the event has no network namespace".into());
-    };
-    let netns = match netns {
-        Some(ns) => ns,
-        // Twice: the failing thread may exit between being found and being opened; the
-        // second search finds another task in the namespace.
-        None => match (0..2).find_map(|_| {
-            netns::find_netns(e.pid, e.tid, u64::from(ino))
-                .and_then(|path| netns::open_if(&path, u64::from(ino)).ok())
-        }) {
-            Some(ns) => ns,
-            None => return unavailable(no_way_in(e, ino)),
-        },
+    let netns = match way_in(e, netns) {
+        Ok(ns) => ns,
+        Err(why) => return unavailable(why),
     };
     let query = Query {
         request,
@@ -351,6 +367,25 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
             .push("the socket in the way has gone since the failure".into());
     }
     conflict
+}
+
+/// The failing socket's namespace: the handle taken when the event was read, else a task
+/// found in it now; or why there is no way in.
+fn way_in(e: &BindEvent, netns: Option<Netns>) -> Result<Netns, String> {
+    let Some(ino) = e.netns else {
+        return Err("the event has no network namespace".into());
+    };
+    match netns {
+        Some(ns) => Ok(ns),
+        // Twice: the failing thread may exit between being found and being opened; the
+        // second search finds another task in the namespace.
+        None => (0..2)
+            .find_map(|_| {
+                netns::find_netns(e.pid, e.tid, u64::from(ino))
+                    .and_then(|path| netns::open_if(&path, u64::from(ino)).ok())
+            })
+            .ok_or_else(|| no_way_in(e, ino)),
+    }
 }
 
 /// [`lookup`] without a handle (the namespace is found now).

@@ -42,6 +42,7 @@ fn marked(job: &Job) -> Conflict {
         fixes: Vec::new(),
         ephemeral: None,
         notes: vec![format!("port {}", e.requested_port().unwrap())],
+        refusal: None,
     }
 }
 

@@ -13,8 +13,10 @@ pub mod advice;
 #[cfg(test)]
 #[path = "../../tests/common/cases.rs"]
 pub(crate) mod cases;
+pub mod cgroupbpf;
 pub mod diagnoser;
 pub mod ephemeral;
+pub mod explain;
 pub mod group;
 pub mod kiter;
 pub mod owners;
@@ -189,6 +191,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         fixes,
         ephemeral: None,
         notes,
+        refusal: None,
     })
 }
 
@@ -261,6 +264,7 @@ fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
         fixes: Vec::new(),
         ephemeral: None,
         notes,
+        refusal: None,
     }
 }
 

@@ -2,7 +2,7 @@
 //! it, the overlap and the rule), then what would have worked. Used under a failing row of the
 //! table sink and by `observer why`.
 
-use crate::model::{Conflict, Holder};
+use crate::model::{Conflict, Holder, Refusal};
 use std::net::IpAddr;
 
 /// `addr:port` with IPv6 in brackets.
@@ -108,9 +108,24 @@ pub fn lines(c: &Conflict) -> Vec<String> {
     lines_up_to(c, SHOWN_GROUPS)
 }
 
+/// A refusal for people: the rule and its text, the facts it read, what would work (not yet
+/// escaped: the caller escapes every line).
+pub fn refusal_lines(r: &Refusal) -> Vec<String> {
+    let mut out = vec![format!("{}: {}", r.rule, r.text)];
+    out.extend(r.facts.iter().cloned());
+    if !r.fixes.is_empty() {
+        out.push("would work:".into());
+        out.extend(r.fixes.iter().map(|f| format!("  {f}")));
+    }
+    out
+}
+
 /// [`lines`] with every holder (`why --all`).
 pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(r) = &c.refusal {
+        out.extend(refusal_lines(r));
+    }
     match c.verdict {
         "free" => out.push("nothing is in the way now".into()),
         "uncertain" => {

@@ -129,6 +129,7 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         v6only: request.v6only,
         freebind: args.freebind,
         transparent: args.transparent,
+        bound_dev_if: 0,
         caller: args.uid.map_or(refusal::Caller::This, refusal::Caller::Uid),
     };
     let refused = refusal::check(&ask, &netns).map_err(|err| {
@@ -199,12 +200,11 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         // backslash of an escape.
         let mut lines = vec![format!("{proto} {shown}: bind() {verdict}")];
         if let Some(r) = &refused {
-            lines.push(format!("  {}: {}", r.rule, r.text));
-            lines.extend(r.facts.iter().map(|fact| format!("  {fact}")));
-            if !r.fixes.is_empty() {
-                lines.push("  would work:".into());
-                lines.extend(r.fixes.iter().map(|fix| format!("    {fix}")));
-            }
+            lines.extend(
+                super::report::refusal_lines(r)
+                    .iter()
+                    .map(|l| format!("  {l}")),
+            );
         }
         let mut safe: String = lines
             .iter()

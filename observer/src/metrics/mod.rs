@@ -52,6 +52,15 @@ pub struct RuleLabels {
     pub rule: Cow<'static, str>,
 }
 
+/// Labels of `observer_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The errno name.
+    pub errno: Cow<'static, str>,
+    /// The refusal's rule (`privileged-port`, `address-not-local`, ..., `not-explained`).
+    pub rule: Cow<'static, str>,
+}
+
 /// Labels of `observer_backend_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
@@ -104,6 +113,7 @@ pub struct Metrics {
     attempts: Family<AttemptLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     conflicts: Family<RuleLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     totals: Totals,
     /// The endpoint's own counters.
     pub(crate) server: server::ServerCounters,
@@ -122,6 +132,7 @@ impl Metrics {
         let attempts = Family::<AttemptLabels, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let conflicts = Family::<RuleLabels, Counter>::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let totals = Totals::default();
         registry.register(
             "backend",
@@ -146,6 +157,12 @@ impl Metrics {
             "conflicts",
             "EADDRINUSE failures diagnosed, by the kernel rule that refused the port",
             conflicts.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Other failed bind() and listen() calls explained, by errno and the kernel rule \
+             (not-explained: no rule could be named, the explanation says why)",
+            refusals.clone(),
         );
         let totals_help: [(&str, &str, &Counter); 5] = [
             (
@@ -198,6 +215,7 @@ impl Metrics {
             attempts,
             failures,
             conflicts,
+            refusals,
             totals,
             server,
             watch_ports,
@@ -240,6 +258,15 @@ impl Metrics {
     /// when its explanation comes.
     fn conflict(&self, c: &crate::model::Conflict) {
         if c.verdict == "pending" {
+            return;
+        }
+        if let Some(r) = &c.refusal {
+            self.refusals
+                .get_or_create(&RefusalLabels {
+                    errno: r.errno.clone(),
+                    rule: Cow::Borrowed(r.rule),
+                })
+                .inc();
             return;
         }
         for rule in rules(c) {

@@ -13,7 +13,8 @@ pub struct Conflict {
     /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
     /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"unavailable"`: no lookup could be
     /// made (the notes say why); `"pending"`: the event was written before its lookup ended,
-    /// whose answer follows as an `"explanation"` record naming the event's `seq`.
+    /// whose answer follows as an `"explanation"` record naming the event's `seq`;
+    /// `"refused"`: a failure other than EADDRINUSE, refused by the rule `refusal` names.
     pub verdict: &'static str,
     pub holders: Vec<Holder>,
     /// Changes that would have worked, each checked against the same table.
@@ -22,9 +23,31 @@ pub struct Conflict {
     pub ephemeral: Option<Ephemeral>,
     /// Anything the lookup could not establish.
     pub notes: Vec<String>,
+    /// A failure other than EADDRINUSE: the rule of `bind()`/`listen()` that refused it (with
+    /// verdict `"refused"`), or why there is no such rule to give (verdict `"unavailable"`,
+    /// rule `not-explained`). Absent for EADDRINUSE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<super::Refusal>,
 }
 
 impl Conflict {
+    /// The explanation of a failure other than EADDRINUSE: `"refused"` by `r`'s rule, or
+    /// `"unavailable"` when `r` says why no rule can be named (`not-explained`).
+    pub fn refused(r: super::Refusal) -> Conflict {
+        Conflict {
+            verdict: if r.rule == super::NOT_EXPLAINED {
+                "unavailable"
+            } else {
+                "refused"
+            },
+            holders: Vec::new(),
+            fixes: Vec::new(),
+            ephemeral: None,
+            notes: Vec::new(),
+            refusal: Some(r),
+        }
+    }
+
     /// An answer without holders: a verdict and why (`"unavailable"`, `"pending"`).
     pub fn with_note(verdict: &'static str, note: String) -> Conflict {
         Conflict {
@@ -33,6 +56,7 @@ impl Conflict {
             fixes: Vec::new(),
             ephemeral: None,
             notes: vec![note],
+            refusal: None,
         }
     }
 }

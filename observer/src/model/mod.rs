@@ -22,4 +22,4 @@ pub use cgroup::{Cgroup, Container};
 pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
 pub use event::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
 pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
-pub use refusal::Refusal;
+pub use refusal::{NOT_EXPLAINED, Refusal};

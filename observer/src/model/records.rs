@@ -95,11 +95,20 @@ pub struct Summary {
     pub reason: String,
     /// EADDRINUSE events handed to the conflict lookup.
     pub conflict_lookups: u64,
-    /// EADDRINUSE events printed without a conflict because the lookup queue was full.
+    /// Failed events printed without an explanation because the lookup queue was full.
     pub conflict_queue_full: u64,
-    /// EADDRINUSE events written with `repeat_of` instead of a lookup of their own: the same
+    /// Failed events written with `repeat_of` instead of a lookup of their own: the same
     /// question was looked up less than a second before (a retry loop asks it again and again).
     pub conflict_repeats: u64,
+    /// Failed calls other than EADDRINUSE handed to the lookup (EADDRNOTAVAIL, EACCES,
+    /// ENODEV: in the namespace; EPERM: the cgroup programs); the others are explained from
+    /// the event alone.
+    pub refusal_lookups: u64,
+    /// Failed calls other than EADDRINUSE explained by a rule (`conflict.verdict` `refused`).
+    pub refusals_explained: u64,
+    /// Failed calls other than EADDRINUSE whose explanation says why no rule could be named
+    /// (`conflict.verdict` `unavailable`, `refusal.rule` `not-explained`).
+    pub refusals_unexplained: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
     /// Explanations written as their own record, after their event, because the lookup took

@@ -78,6 +78,14 @@ fn conflict() -> Conflict {
             free: 0,
         }),
         notes: vec!["n".into()],
+        // Never both in one answer; here so that every field is checked.
+        refusal: Some(super::Refusal {
+            errno: "EPERM".into(),
+            rule: "cgroup-bpf",
+            text: String::new(),
+            facts: vec![String::new()],
+            fixes: vec![String::new()],
+        }),
     }
 }
 

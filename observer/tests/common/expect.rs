@@ -94,6 +94,18 @@ impl Expect {
     }
 }
 
+/// The `conflict` of a failure other than EADDRINUSE: verdict `refused` (or `unavailable` for
+/// the rule `not-explained`) with its refusal.
+pub fn refused(errno: &str, rule: &str, text: &str, facts: &[&str], fixes: &[&str]) -> Value {
+    json!({
+        "verdict": if rule == "not-explained" { "unavailable" } else { "refused" },
+        "holders": [],
+        "fixes": [],
+        "notes": [],
+        "refusal": {"errno": errno, "rule": rule, "text": text, "facts": facts, "fixes": fixes},
+    })
+}
+
 /// The `conflict` of a SO_REUSEADDR bind to 127.0.0.1:`port` against a TCP listener there
 /// with SO_REUSEADDR, owned by uid 0, socket `inode`, held by `owner`
 /// (`{"pid", "comm", "cmdline", "fd"}`), with port + 1 free.

@@ -174,6 +174,21 @@ impl Observer {
         self.events.extend(got);
     }
 
+    /// [`Observer::expect`] for one failed call: its explanation may come late on a loaded
+    /// machine (`"verdict":"pending"`, then an `explanation` record right after): that answer
+    /// takes the pending one's place before the comparison. Returns the event.
+    pub fn expect_explained(&mut self, want: Expect) -> Value {
+        let mut got = self.next_events(1).remove(0);
+        check_times(std::slice::from_ref(&got), self.started_us);
+        if got["conflict"]["verdict"] == "pending" {
+            let seq = got["seq"].as_u64().unwrap();
+            got["conflict"] = self.take_explanation(seq)["conflict"].clone();
+        }
+        compare_event(0, &want.json(), &got);
+        self.events.push(got.clone());
+        got
+    }
+
     /// Waits (bounded) for the next `n` events and returns them, checked only for their
     /// order (`seq`), for a test that asserts on them itself.
     pub fn take(&mut self, n: usize) -> Vec<Value> {
