@@ -178,6 +178,19 @@ fn each_observer_hides_only_its_own_calls() {
         "hook": "tracepoint:sys_exit_bind",
         "call_id": null,
         "cgroup": common::expect::own_cgroup(),
+        "conflict": {
+            "verdict": "refused",
+            "holders": [],
+            "fixes": [],
+            "notes": [],
+            "refusal": {
+                "errno": "EBADF",
+                "rule": "errno",
+                "text": "the descriptor is not open (net/socket.c __sys_bind: EBADF before the socket is looked at)",
+                "facts": [],
+                "fixes": [],
+            },
+        },
     });
     assert_same(&first.event_of(second.host_pid, second.host_pid), &want);
     second.stop();
