@@ -4,7 +4,7 @@
 
 use crate::backend::Loaded;
 use crate::conflict::diagnoser::{self, Submitted};
-use crate::conflict::explain;
+use crate::conflict::{explain, sharing};
 use crate::decode;
 use crate::filter::Filter;
 use crate::model::{Conflict, LostRecord, StartRecord, Summary};
@@ -129,7 +129,7 @@ impl State<'_> {
             }
         }
         if let Some(submitter) = self.conflicts.as_mut()
-            && (diagnoser::wants(event) || plan.is_some())
+            && (diagnoser::wants(event) || plan.is_some() || sharing::wants(event))
         {
             let inner = event
                 .call_id
@@ -436,6 +436,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
 
 /// Counts an explanation of a failure other than EADDRINUSE once its answer is known.
 fn count_refusal(summary: &mut Summary, c: &Conflict) {
+    summary.port_shares += u64::from(c.sharing.is_some());
     match (&c.refusal, c.verdict) {
         (Some(_), "refused") => summary.refusals_explained += 1,
         (Some(_), _) => summary.refusals_unexplained += 1,

@@ -970,6 +970,7 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
         ephemeral: None,
         notes: Vec::new(),
         refusal: None,
+        sharing: None,
     });
     super::decode_into(&to_bytes(&second), &clock(), &mut reused).expect("record decodes");
     assert_eq!(

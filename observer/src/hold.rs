@@ -83,11 +83,16 @@ impl Hold {
             .iter_mut()
             .find(|h| h.waiting && h.event.seq == seq)
         {
-            held.event.conflict = Some(conflict);
+            // Nobody to share the port with: nothing to say about a successful call.
+            held.event.conflict =
+                (conflict.verdict != crate::conflict::sharing::ALONE).then_some(conflict);
             held.waiting = false;
             return self.flush(now, sink);
         }
         if let Some(event_time) = self.late.remove(&seq) {
+            if conflict.verdict == crate::conflict::sharing::ALONE {
+                return Ok(());
+            }
             self.late_explanations += 1;
             sink.explanation(&ExplanationRecord {
                 record_type: "explanation",
@@ -148,7 +153,13 @@ impl Hold {
         let Some(mut head) = self.queue.pop_front() else {
             return Ok(());
         };
-        if head.waiting && ending {
+        if head.waiting && head.event.errno == 0 {
+            // A successful call waiting to learn whether it shares its port: written without
+            // an answer; one that finds other processes' sockets follows as an explanation.
+            if !ending {
+                self.late.insert(head.event.seq, head.event.time.clone());
+            }
+        } else if head.waiting && ending {
             head.event.conflict = Some(unfinished());
         } else if head.waiting {
             head.event.conflict = Some(Conflict::with_note(

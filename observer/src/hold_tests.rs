@@ -33,10 +33,13 @@ impl Sink for Record {
     }
 }
 
+/// A failed call (a successful one waits only to learn whether it shares its port, see
+/// `a_success_that_waits_is_written_without_a_pending_answer`).
 fn event(seq: u64) -> BindEvent {
     let mut e = BindEvent::blank();
     e.seq = seq;
     e.time = format!("t{seq}");
+    e.errno = libc::EADDRINUSE;
     e
 }
 
@@ -164,5 +167,55 @@ fn an_event_settled_without_a_lookup_goes_out_changed_and_in_order() {
         !hold
             .settle(1, MS, &mut sink, |_| panic!("not waiting any more"))
             .unwrap()
+    );
+}
+
+#[test]
+fn a_success_that_waits_is_written_without_a_pending_answer() {
+    let (mut hold, mut sink) = (Hold::default(), Record::default());
+    let mut ok = event(1);
+    ok.errno = 0;
+    let mut ok2 = event(2);
+    ok2.errno = 0;
+    hold.wait(&ok, 0);
+    hold.wait(&ok2, 0);
+    // The first learns it is alone in time: nothing is attached.
+    hold.answer(
+        1,
+        answer(crate::conflict::sharing::ALONE),
+        MS,
+        || "now".into(),
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(sink.0, ["event 1 -"]);
+    // The second outlives the bound: written as it is, and a "shared" answer follows.
+    let bound = HOLD.as_nanos() as u64;
+    hold.flush(bound, &mut sink).unwrap();
+    assert_eq!(sink.0, ["event 1 -", "event 2 -"]);
+    hold.answer(2, answer("shared"), bound + MS, || "now".into(), &mut sink)
+        .unwrap();
+    assert_eq!(sink.0[2], "explanation of 2 at t2 shared");
+    // An "alone" answer that comes late writes nothing.
+    let mut ok3 = event(3);
+    ok3.errno = 0;
+    hold.wait(&ok3, bound);
+    hold.flush(2 * bound, &mut sink).unwrap();
+    hold.answer(
+        3,
+        answer(crate::conflict::sharing::ALONE),
+        2 * bound,
+        || "now".into(),
+        &mut sink,
+    )
+    .unwrap();
+    assert_eq!(
+        sink.0,
+        [
+            "event 1 -",
+            "event 2 -",
+            "explanation of 2 at t2 shared",
+            "event 3 -"
+        ]
     );
 }

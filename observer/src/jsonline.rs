@@ -404,6 +404,7 @@ mod tests {
             ephemeral: None,
             notes: Vec::new(),
             refusal: None,
+            sharing: None,
         });
         let mut out = Vec::new();
         assert!(!encode(&mut out, &e));

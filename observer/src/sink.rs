@@ -368,6 +368,14 @@ pub fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
             s.refusals_explained, s.refusals_unexplained, s.refusal_lookups
         )?;
     }
+    if s.port_shares > 0 {
+        writeln!(
+            diag,
+            "observer: {} successful calls put their socket beside other processes' sockets on \
+             the port (each says where the traffic goes)",
+            s.port_shares
+        )?;
+    }
     if s.cgroup_unresolved > 0 {
         writeln!(
             diag,

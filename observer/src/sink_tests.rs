@@ -117,6 +117,7 @@ fn summary() -> Summary {
         conflict_lookups: 1,
         refusal_lookups: 0,
         refusals_explained: 0,
+        port_shares: 0,
         refusals_unexplained: 0,
         conflict_queue_full: 0,
         conflict_repeats: 0,
@@ -575,6 +576,7 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
         ephemeral: None,
         notes: vec!["n".into()],
         refusal: None,
+        sharing: None,
     });
     let (mut out, mut diag) = (Vec::new(), Vec::new());
     TableSink::new(&mut out, &mut diag).event(&e).unwrap();

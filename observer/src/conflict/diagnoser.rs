@@ -186,7 +186,8 @@ impl Submitter {
             _ => None,
         };
         let caller = match event.errno {
-            libc::EACCES | libc::EPERM => event.pid,
+            // Each process sharing a port asks about the others.
+            0 | libc::EACCES | libc::EPERM => event.pid,
             _ => 0,
         };
         let question: Question = (event.netns, event.errno, request_of(event), scope, caller);
@@ -338,6 +339,9 @@ fn request_of(e: &BindEvent) -> Option<Request> {
 /// by `super::explain` (a refusal).
 pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
     let unavailable = |note: String| Conflict::with_note("unavailable", note);
+    if e.errno == 0 {
+        return super::sharing::lookup(e, way_in(e, netns));
+    }
     if e.errno != libc::EADDRINUSE {
         // EPERM reads the cgroup tree only: no namespace to enter.
         let ns = if e.errno == libc::EPERM {

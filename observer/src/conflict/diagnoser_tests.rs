@@ -43,6 +43,7 @@ fn marked(job: &Job) -> Conflict {
         ephemeral: None,
         notes: vec![format!("port {}", e.requested_port().unwrap())],
         refusal: None,
+        sharing: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod owners;
 pub mod refusal;
 pub mod report;
 pub mod rules;
+pub mod sharing;
 pub mod sockflags;
 pub mod socktable;
 pub mod why;
@@ -192,6 +193,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         ephemeral: None,
         notes,
         refusal: None,
+        sharing: None,
     })
 }
 
@@ -265,6 +267,7 @@ fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
         ephemeral: None,
         notes,
         refusal: None,
+        sharing: None,
     }
 }
 

@@ -120,11 +120,39 @@ pub fn refusal_lines(r: &Refusal) -> Vec<String> {
     out
 }
 
+/// A shared port for people: where the traffic goes, then each socket of another process.
+fn sharing_lines(sh: &crate::model::Sharing) -> Vec<String> {
+    let mut out = vec![format!("shares its port ({}): {}", sh.rule, sh.effect)];
+    for p in sh.with.iter().take(SHOWN_GROUPS) {
+        out.push(format!(
+            "{} {} SO_REUSEADDR {} SO_REUSEPORT {} uid {}",
+            p.state,
+            addr_port(p.addr, p.port),
+            flag(p.reuseaddr),
+            flag(p.reuseport),
+            p.uid
+        ));
+        for o in &p.owners {
+            out.push(format!(
+                "  held by pid {} ({}): {}",
+                o.pid, o.comm, o.cmdline
+            ));
+        }
+    }
+    if sh.with.len() > SHOWN_GROUPS {
+        out.push(format!("and {} more sockets", sh.with.len() - SHOWN_GROUPS));
+    }
+    out
+}
+
 /// [`lines`] with every holder (`why --all`).
 pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(r) = &c.refusal {
         out.extend(refusal_lines(r));
+    }
+    if let Some(sh) = &c.sharing {
+        out.extend(sharing_lines(sh));
     }
     match c.verdict {
         "free" => out.push("nothing is in the way now".into()),

@@ -61,6 +61,15 @@ pub struct RefusalLabels {
     pub rule: Cow<'static, str>,
 }
 
+/// Labels of `observer_port_shares_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShareLabels {
+    /// `tcp` or `udp`.
+    pub protocol: Cow<'static, str>,
+    /// Where the traffic goes: `reuseport-group`, `udp-one-receiver`, `most-specific-address`.
+    pub rule: Cow<'static, str>,
+}
+
 /// Labels of `observer_backend_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
@@ -114,6 +123,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     conflicts: Family<RuleLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    shares: Family<ShareLabels, Counter>,
     totals: Totals,
     /// The endpoint's own counters.
     pub(crate) server: server::ServerCounters,
@@ -133,6 +143,7 @@ impl Metrics {
         let failures = Family::<FailureLabels, Counter>::default();
         let conflicts = Family::<RuleLabels, Counter>::default();
         let refusals = Family::<RefusalLabels, Counter>::default();
+        let shares = Family::<ShareLabels, Counter>::default();
         let totals = Totals::default();
         registry.register(
             "backend",
@@ -163,6 +174,12 @@ impl Metrics {
             "Other failed bind() and listen() calls explained, by errno and the kernel rule \
              (not-explained: no rule could be named, the explanation says why)",
             refusals.clone(),
+        );
+        registry.register(
+            "port_shares",
+            "Successful bind() and listen() calls that put a socket beside other processes' \
+             sockets on its port, by protocol and where the traffic then goes",
+            shares.clone(),
         );
         let totals_help: [(&str, &str, &Counter); 5] = [
             (
@@ -216,6 +233,7 @@ impl Metrics {
             failures,
             conflicts,
             refusals,
+            shares,
             totals,
             server,
             watch_ports,
@@ -258,6 +276,19 @@ impl Metrics {
     /// when its explanation comes.
     fn conflict(&self, c: &crate::model::Conflict) {
         if c.verdict == "pending" {
+            return;
+        }
+        if let Some(sh) = &c.sharing {
+            let protocol = match sh.protocol {
+                crate::model::Proto::Tcp => "tcp",
+                crate::model::Proto::Udp => "udp",
+            };
+            self.shares
+                .get_or_create(&ShareLabels {
+                    protocol: Cow::Borrowed(protocol),
+                    rule: Cow::Borrowed(sh.rule),
+                })
+                .inc();
             return;
         }
         if let Some(r) = &c.refusal {

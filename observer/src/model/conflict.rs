@@ -14,7 +14,8 @@ pub struct Conflict {
     /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"unavailable"`: no lookup could be
     /// made (the notes say why); `"pending"`: the event was written before its lookup ended,
     /// whose answer follows as an `"explanation"` record naming the event's `seq`;
-    /// `"refused"`: a failure other than EADDRINUSE, refused by the rule `refusal` names.
+    /// `"refused"`: a failure other than EADDRINUSE, refused by the rule `refusal` names;
+    /// `"shared"`: a successful call whose socket now shares its port, see `sharing`.
     pub verdict: &'static str,
     pub holders: Vec<Holder>,
     /// Changes that would have worked, each checked against the same table.
@@ -28,6 +29,36 @@ pub struct Conflict {
     /// rule `not-explained`). Absent for EADDRINUSE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<super::Refusal>,
+    /// A successful bind or listen that put the socket beside sockets of other processes on
+    /// its port (verdict `"shared"`): who, and what the kernel does with the traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sharing: Option<Sharing>,
+}
+
+/// Sockets of other processes on the port a successful bind or listen joined.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sharing {
+    pub protocol: Proto,
+    /// `reuseport-group`, `udp-one-receiver` or `most-specific-address`.
+    pub rule: &'static str,
+    /// Where the traffic goes now, from the kernel's lookup.
+    pub effect: String,
+    pub with: Vec<Partner>,
+}
+
+/// One socket of another process on the same port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Partner {
+    /// As `ss` names it: LISTEN, UNCONN.
+    pub state: &'static str,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// `null` when it could not be read.
+    pub reuseaddr: Option<bool>,
+    pub reuseport: Option<bool>,
+    pub uid: u32,
+    pub inode: u64,
+    pub owners: Vec<Owner>,
 }
 
 impl Conflict {
@@ -45,6 +76,7 @@ impl Conflict {
             ephemeral: None,
             notes: Vec::new(),
             refusal: Some(r),
+            sharing: None,
         }
     }
 
@@ -57,6 +89,7 @@ impl Conflict {
             ephemeral: None,
             notes: vec![note],
             refusal: None,
+            sharing: None,
         }
     }
 }

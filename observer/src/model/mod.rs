@@ -19,7 +19,9 @@ mod refusal;
 mod schema_tests;
 
 pub use cgroup::{Cgroup, Container};
-pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
+pub use conflict::{
+    Conflict, Ephemeral, Holder, Named, Overlap, Owner, Partner, Proto, Rule, Sharing, WhyRecord,
+};
 pub use event::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
 pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
 pub use refusal::{NOT_EXPLAINED, Refusal};

@@ -109,6 +109,9 @@ pub struct Summary {
     /// Failed calls other than EADDRINUSE whose explanation says why no rule could be named
     /// (`conflict.verdict` `unavailable`, `refusal.rule` `not-explained`).
     pub refusals_unexplained: u64,
+    /// Successful calls that put their socket beside other processes' sockets on the port
+    /// (`conflict.verdict` `shared`).
+    pub port_shares: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
     /// Explanations written as their own record, after their event, because the lookup took

@@ -86,6 +86,21 @@ fn conflict() -> Conflict {
             facts: vec![String::new()],
             fixes: vec![String::new()],
         }),
+        sharing: Some(super::Sharing {
+            protocol: Proto::Udp,
+            rule: "udp-one-receiver",
+            effect: String::new(),
+            with: vec![super::Partner {
+                state: "UNCONN",
+                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port: 1,
+                reuseaddr: Some(true),
+                reuseport: None,
+                uid: 0,
+                inode: 1,
+                owners: Vec::new(),
+            }],
+        }),
     }
 }
 
