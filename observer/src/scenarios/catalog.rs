@@ -140,6 +140,31 @@ fn time_wait_restart(
     steps
 }
 
+/// Two sockets of `kind` with `opt` set binding `addr:port`, both successfully (listening too
+/// when `listen_too`); `b_uid`: B's owner, when not root.
+fn pair_sharing(
+    kind: Kind,
+    opt: Opt,
+    addr: &'static str,
+    port: u16,
+    listen_too: bool,
+    b_uid: Option<u32>,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for sock in ['A', 'B'] {
+        steps.push(match (sock, b_uid) {
+            ('B', Some(uid)) => socket_as(sock, kind, uid),
+            _ => socket(sock, kind),
+        });
+        steps.push(set(sock, opt));
+        steps.push(bind(sock, addr, port, OK));
+        if listen_too {
+            steps.push(listen(sock, OK));
+        }
+    }
+    steps
+}
+
 /// Every scenario, in the order the demo shows them.
 pub fn all() -> Vec<Scenario> {
     use Kind::{Tcp4, Tcp6, Udp4};
@@ -342,16 +367,7 @@ pub fn all() -> Vec<Scenario> {
             "two listeners share the port; the kernel balances connections between them",
             true,
             Loopback,
-            vec![
-                socket('A', Tcp4),
-                set('A', ReusePort),
-                bind('A', "127.0.0.1", 7000, OK),
-                listen('A', OK),
-                socket('B', Tcp4),
-                set('B', ReusePort),
-                bind('B', "127.0.0.1", 7000, OK),
-                listen('B', OK),
-            ],
+            pair_sharing(Tcp4, ReusePort, "127.0.0.1", 7000, true, None),
         ),
         scenario(
             "reuseport-one-side",
@@ -394,16 +410,7 @@ pub fn all() -> Vec<Scenario> {
                 "two processes of the same owner uid share 127.0.0.1:7000, both listening; the kernel balances connections between them",
                 true,
                 Loopback,
-                vec![
-                    socket('A', Tcp4),
-                    set('A', ReusePort),
-                    bind('A', "127.0.0.1", 7000, OK),
-                    listen('A', OK),
-                    socket('B', Tcp4),
-                    set('B', ReusePort),
-                    bind('B', "127.0.0.1", 7000, OK),
-                    listen('B', OK),
-                ],
+                pair_sharing(Tcp4, ReusePort, "127.0.0.1", 7000, true, None),
             ),
             &['B'],
         ),
@@ -414,14 +421,7 @@ pub fn all() -> Vec<Scenario> {
             "two UDP sockets with SO_REUSEADDR bind the same group and port",
             true,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReuseAddr),
-                bind('A', "239.1.2.3", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReuseAddr),
-                bind('B', "239.1.2.3", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReuseAddr, "239.1.2.3", 5353, false, None),
         ),
         scenario(
             "udp-multicast-no-reuseaddr",
@@ -445,14 +445,7 @@ pub fn all() -> Vec<Scenario> {
             "SO_REUSEPORT on both UDP sockets (same uid) also allows the duplicate bind",
             true,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReusePort),
-                bind('A', "239.1.2.3", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReusePort),
-                bind('B', "239.1.2.3", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReusePort, "239.1.2.3", 5353, false, None),
         ),
         scenario(
             "udp-unicast-reuseaddr",
@@ -461,14 +454,7 @@ pub fn all() -> Vec<Scenario> {
             "Linux allows it for any UDP address when both sockets set SO_REUSEADDR",
             false,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReuseAddr),
-                bind('A', "127.0.0.1", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReuseAddr),
-                bind('B', "127.0.0.1", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, None),
         ),
         in_second_process(
             scenario(
@@ -478,14 +464,7 @@ pub fn all() -> Vec<Scenario> {
                 "two processes' UDP sockets with SO_REUSEADDR share the unicast 127.0.0.1:5353",
                 false,
                 Loopback,
-                vec![
-                    socket('A', Udp4),
-                    set('A', ReuseAddr),
-                    bind('A', "127.0.0.1", 5353, OK),
-                    socket('B', Udp4),
-                    set('B', ReuseAddr),
-                    bind('B', "127.0.0.1", 5353, OK),
-                ],
+                pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, None),
             ),
             &['B'],
         ),
@@ -496,14 +475,7 @@ pub fn all() -> Vec<Scenario> {
             "for UDP, SO_REUSEADDR on both shares any address even between owners (root and nobody): it compares no uid, SO_REUSEPORT does",
             false,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReuseAddr),
-                bind('A', "127.0.0.1", 5353, OK),
-                socket_as('B', Udp4, NOBODY),
-                set('B', ReuseAddr),
-                bind('B', "127.0.0.1", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, Some(NOBODY)),
         ),
         scenario(
             "tcp-duplicate-reuseaddr",
