@@ -56,8 +56,18 @@ pub enum ScenariosCommand {
         /// Print one JSON record per step.
         #[arg(long)]
         json: bool,
+        /// (The demo's workload.) Print each record as it is made and, after a failed bind or
+        /// listen, wait for a line on stdin before going on.
+        #[arg(long, hide = true, requires = "json")]
+        pace: bool,
         /// Scenario names.
         names: Vec<String>,
+    },
+    /// The second process of a scenario: performs the steps whose index comes on stdin.
+    #[command(hide = true)]
+    ServeSteps {
+        /// The scenario.
+        name: String,
     },
     /// Bind a TCP socket with io_uring's IORING_OP_BIND (Linux 6.11+) under each backend and
     /// say which backend saw it; exit 1 if a kernel-function backend that loaded missed it.
@@ -303,7 +313,14 @@ fn run(cli: Cli) -> Result<Outcome> {
             }
             Ok(Outcome::Clean)
         }
-        Command::Scenarios(ScenariosCommand::Run { json, names }) => scenarios_run(json, &names),
+        Command::Scenarios(ScenariosCommand::Run { json, pace, names }) => {
+            scenarios_run(json, pace, &names)
+        }
+        Command::Scenarios(ScenariosCommand::ServeSteps { name }) => {
+            let selected = select(std::slice::from_ref(&name))?;
+            scenarios::serve_steps(&selected[0]).context("serving a scenario's steps")?;
+            Ok(Outcome::Clean)
+        }
         Command::Scenarios(ScenariosCommand::IoUringBind) => {
             let did = scenarios::uring::bind_once().context("io_uring bind")?;
             println!("{}", serde_json::to_string(&did)?);
@@ -328,11 +345,12 @@ fn select(names: &[String]) -> Result<Vec<scenarios::Scenario>> {
 #[error("{0}")]
 struct UsageError(String);
 
-fn scenarios_run(json: bool, names: &[String]) -> Result<Outcome> {
+fn scenarios_run(json: bool, pace: bool, names: &[String]) -> Result<Outcome> {
     let selected = select(names)?;
-    let outcomes = scenarios::demo::run_workload(&selected)?;
+    let outcomes = scenarios::demo::run_workload(&selected, pace)?;
     let mut out = io::stdout().lock();
-    for o in &outcomes {
+    // Paced, every record was printed as it was made.
+    for o in outcomes.iter().filter(|_| !pace) {
         if json {
             serde_json::to_writer(&mut out, o)?;
             writeln!(out)?;

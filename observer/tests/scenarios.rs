@@ -90,8 +90,25 @@ fn the_observer_sees_every_step_exactly() {
         .filter(|s| s.act.is_observed())
         .count();
     let failing = scenarios.iter().filter(|s| !s.claim_holds).count();
+    // Every call declared to fail declares the rule its explanation must name.
+    let declared: usize = scenarios
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter(|s| s.act.is_observed() && s.rule.is_some())
+        .count();
+    let failed_calls = scenarios
+        .iter()
+        .flat_map(|s| &s.steps)
+        .filter(|s| s.act.is_observed() && s.expect != 0)
+        .count();
+    assert_eq!(
+        declared, failed_calls,
+        "a failing call without a declared rule"
+    );
+    assert!(declared >= 14, "{declared} explanations declared");
     let total = format!(
         "{} scenarios, {observed} observed calls: observer matched the kernel in {observed}/{observed}, 0 extra events; \
+         its explanation named the declared rule in {declared}/{declared} failed calls; \
          kernel matched Linux's declared result in {observed}/{observed}; the note's claim does not hold on Linux in {failing} (",
         scenarios.len()
     );
@@ -101,9 +118,49 @@ fn the_observer_sees_every_step_exactly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !stdout.contains("OBSERVER WRONG") && !stdout.contains("EXTRA EVENT"),
+        !stdout.contains("OBSERVER WRONG")
+            && !stdout.contains("EXTRA EVENT")
+            && !stdout.contains("EXPLANATION WRONG"),
         "{stdout}"
     );
+    // Each failed call is shown with its explanation, naming the declared rule.
+    assert_eq!(
+        stdout.matches(", as declared").count(),
+        declared,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("explained: rule privileged-port, as declared")
+            && stdout.contains("explained: rule reuseaddr-vs-listener, as declared"),
+        "{stdout}"
+    );
+    assert!(out.status.success(), "exit status {}", out.status);
+}
+
+#[test]
+fn the_demo_json_counts_matched_explanations() {
+    require_root();
+    let out = Command::new(OBSERVER)
+        .args([
+            "demo",
+            "--json",
+            "any-then-loopback-reuseaddr-bound",
+            "non-local-address",
+            "reuseport-two-processes",
+        ])
+        .output()
+        .expect("run observer demo --json");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let verdicts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("verdict record"))
+        .collect();
+    assert_eq!(verdicts.len(), 3, "{stdout}");
+    for (v, declared) in verdicts.iter().zip([1, 1, 0]) {
+        assert_eq!(v["pass"], true, "{v}");
+        assert_eq!(v["explanations_declared"], declared, "{v}");
+        assert_eq!(v["explanations_matched"], declared, "{v}");
+    }
     assert!(out.status.success(), "exit status {}", out.status);
 }
 

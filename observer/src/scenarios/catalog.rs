@@ -14,7 +14,12 @@ const NOTE_REUSEADDR: &str = "002_a3672dce97014c81.txt";
 const NOTE_TWO_PROCESSES: &str = "003_e951d6b44d1d5051.txt";
 
 fn step(sock: char, act: Act, expect: i32) -> Step {
-    Step { sock, act, expect }
+    Step {
+        sock,
+        act,
+        expect,
+        rule: None,
+    }
 }
 fn socket(sock: char, kind: Kind) -> Step {
     step(sock, Act::Socket { kind, uid: None }, OK)
@@ -38,6 +43,32 @@ fn bind(sock: char, addr: &'static str, port: u16, expect: i32) -> Step {
 fn listen(sock: char, expect: i32) -> Step {
     step(sock, Act::Listen, expect)
 }
+/// A bind that fails with `errno`, explained by `rule`.
+fn bind_fails(sock: char, addr: &'static str, port: u16, errno: i32, rule: &'static str) -> Step {
+    Step {
+        rule: Some(rule),
+        ..bind(sock, addr, port, errno)
+    }
+}
+/// A listen that fails with `errno`, explained by `rule`.
+fn listen_fails(sock: char, errno: i32, rule: &'static str) -> Step {
+    Step {
+        rule: Some(rule),
+        ..listen(sock, errno)
+    }
+}
+
+/// The rule names the observer's explanations use (`conflict.holders[].rule.name`,
+/// `conflict.refusal.rule`).
+const NO_REUSE_FLAGS: &str = "no-reuse-flags";
+const REUSEADDR_BOTH_SIDES: &str = "reuseaddr-both-sides";
+const REUSEADDR_VS_LISTENER: &str = "reuseaddr-vs-listener";
+const REUSEPORT_BOTH_SIDES: &str = "reuseport-both-sides";
+const REUSEPORT_SAME_UID: &str = "reuseport-same-uid";
+const TIME_WAIT_KEEPS_FLAGS: &str = "time-wait-keeps-flags";
+const ADDRESS_NOT_LOCAL: &str = "address-not-local";
+const PRIVILEGED_PORT: &str = "privileged-port";
+const ALREADY_BOUND: &str = "already-bound";
 
 #[allow(clippy::too_many_arguments)]
 fn scenario(
@@ -57,13 +88,28 @@ fn scenario(
         claim_holds,
         setup,
         steps,
+        second_process: &[],
+    }
+}
+
+/// `s` with the sockets `socks` created and used by a second process.
+fn in_second_process(s: Scenario, socks: &'static [char]) -> Scenario {
+    Scenario {
+        second_process: socks,
+        ..s
     }
 }
 
 /// A server on 127.0.0.1:`port` (with `old` options) whose accepted connection is closed by
 /// the server first, leaving it in TIME_WAIT; then a new server socket (with `new` options)
 /// binds the same address.
-fn time_wait_restart(port: u16, old: &[Opt], new: &[Opt], expect: i32) -> Vec<Step> {
+fn time_wait_restart(
+    port: u16,
+    old: &[Opt],
+    new: &[Opt],
+    expect: i32,
+    rule: Option<&'static str>,
+) -> Vec<Step> {
     let mut steps = vec![socket('A', Kind::Tcp4)];
     steps.extend(old.iter().map(|o| set('A', *o)));
     steps.extend([
@@ -87,7 +133,35 @@ fn time_wait_restart(port: u16, old: &[Opt], new: &[Opt], expect: i32) -> Vec<St
         socket('N', Kind::Tcp4),
     ]);
     steps.extend(new.iter().map(|o| set('N', *o)));
-    steps.push(bind('N', "127.0.0.1", port, expect));
+    steps.push(Step {
+        rule,
+        ..bind('N', "127.0.0.1", port, expect)
+    });
+    steps
+}
+
+/// Two sockets of `kind` with `opt` set binding `addr:port`, both successfully (listening too
+/// when `listen_too`); `b_uid`: B's owner, when not root.
+fn pair_sharing(
+    kind: Kind,
+    opt: Opt,
+    addr: &'static str,
+    port: u16,
+    listen_too: bool,
+    b_uid: Option<u32>,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for sock in ['A', 'B'] {
+        steps.push(match (sock, b_uid) {
+            ('B', Some(uid)) => socket_as(sock, kind, uid),
+            _ => socket(sock, kind),
+        });
+        steps.push(set(sock, opt));
+        steps.push(bind(sock, addr, port, OK));
+        if listen_too {
+            steps.push(listen(sock, OK));
+        }
+    }
     steps
 }
 
@@ -156,7 +230,7 @@ pub fn all() -> Vec<Scenario> {
             Loopback,
             vec![
                 socket('A', Tcp4),
-                bind('A', NON_LOCAL_V4, 5000, EADDRNOTAVAIL),
+                bind_fails('A', NON_LOCAL_V4, 5000, EADDRNOTAVAIL, ADDRESS_NOT_LOCAL),
             ],
         ),
         scenario(
@@ -200,7 +274,7 @@ pub fn all() -> Vec<Scenario> {
                 bind('A', "0.0.0.0", 6666, OK),
                 listen('A', OK),
                 socket('B', Tcp4),
-                bind('B', "127.0.0.1", 6666, EADDRINUSE),
+                bind_fails('B', "127.0.0.1", 6666, EADDRINUSE, NO_REUSE_FLAGS),
             ],
         ),
         scenario(
@@ -217,7 +291,7 @@ pub fn all() -> Vec<Scenario> {
                 listen('A', OK),
                 socket('B', Tcp4),
                 set('B', ReuseAddr),
-                bind('B', "127.0.0.1", 6666, EADDRINUSE),
+                bind_fails('B', "127.0.0.1", 6666, EADDRINUSE, REUSEADDR_VS_LISTENER),
             ],
         ),
         scenario(
@@ -235,7 +309,7 @@ pub fn all() -> Vec<Scenario> {
                 set('B', ReuseAddr),
                 bind('B', "127.0.0.1", 6666, OK),
                 listen('A', OK),
-                listen('B', EADDRINUSE),
+                listen_fails('B', EADDRINUSE, REUSEADDR_VS_LISTENER),
             ],
         ),
         scenario(
@@ -245,7 +319,7 @@ pub fn all() -> Vec<Scenario> {
             "the TIME_WAIT socket still holds the port; without reuse flags that conflicts",
             true,
             Loopback,
-            time_wait_restart(10013, &[], &[], EADDRINUSE),
+            time_wait_restart(10013, &[], &[], EADDRINUSE, Some(NO_REUSE_FLAGS)),
         ),
         scenario(
             "time-wait-reuseaddr-both",
@@ -254,7 +328,7 @@ pub fn all() -> Vec<Scenario> {
             "it does when both the old and the new server socket set it",
             true,
             Loopback,
-            time_wait_restart(10013, &[ReuseAddr], &[ReuseAddr], OK),
+            time_wait_restart(10013, &[ReuseAddr], &[ReuseAddr], OK, None),
         ),
         scenario(
             "time-wait-reuseaddr-new-only",
@@ -263,7 +337,13 @@ pub fn all() -> Vec<Scenario> {
             "only if the old socket had it too: a TIME_WAIT socket keeps its socket's SO_REUSEADDR, and both sides need it",
             false,
             Loopback,
-            time_wait_restart(10013, &[], &[ReuseAddr], EADDRINUSE),
+            time_wait_restart(
+                10013,
+                &[],
+                &[ReuseAddr],
+                EADDRINUSE,
+                Some(TIME_WAIT_KEEPS_FLAGS),
+            ),
         ),
         scenario(
             "time-wait-reuseaddr-old-only",
@@ -272,7 +352,13 @@ pub fn all() -> Vec<Scenario> {
             "the new socket must set it as well: both sides need SO_REUSEADDR",
             false,
             Loopback,
-            time_wait_restart(10013, &[ReuseAddr], &[], EADDRINUSE),
+            time_wait_restart(
+                10013,
+                &[ReuseAddr],
+                &[],
+                EADDRINUSE,
+                Some(REUSEADDR_BOTH_SIDES),
+            ),
         ),
         scenario(
             "reuseport-both",
@@ -281,16 +367,7 @@ pub fn all() -> Vec<Scenario> {
             "two listeners share the port; the kernel balances connections between them",
             true,
             Loopback,
-            vec![
-                socket('A', Tcp4),
-                set('A', ReusePort),
-                bind('A', "127.0.0.1", 7000, OK),
-                listen('A', OK),
-                socket('B', Tcp4),
-                set('B', ReusePort),
-                bind('B', "127.0.0.1", 7000, OK),
-                listen('B', OK),
-            ],
+            pair_sharing(Tcp4, ReusePort, "127.0.0.1", 7000, true, None),
         ),
         scenario(
             "reuseport-one-side",
@@ -305,7 +382,7 @@ pub fn all() -> Vec<Scenario> {
                 bind('A', "127.0.0.1", 7000, OK),
                 listen('A', OK),
                 socket('B', Tcp4),
-                bind('B', "127.0.0.1", 7000, EADDRINUSE),
+                bind_fails('B', "127.0.0.1", 7000, EADDRINUSE, REUSEPORT_BOTH_SIDES),
             ],
         ),
         scenario(
@@ -322,8 +399,20 @@ pub fn all() -> Vec<Scenario> {
                 listen('A', OK),
                 socket_as('B', Tcp4, NOBODY),
                 set('B', ReusePort),
-                bind('B', "127.0.0.1", 7000, EADDRINUSE),
+                bind_fails('B', "127.0.0.1", 7000, EADDRINUSE, REUSEPORT_SAME_UID),
             ],
+        ),
+        in_second_process(
+            scenario(
+                "reuseport-two-processes",
+                NOTE_TWO_PROCESSES,
+                "a port can be bound by two processes at once when both sockets set SO_REUSEPORT",
+                "two processes of the same owner uid share 127.0.0.1:7000, both listening; the kernel balances connections between them",
+                true,
+                Loopback,
+                pair_sharing(Tcp4, ReusePort, "127.0.0.1", 7000, true, None),
+            ),
+            &['B'],
         ),
         scenario(
             "udp-multicast-reuseaddr",
@@ -332,14 +421,7 @@ pub fn all() -> Vec<Scenario> {
             "two UDP sockets with SO_REUSEADDR bind the same group and port",
             true,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReuseAddr),
-                bind('A', "239.1.2.3", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReuseAddr),
-                bind('B', "239.1.2.3", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReuseAddr, "239.1.2.3", 5353, false, None),
         ),
         scenario(
             "udp-multicast-no-reuseaddr",
@@ -353,7 +435,7 @@ pub fn all() -> Vec<Scenario> {
                 bind('A', "239.1.2.3", 5353, OK),
                 socket('B', Udp4),
                 set('B', ReuseAddr),
-                bind('B', "239.1.2.3", 5353, EADDRINUSE),
+                bind_fails('B', "239.1.2.3", 5353, EADDRINUSE, REUSEADDR_BOTH_SIDES),
             ],
         ),
         scenario(
@@ -363,14 +445,7 @@ pub fn all() -> Vec<Scenario> {
             "SO_REUSEPORT on both UDP sockets (same uid) also allows the duplicate bind",
             true,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReusePort),
-                bind('A', "239.1.2.3", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReusePort),
-                bind('B', "239.1.2.3", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReusePort, "239.1.2.3", 5353, false, None),
         ),
         scenario(
             "udp-unicast-reuseaddr",
@@ -379,14 +454,28 @@ pub fn all() -> Vec<Scenario> {
             "Linux allows it for any UDP address when both sockets set SO_REUSEADDR",
             false,
             Loopback,
-            vec![
-                socket('A', Udp4),
-                set('A', ReuseAddr),
-                bind('A', "127.0.0.1", 5353, OK),
-                socket('B', Udp4),
-                set('B', ReuseAddr),
-                bind('B', "127.0.0.1", 5353, OK),
-            ],
+            pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, None),
+        ),
+        in_second_process(
+            scenario(
+                "udp-reuseaddr-two-processes",
+                NOTE_TWO_PROCESSES,
+                "a completely duplicate bind with SO_REUSEADDR works only for multicast",
+                "two processes' UDP sockets with SO_REUSEADDR share the unicast 127.0.0.1:5353",
+                false,
+                Loopback,
+                pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, None),
+            ),
+            &['B'],
+        ),
+        scenario(
+            "udp-reuseaddr-two-users",
+            NOTE_TWO_PROCESSES,
+            "SO_REUSEADDR allows a completely duplicate bind for UDP multicast",
+            "for UDP, SO_REUSEADDR on both shares any address even between owners (root and nobody): it compares no uid, SO_REUSEPORT does",
+            false,
+            Loopback,
+            pair_sharing(Udp4, ReuseAddr, "127.0.0.1", 5353, false, Some(NOBODY)),
         ),
         scenario(
             "tcp-duplicate-reuseaddr",
@@ -403,7 +492,7 @@ pub fn all() -> Vec<Scenario> {
                 set('B', ReuseAddr),
                 bind('B', "127.0.0.1", 8000, OK),
                 listen('A', OK),
-                listen('B', EADDRINUSE),
+                listen_fails('B', EADDRINUSE, REUSEADDR_VS_LISTENER),
             ],
         ),
         scenario(
@@ -418,7 +507,7 @@ pub fn all() -> Vec<Scenario> {
                 bind('A', "0.0.0.0", 9000, OK),
                 listen('A', OK),
                 socket('B', Tcp6),
-                bind('B', "::", 9000, EADDRINUSE),
+                bind_fails('B', "::", 9000, EADDRINUSE, NO_REUSE_FLAGS),
             ],
         ),
         scenario(
@@ -447,7 +536,7 @@ pub fn all() -> Vec<Scenario> {
             Loopback,
             vec![
                 socket_as('A', Tcp4, NOBODY),
-                bind('A', "127.0.0.1", 80, EACCES),
+                bind_fails('A', "127.0.0.1", 80, EACCES, PRIVILEGED_PORT),
             ],
         ),
         scenario(
@@ -460,7 +549,7 @@ pub fn all() -> Vec<Scenario> {
             vec![
                 socket('A', Tcp4),
                 bind('A', "127.0.0.1", 5000, OK),
-                bind('A', "127.0.0.1", 5001, EINVAL),
+                bind_fails('A', "127.0.0.1", 5001, EINVAL, ALREADY_BOUND),
             ],
         ),
         scenario(
@@ -500,6 +589,25 @@ mod tests {
                 "{}: observes nothing",
                 s.name
             );
+            for (i, st) in s.steps.iter().enumerate() {
+                // A call declared to fail names the rule its explanation must give; nothing
+                // else declares one.
+                assert_eq!(
+                    st.rule.is_some(),
+                    st.act.is_observed() && st.expect != OK,
+                    "{} step {i}: a failing bind/listen declares its rule, and only it",
+                    s.name
+                );
+            }
+            for sock in s.second_process {
+                assert!(
+                    s.steps
+                        .iter()
+                        .any(|st| st.sock == *sock && matches!(st.act, Act::Socket { .. })),
+                    "{}: second-process socket {sock} is never created",
+                    s.name
+                );
+            }
             // Every socket is created before it is used.
             let mut created = BTreeSet::new();
             for st in &s.steps {

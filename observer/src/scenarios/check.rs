@@ -4,8 +4,14 @@
 //! thread, fd and op (in order), whose result, addresses, owner and options equal what the
 //! kernel told the workload through the socket API. An option only one side can state (the
 //! workload's `getsockopt` failed, or it names an option the event has no flag for) is a
-//! difference too, never a comparison left out. Any other event from a scenario's namespace
-//! is an extra and fails the check.
+//! difference too, never a comparison left out. Any other event of the workload's processes
+//! in a scenario's namespace is an extra and fails the check (events of other processes are
+//! not: a namespace's inode number is reused once it is gone, by another program's too).
+//!
+//! A call declared to fail names the rule the observer's explanation must give (the
+//! `conflict` the event carries, or the `explanation` record that came after it): an
+//! explanation naming another rule, none, or still pending when the run ended is a mismatch
+//! too, kept apart from the event's own ([`StepCheck::explanation_mismatches`]).
 //!
 //! Under a kernel-function backend a call also yields the port allocations it made
 //! (`get_port`, same `tid` and `call_id`): each is checked against the call (same result; on
@@ -13,7 +19,7 @@
 //! socket without a port must show one.
 
 use super::StepOutcome;
-use crate::model::{BindEvent, Op, Requested};
+use crate::model::{BindEvent, Conflict, Op, Requested};
 use crate::sockopt::Opt;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -28,6 +34,11 @@ pub struct StepCheck {
     pub get_port: Vec<BindEvent>,
     /// Differences between event and kernel (empty = the observer was right).
     pub mismatches: Vec<String>,
+    /// The explanation the observer gave the call (its event's, or the event's it repeats).
+    pub explanation: Option<Conflict>,
+    /// How the explanation differs from the declared rule (empty = it names it, or the step
+    /// declares none).
+    pub explanation_mismatches: Vec<String>,
 }
 
 impl StepCheck {
@@ -36,9 +47,25 @@ impl StepCheck {
         self.outcome.errno == self.outcome.expect
     }
 
-    /// The observer reported the call exactly (vacuously true for unobserved steps).
+    /// The observer reported the call exactly and, for a call declared to fail, explained it
+    /// by the declared rule (vacuously true for unobserved steps).
     pub fn observer_right(&self) -> bool {
+        self.event_right() && self.explanation_right()
+    }
+
+    /// The observer's event equals what the kernel told the workload.
+    pub fn event_right(&self) -> bool {
         self.mismatches.is_empty()
+    }
+
+    /// The step declares a rule its explanation must name.
+    pub fn explanation_declared(&self) -> bool {
+        self.outcome.op.is_some() && self.outcome.rule.is_some()
+    }
+
+    /// The explanation names the declared rule (vacuously true when none is declared).
+    pub fn explanation_right(&self) -> bool {
+        self.explanation_mismatches.is_empty()
     }
 }
 
@@ -72,16 +99,15 @@ pub fn check(outcomes: &[StepOutcome], events: &[BindEvent], allocations: bool) 
                 event: None,
                 get_port: Vec::new(),
                 mismatches: Vec::new(),
+                explanation: None,
+                explanation_mismatches: Vec::new(),
             });
             continue;
         };
-        let found = events.iter().enumerate().position(|(i, e)| {
-            !used[i]
-                && e.netns.map(u64::from) == Some(outcome.netns)
-                && e.tid == outcome.tid
-                && e.fd == Some(outcome.fd)
-                && e.op.as_str() == op
-        });
+        let found = events
+            .iter()
+            .enumerate()
+            .position(|(i, e)| !used[i] && is_event_of(outcome, op, e));
         let (event, mut mismatches) = match found {
             Some(i) => {
                 used[i] = true;
@@ -103,20 +129,122 @@ pub fn check(outcomes: &[StepOutcome], events: &[BindEvent], allocations: bool) 
             let before = bound_before(outcomes, outcome);
             mismatches.extend(compare_allocations(outcome, before, &get_port));
         }
+        let explanation = event
+            .as_ref()
+            .and_then(|e| explanation_of(events, e))
+            .cloned();
+        let explanation_mismatches = match (&outcome.rule, &event) {
+            (Some(rule), Some(_)) => judge_explanation(rule, explanation.as_ref()),
+            // No event: the event's mismatch says so; the explanation is missing with it.
+            (Some(_), None) => vec!["no explanation (no event)".to_string()],
+            (None, _) => Vec::new(),
+        };
         steps.push(StepCheck {
             outcome: outcome.clone(),
             event,
             get_port,
             mismatches,
+            explanation,
+            explanation_mismatches,
         });
     }
+    // The workload's processes: a namespace's inode is reused once it is gone, so another
+    // program's namespace (another demo's, whose observer probes its own) may bear the number
+    // of one the workload used earlier.
+    let pids: BTreeSet<u32> = outcomes.iter().map(|o| o.pid).collect();
     let extra = events
         .iter()
         .zip(&used)
-        .filter(|(e, used)| !**used && e.netns.is_some_and(|n| namespaces.contains(&u64::from(n))))
+        .filter(|(e, used)| {
+            !**used
+                && pids.contains(&e.pid)
+                && e.netns.is_some_and(|n| namespaces.contains(&u64::from(n)))
+        })
         .map(|(e, _)| e.clone())
         .collect();
     Checked { steps, extra }
+}
+
+/// `e` reports the step `o` (whose op is `op`): same namespace, thread, descriptor and op.
+fn is_event_of(o: &StepOutcome, op: &str, e: &BindEvent) -> bool {
+    e.netns.map(u64::from) == Some(o.netns)
+        && e.tid == o.tid
+        && e.fd == Some(o.fd)
+        && e.op.as_str() == op
+}
+
+/// The last of `events` that reports the step `o`, if any.
+pub fn last_event_of<'a>(o: &StepOutcome, events: &'a [BindEvent]) -> Option<&'a BindEvent> {
+    let op = o.op.as_deref()?;
+    events.iter().rev().find(|e| is_event_of(o, op, e))
+}
+
+/// The explanation that applies to `e`: its own, or, for a retry that points at an earlier
+/// failure (`repeat_of`), that one's.
+pub fn explanation_of<'a>(events: &'a [BindEvent], e: &'a BindEvent) -> Option<&'a Conflict> {
+    match e.repeat_of {
+        Some(of) => events
+            .iter()
+            .find(|x| x.seq == of)
+            .and_then(|x| x.conflict.as_ref()),
+        None => e.conflict.as_ref(),
+    }
+}
+
+/// Whether `c` is a final answer (not one still to come as an `explanation` record).
+pub fn is_final(c: Option<&Conflict>) -> bool {
+    c.is_some_and(|c| c.verdict != "pending")
+}
+
+/// The rules an explanation names: a refusal's rule, or the rules of the sockets in the way
+/// (each once, in order).
+pub fn rules_named(c: &Conflict) -> Vec<&'static str> {
+    if let Some(r) = &c.refusal {
+        return vec![r.rule];
+    }
+    let mut named: Vec<&'static str> = Vec::new();
+    for h in &c.holders {
+        let name = h.rule.name.as_str();
+        if !named.contains(&name) {
+            named.push(name);
+        }
+    }
+    named
+}
+
+/// How the explanation `c` of a failed call differs from the declared `rule`: it must be a
+/// final answer (`in_use` for sockets in the way, `refused` for a refusal) naming that rule
+/// and no other.
+pub fn judge_explanation(rule: &str, c: Option<&Conflict>) -> Vec<String> {
+    let Some(c) = c else {
+        return vec![format!("no explanation (declared rule {rule})")];
+    };
+    if c.verdict == "pending" {
+        return vec![format!(
+            "the explanation never arrived (still pending at the end; declared rule {rule})"
+        )];
+    }
+    let named = rules_named(c);
+    if !matches!(c.verdict, "in_use" | "refused") {
+        let what = if named.is_empty() {
+            String::new()
+        } else {
+            format!(", rule {}", named.join(", "))
+        };
+        return vec![format!(
+            "explanation: verdict {}{what}, declared rule {rule}",
+            c.verdict
+        )];
+    }
+    if named.as_slice() != [rule] {
+        let named = if named.is_empty() {
+            "none".to_string()
+        } else {
+            named.join(", ")
+        };
+        return vec![format!("explanation: rule {named}, declared {rule}")];
+    }
+    Vec::new()
 }
 
 /// What the step's socket held before the step (the last earlier step on it says).

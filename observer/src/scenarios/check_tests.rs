@@ -18,6 +18,7 @@ fn outcome(step: usize, op: &str, requested: Option<u16>, bound: Option<u16>) ->
         call: op.into(),
         op: Some(op.into()),
         expect: 0,
+        rule: None,
         errno: 0,
         pid: 10,
         tid: 11,
@@ -344,9 +345,18 @@ fn an_extra_event_in_the_namespace_is_caught() {
         netns: Some(NETNS + 1),
         ..e.clone()
     };
-    let checked = check(std::slice::from_ref(&bind), &[e, other], false);
+    let checked = check(std::slice::from_ref(&bind), &[e.clone(), other], false);
     assert!(checked.extra.is_empty());
     assert!(checked.observer_right());
+    // Nor is another process's in a namespace whose inode the workload's once had (another
+    // demo's, running at the same time).
+    let stranger = BindEvent {
+        pid: e.pid + 1,
+        tid: e.pid + 1,
+        ..e.clone()
+    };
+    let checked = check(std::slice::from_ref(&bind), &[e, stranger], false);
+    assert!(checked.extra.is_empty());
 }
 
 #[test]
@@ -356,4 +366,210 @@ fn unobserved_steps_need_no_event() {
     let checked = check(std::slice::from_ref(&socket), &[], false);
     assert!(checked.observer_right());
     assert!(checked.steps[0].event.is_none());
+}
+
+// The explanation of a failed call against the declared rule.
+
+use crate::model::{Conflict, Holder, Named, Overlap, Proto, Refusal, Rule};
+use crate::sink::{CollectSink, Sink as _};
+
+/// A bind to 127.0.0.1:5000 that failed with `errno`, declared to be explained by `rule`, and
+/// its event (without an explanation yet).
+fn failed_bind(errno: i32, rule: &str) -> (StepOutcome, BindEvent) {
+    let mut o = outcome(0, "bind", Some(5000), None);
+    o.expect = errno;
+    o.errno = errno;
+    o.rule = Some(rule.to_string());
+    let mut e = event(&o, Op::Bind, 7);
+    e.seq = 1;
+    e.errno = errno;
+    e.result = crate::errno::name(errno);
+    (o, e)
+}
+
+/// A listening socket on 0.0.0.0:5000 in the way, by `rule`.
+fn in_the_way(rule: Rule) -> Conflict {
+    let holder = Holder {
+        protocol: Proto::Tcp,
+        family: "inet",
+        state: "LISTEN",
+        time_left_ms: None,
+        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        port: 5000,
+        reuseaddr: Some(true),
+        reuseport: Some(false),
+        v6only: None,
+        bound_dev: None,
+        uid: Some(0),
+        inode: Some(98),
+        owners: Vec::new(),
+        owner_note: None,
+        overlap: Named {
+            name: Overlap::Wildcard,
+            text: Overlap::Wildcard.sentence(),
+        },
+        rule: Named {
+            name: rule,
+            text: rule.sentence(),
+        },
+        kernel_check: "inet_bhash2_addr_any_conflict",
+        certain: true,
+        count: 1,
+    };
+    Conflict {
+        verdict: "in_use",
+        holders: vec![holder],
+        fixes: Vec::new(),
+        ephemeral: None,
+        notes: Vec::new(),
+        refusal: None,
+    }
+}
+
+fn refused(errno: &'static str, rule: &'static str) -> Conflict {
+    Conflict::refused(Refusal {
+        errno: errno.into(),
+        rule,
+        text: String::new(),
+        facts: Vec::new(),
+        fixes: Vec::new(),
+    })
+}
+
+fn checked_one(o: &StepOutcome, events: &[BindEvent]) -> StepCheck {
+    let checked = check(std::slice::from_ref(o), events, false);
+    checked.steps.into_iter().next().expect("one step")
+}
+
+#[test]
+fn the_declared_rule_in_the_way_passes() {
+    let (o, mut e) = failed_bind(EADDRINUSE, "reuseaddr-vs-listener");
+    e.conflict = Some(in_the_way(Rule::ReuseaddrVsListener));
+    let s = checked_one(&o, &[e]);
+    assert!(s.observer_right(), "{:?}", s.explanation_mismatches);
+    assert!(s.explanation_declared());
+    assert!(s.explanation.is_some());
+}
+
+#[test]
+fn a_wrong_rule_is_a_mismatch() {
+    let (o, mut e) = failed_bind(EADDRINUSE, "reuseaddr-vs-listener");
+    e.conflict = Some(in_the_way(Rule::NoReuseFlags));
+    let s = checked_one(&o, &[e]);
+    assert!(
+        s.event_right(),
+        "the event itself is right: {:?}",
+        s.mismatches
+    );
+    assert!(!s.observer_right());
+    assert_eq!(
+        s.explanation_mismatches,
+        ["explanation: rule no-reuse-flags, declared reuseaddr-vs-listener"]
+    );
+    // A refusal naming another rule, too.
+    let (o, mut e) = failed_bind(libc::EACCES, "privileged-port");
+    e.conflict = Some(refused("EACCES", "refused-elsewhere"));
+    assert_eq!(
+        checked_one(&o, &[e]).explanation_mismatches,
+        ["explanation: rule refused-elsewhere, declared privileged-port"]
+    );
+}
+
+#[test]
+fn a_refusal_by_the_declared_rule_passes() {
+    let (o, mut e) = failed_bind(libc::EADDRNOTAVAIL, "address-not-local");
+    e.conflict = Some(refused("EADDRNOTAVAIL", "address-not-local"));
+    let s = checked_one(&o, &[e]);
+    assert!(s.observer_right(), "{:?}", s.explanation_mismatches);
+}
+
+#[test]
+fn a_missing_explanation_is_a_mismatch() {
+    let (o, e) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    let s = checked_one(&o, &[e]);
+    assert!(s.event_right());
+    assert_eq!(
+        s.explanation_mismatches,
+        ["no explanation (declared rule no-reuse-flags)"]
+    );
+    // Nothing in the way (the holder had gone) names no rule.
+    let (o, mut e) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    e.conflict = Some(Conflict {
+        verdict: "free",
+        ..in_the_way(Rule::NoReuseFlags)
+    });
+    e.conflict.as_mut().expect("set").holders.clear();
+    assert_eq!(
+        checked_one(&o, &[e]).explanation_mismatches,
+        ["explanation: verdict free, declared rule no-reuse-flags"]
+    );
+    // No event at all: the explanation is missing with it.
+    let (o, _) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    let s = checked_one(&o, &[]);
+    assert_eq!(s.mismatches, ["no event"]);
+    assert_eq!(s.explanation_mismatches, ["no explanation (no event)"]);
+}
+
+#[test]
+fn an_explanation_still_pending_at_the_end_is_a_mismatch() {
+    let (o, mut e) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    e.conflict = Some(Conflict::with_note("pending", "looking".into()));
+    assert!(!is_final(e.conflict.as_ref()));
+    assert_eq!(
+        checked_one(&o, &[e]).explanation_mismatches,
+        ["the explanation never arrived (still pending at the end; declared rule no-reuse-flags)"]
+    );
+}
+
+#[test]
+fn a_late_explanation_that_arrives_is_accepted() {
+    // The event goes out pending; its explanation record follows, as the collector writes
+    // them, and the demo's sink puts it in place.
+    let (o, mut e) = failed_bind(EADDRINUSE, "reuseport-same-uid");
+    e.conflict = Some(Conflict::with_note("pending", "looking".into()));
+    let mut sink = CollectSink::default();
+    sink.event(&e).expect("event");
+    assert!(!is_final(
+        last_event_of(&o, &sink.events).and_then(|e| e.conflict.as_ref())
+    ));
+    sink.explanation(&crate::model::ExplanationRecord {
+        record_type: "explanation",
+        time: String::new(),
+        of: e.seq,
+        event_time: String::new(),
+        conflict: in_the_way(Rule::ReuseportSameUid),
+    })
+    .expect("explanation");
+    let last = last_event_of(&o, &sink.events).expect("its event");
+    assert!(is_final(explanation_of(&sink.events, last)));
+    let s = checked_one(&o, &sink.events);
+    assert!(s.observer_right(), "{:?}", s.explanation_mismatches);
+}
+
+#[test]
+fn a_retry_is_explained_by_the_failure_it_repeats() {
+    let (first, mut e1) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    e1.conflict = Some(in_the_way(Rule::NoReuseFlags));
+    let mut o2 = first.clone();
+    o2.step = 1;
+    let mut e2 = e1.clone();
+    e2.seq = 2;
+    e2.conflict = None;
+    e2.repeat_of = Some(1);
+    let checked = check(&[first, o2], &[e1, e2], false);
+    assert!(
+        checked.observer_right(),
+        "{:?}",
+        checked.steps[1].explanation_mismatches
+    );
+    assert!(checked.steps[1].explanation.is_some());
+}
+
+#[test]
+fn a_step_declaring_no_rule_is_not_judged() {
+    let (mut o, e) = failed_bind(EADDRINUSE, "no-reuse-flags");
+    o.rule = None;
+    let s = checked_one(&o, &[e]);
+    assert!(!s.explanation_declared());
+    assert!(s.observer_right());
 }

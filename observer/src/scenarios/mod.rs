@@ -13,7 +13,7 @@ pub mod report;
 mod run;
 pub mod uring;
 
-pub use run::{StepOutcome, run};
+pub use run::{StepOutcome, run, serve_steps};
 
 use crate::sockopt::Opt;
 
@@ -63,6 +63,10 @@ pub struct Step {
     pub sock: char,
     pub act: Act,
     pub expect: i32,
+    /// For a call that fails: the rule the observer's explanation must name (the
+    /// `conflict.holders[].rule.name` of an EADDRINUSE, the `conflict.refusal.rule` of any
+    /// other errno).
+    pub rule: Option<&'static str>,
 }
 
 /// Extra setup of the scenario's namespace.
@@ -96,6 +100,9 @@ pub struct Scenario {
     pub claim_holds: bool,
     pub setup: Setup,
     pub steps: Vec<Step>,
+    /// Sockets created and used by a second process (a helper the scenario's thread starts
+    /// in its namespace), not by the scenario's thread.
+    pub second_process: &'static [char],
 }
 
 /// Finds scenarios by name; unknown names are an error naming them.

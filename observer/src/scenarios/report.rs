@@ -1,6 +1,7 @@
 //! The demo's report: per scenario, the note's claim, what Linux does, and for each observed
 //! call the declared result, the kernel's result and the observer's event, with a verdict;
-//! then one line of totals. Written for a person reading a terminal.
+//! under a failed call the observer's explanation, as `watch` prints it, and whether it names
+//! the declared rule; then one line of totals. Written for a person reading a terminal.
 
 use super::Scenario;
 use super::check::{Checked, StepCheck};
@@ -23,11 +24,34 @@ fn seen(check: &StepCheck) -> String {
 }
 
 fn verdict(check: &StepCheck) -> String {
-    match (check.kernel_as_declared(), check.observer_right()) {
+    match (check.kernel_as_declared(), check.event_right()) {
         (true, true) => "ok".into(),
         (false, true) => format!("LINUX DIFFERS (declared {})", result(check.outcome.expect)),
         (_, false) => format!("OBSERVER WRONG: {}", check.mismatches.join("; ")),
     }
+}
+
+/// The explanation under a failed call: a headline saying whether it names the declared rule,
+/// then the lines `watch`'s table prints under a failure (escaped there).
+fn explanation_lines(check: &StepCheck) -> Vec<String> {
+    let declared = check.outcome.rule.as_deref();
+    let head = match (declared, check.explanation_right()) {
+        (Some(rule), true) => format!("explained: rule {rule}, as declared"),
+        (Some(_), false) => format!(
+            "EXPLANATION WRONG: {}",
+            check.explanation_mismatches.join("; ")
+        ),
+        (None, _) => "explained (no rule declared):".into(),
+    };
+    let mut out = vec![head];
+    if let Some(c) = &check.explanation {
+        out.extend(
+            crate::conflict::report::lines(c)
+                .into_iter()
+                .map(|l| format!("  {l}")),
+        );
+    }
+    out
 }
 
 /// The checked steps of one scenario.
@@ -45,6 +69,8 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
     let mut observed = 0;
     let mut observer_ok = 0;
     let mut kernel_ok = 0;
+    let mut declared = 0;
+    let mut explained_ok = 0;
     let mut claims_fail = Vec::new();
     for scenario in scenarios {
         let steps = steps_of(checked, scenario.name);
@@ -73,8 +99,12 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
             }
             if s.outcome.op.is_some() {
                 observed += 1;
-                observer_ok += usize::from(s.observer_right());
+                observer_ok += usize::from(s.event_right());
                 kernel_ok += usize::from(s.kernel_as_declared());
+            }
+            if s.explanation_declared() {
+                declared += 1;
+                explained_ok += usize::from(s.explanation_right());
             }
             let _ = writeln!(
                 out,
@@ -90,6 +120,12 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
                 },
                 verdict(s)
             );
+            let failed = s.event.as_ref().is_some_and(|e| e.errno != 0);
+            if s.explanation_declared() || failed {
+                for line in explanation_lines(s) {
+                    let _ = writeln!(out, "         {line}");
+                }
+            }
         }
     }
     for e in &checked.extra {
@@ -106,7 +142,8 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
     let _ = writeln!(
         out,
         "\n{} scenarios, {observed} observed calls: observer matched the kernel in {observer_ok}/{observed}, \
-         {} extra events; kernel matched Linux's declared result in {kernel_ok}/{observed}; \
+         {} extra events; its explanation named the declared rule in {explained_ok}/{declared} failed calls; \
+         kernel matched Linux's declared result in {kernel_ok}/{observed}; \
          the note's claim does not hold on Linux in {} ({}).",
         scenarios.len(),
         checked.extra.len(),
@@ -128,6 +165,7 @@ pub fn verdicts(scenarios: &[Scenario], checked: &Checked, backend: &str) -> Str
             .flat_map(|s| {
                 s.mismatches
                     .iter()
+                    .chain(&s.explanation_mismatches)
                     .map(move |m| format!("step {} {}: {m}", s.outcome.step, s.outcome.call))
             })
             .collect();
@@ -148,6 +186,11 @@ pub fn verdicts(scenarios: &[Scenario], checked: &Checked, backend: &str) -> Str
             "observed": steps.iter().filter(|s| s.outcome.op.is_some()).count(),
             "get_port": steps.iter().map(|s| s.get_port.len()).sum::<usize>(),
             "kernel_as_declared": steps.iter().all(|s| s.kernel_as_declared()),
+            "explanations_declared": steps.iter().filter(|s| s.explanation_declared()).count(),
+            "explanations_matched": steps
+                .iter()
+                .filter(|s| s.explanation_declared() && s.explanation_right())
+                .count(),
             "pass": mismatches.is_empty(),
             "mismatches": mismatches,
         });

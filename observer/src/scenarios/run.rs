@@ -29,6 +29,9 @@ pub struct StepOutcome {
     pub op: Option<String>,
     /// Linux's declared result (errno, 0 = success).
     pub expect: i32,
+    /// For a call declared to fail: the rule its explanation must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// What the kernel returned (errno, 0 = success).
     pub errno: i32,
     pub pid: u32,
@@ -53,35 +56,214 @@ struct Sock {
     uid: Option<u32>,
 }
 
-/// Runs one scenario to completion on a new thread in a new network namespace.
-pub fn run(scenario: &Scenario) -> io::Result<Vec<StepOutcome>> {
+/// Runs one scenario to completion on a new thread in a new network namespace. `pace`: each
+/// step's record is printed (JSON, stdout) as soon as it is made, and after a `bind`/`listen`
+/// that failed the thread waits (at most [`PACE_WAIT`]) for a line on stdin before it goes
+/// on, keeping every socket, and the caller's credentials, as they were at the failure: the
+/// demo's observer acknowledges once it has the failure's explanation, which it looks up in
+/// the scenario's namespace while the sockets in the way are still there.
+pub fn run(scenario: &Scenario, pace: bool) -> io::Result<Vec<StepOutcome>> {
     let scenario = scenario.clone();
     let thread_name = format!("scn-{}", scenario.name);
     let thread_name: String = thread_name.chars().take(15).collect();
     std::thread::Builder::new()
         .name(thread_name)
-        .spawn(move || run_here(&scenario))?
+        .spawn(move || run_here(&scenario, pace))?
         .join()
         .map_err(|_| io::Error::other("scenario thread panicked"))?
 }
 
-fn run_here(scenario: &Scenario) -> io::Result<Vec<StepOutcome>> {
+/// How long a paced run waits for the acknowledgement of a failed call.
+pub const PACE_WAIT: Duration = Duration::from_secs(20);
+
+fn run_here(scenario: &Scenario, pace: bool) -> io::Result<Vec<StepOutcome>> {
     let ns = netns::enter_private()?;
     if scenario.setup == Setup::SecondAddress {
         let addr: Ipv4Addr = OTHER_LOCAL_V4.parse().map_err(io::Error::other)?;
         netns::add_local_v4(1, addr)?;
     }
+    // Started from this thread, the helper is in this thread's namespace.
+    let mut helper = if scenario.second_process.is_empty() {
+        None
+    } else {
+        Some(Helper::start(scenario.name)?)
+    };
     let mut socks: BTreeMap<char, Sock> = BTreeMap::new();
     let mut out = Vec::with_capacity(scenario.steps.len());
     for (i, step) in scenario.steps.iter().enumerate() {
+        if scenario.second_process.contains(&step.sock)
+            && let Some(helper) = helper.as_mut()
+        {
+            let o = helper.step(i)?;
+            if pace {
+                emit_and_wait(&o)?;
+            }
+            out.push(o);
+            continue;
+        }
+        let uid = match &step.act {
+            Act::Socket { uid, .. } => *uid,
+            _ => socks.get(&step.sock).and_then(|s| s.uid),
+        };
+        // Paced, the wait is made as the caller still (a lookup reads its capabilities).
+        let o = as_user(uid, || {
+            let errno = perform(step, &mut socks);
+            let o = outcome(scenario, i, step, errno, ns, socks.get(&step.sock));
+            if pace {
+                emit_and_wait(&o)?;
+            }
+            io::Result::Ok(o)
+        })??;
+        out.push(o);
+    }
+    if let Some(helper) = helper {
+        helper.end()?;
+    }
+    Ok(out)
+}
+
+/// Prints `o` as a JSON line; after a failed `bind`/`listen`, waits for a line on stdin.
+fn emit_and_wait(o: &StepOutcome) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut line = serde_json::to_vec(o).map_err(io::Error::other)?;
+    line.push(b'\n');
+    {
+        let mut out = io::stdout().lock();
+        out.write_all(&line)?;
+        out.flush()?;
+    }
+    if o.op.is_some() && o.errno != 0 {
+        wait_for_line(PACE_WAIT)?;
+    }
+    Ok(())
+}
+
+/// Reads one line from stdin, waiting at most `limit` (end of input counts as a line).
+fn wait_for_line(limit: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let mut fds = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, its count, a timeout.
+        let ready =
+            unsafe { libc::poll(&mut fds, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if ready == 0 {
+            return Ok(());
+        }
+        // SAFETY: reads at most one byte into `byte`.
+        let n = unsafe { libc::read(libc::STDIN_FILENO, byte.as_mut_ptr().cast(), 1) };
+        if n <= 0 || byte[0] == b'\n' {
+            return Ok(());
+        }
+    }
+}
+
+/// The second process of a scenario: `observer scenarios serve-steps NAME`, started in the
+/// scenario's namespace, performing the steps it is sent by index.
+struct Helper {
+    child: std::process::Child,
+    to: std::process::ChildStdin,
+    from: io::BufReader<std::process::ChildStdout>,
+}
+
+impl Helper {
+    fn start(name: &str) -> io::Result<Helper> {
+        let mut child = std::process::Command::new(std::env::current_exe()?)
+            .args(["scenarios", "serve-steps", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let to = child
+            .stdin
+            .take()
+            .ok_or_else(|| io::Error::other("no helper stdin"))?;
+        let from = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no helper stdout"))?;
+        Ok(Helper {
+            child,
+            to,
+            from: io::BufReader::new(from),
+        })
+    }
+
+    fn step(&mut self, index: usize) -> io::Result<StepOutcome> {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.to, "{index}")?;
+        self.to.flush()?;
+        let mut line = String::new();
+        if self.from.read_line(&mut line)? == 0 {
+            return Err(io::Error::other("the scenario's second process ended"));
+        }
+        serde_json::from_str(&line).map_err(io::Error::other)
+    }
+
+    /// Closes its input (it closes its sockets and exits) and waits for it.
+    fn end(self) -> io::Result<()> {
+        let Helper {
+            mut child,
+            to,
+            from,
+        } = self;
+        drop(to);
+        drop(from);
+        let status = child.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "the scenario's second process: {status}"
+            )))
+        }
+    }
+}
+
+/// `observer scenarios serve-steps NAME`: performs the steps of scenario `name` whose index
+/// comes on stdin, one a line, in this process and its namespace, each answered by its
+/// record on stdout; ends at the end of input.
+pub fn serve_steps(scenario: &Scenario) -> io::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let ns = netns::current_inode()?;
+    let mut socks: BTreeMap<char, Sock> = BTreeMap::new();
+    let stdin = io::stdin();
+    let mut out = io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let line = line?;
+        let i: usize = line
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("bad step {line}")))?;
+        let step = scenario
+            .steps
+            .get(i)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no step {i}")))?;
         let uid = match &step.act {
             Act::Socket { uid, .. } => *uid,
             _ => socks.get(&step.sock).and_then(|s| s.uid),
         };
         let errno = as_user(uid, || perform(step, &mut socks))?;
-        out.push(outcome(scenario, i, step, errno, ns, socks.get(&step.sock)));
+        let o = outcome(scenario, i, step, errno, ns, socks.get(&step.sock));
+        serde_json::to_writer(&mut out, &o).map_err(io::Error::other)?;
+        writeln!(out)?;
+        out.flush()?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs `f` with this thread's real and effective uid/gid set to `uid` (saved ids stay 0, so
@@ -340,6 +522,7 @@ fn outcome(
         call: describe(step),
         op,
         expect: step.expect,
+        rule: step.rule.map(str::to_string),
         errno,
         pid,
         tid,
