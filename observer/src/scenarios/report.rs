@@ -41,6 +41,9 @@ fn explanation_lines(check: &StepCheck) -> Vec<String> {
             "EXPLANATION WRONG: {}",
             check.explanation_mismatches.join("; ")
         ),
+        (None, _) if check.explanation.as_ref().is_some_and(|c| c.sharing.is_some()) => {
+            "the observer names who shares the port now:".into()
+        }
         (None, _) => "explained (no rule declared):".into(),
     };
     let mut out = vec![head];
@@ -121,7 +124,9 @@ pub fn render(scenarios: &[Scenario], checked: &Checked) -> String {
                 verdict(s)
             );
             let failed = s.event.as_ref().is_some_and(|e| e.errno != 0);
-            if s.explanation_declared() || failed {
+            // A successful call that joined another process's port says so too.
+            let shared = s.explanation.as_ref().is_some_and(|c| c.sharing.is_some());
+            if s.explanation_declared() || failed || shared {
                 for line in explanation_lines(s) {
                     let _ = writeln!(out, "         {line}");
                 }
