@@ -85,6 +85,15 @@ pub struct DemoArgs {
 pub(crate) const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
 F IP_FREEBIND, T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT; '.' not set, '?' unknown on this kernel.";
 
+/// `--connects`: which `connect()` calls are events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Connects {
+    /// Those failing with EADDRNOTAVAIL or EADDRINUSE.
+    Failed,
+    /// Every one.
+    All,
+}
+
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Print JSON Lines (a start record, one record per event, a summary record).
@@ -97,7 +106,7 @@ pub struct WatchArgs {
     /// Only processes with this command name (as in /proc/PID/comm).
     #[arg(long, value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
-    /// Only calls whose requested or bound port is PORT.
+    /// Only calls whose requested, bound or (connect) remote port is PORT.
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub port: Option<u16>,
     /// Only failed calls.
@@ -113,6 +122,11 @@ pub struct WatchArgs {
     /// Also show sockets of other families (unix, netlink, packet, ...).
     #[arg(long)]
     pub all_families: bool,
+    /// Which connect() calls are events: `failed` (default) only those that fail with
+    /// EADDRNOTAVAIL or EADDRINUSE (a port problem); `all` every connect, and on the fexit and
+    /// kprobe backends the implicit port allocations of UDP connects and sends too.
+    #[arg(long, value_name = "WHICH", default_value = "failed")]
+    pub connects: Connects,
     /// Stop after SECS seconds.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -492,7 +506,11 @@ fn watch(args: WatchArgs) -> Result<()> {
                 .map(|l| (l.local_addr().unwrap_or(addr), l))
         })
         .transpose()?;
-    let loaded = backend::load(args.backend, args.buffer_size)?;
+    let loaded = backend::load(
+        args.backend,
+        args.buffer_size,
+        args.connects == Connects::All,
+    )?;
     crate::privilege::drop_after_attach(!args.no_conflicts)?;
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");

@@ -48,6 +48,7 @@ pub(crate) fn event() -> BindEvent {
         fd: Some(3),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
+        remote: crate::model::Remote::Absent,
         flags: REUSEADDR_ONLY,
         bound_dev_if: Some(0),
         sock_uid: Some(1000),

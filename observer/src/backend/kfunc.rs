@@ -84,8 +84,13 @@ fn program_error(what: String) -> impl FnOnce(ProgramError) -> LoadError {
 /// Loads, attaches and self-tests one kernel-function backend.
 pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError> {
     raise_memlock();
+    // Failed connects come from the `sys_exit_connect` tracepoint, as on the tracepoint
+    // backend: its record layout is read from tracefs before the load.
+    let (tracefs_path, mounted_tracefs) = crate::tracefs::ensure_mounted()?;
+    let mut config = resolved.config;
+    config.exit_ret_off = super::tracepoint::syscall_layout(&tracefs_path)?;
     let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &resolved.config, true)
+        .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", buffer_bytes)
         .load(PROGRAMS)?;
     match kind {
@@ -93,12 +98,17 @@ pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded
         Kind::Kprobe => attach_kprobe(&mut ebpf)?,
     }
     self_test(kind, &ebpf)?;
+    let mut hooks: Vec<String> = FUNCTIONS.iter().map(|f| kind.hook_name(f)).collect();
+    hooks.push(super::tracepoint::attach(
+        &mut ebpf,
+        super::tracepoint::CONNECT,
+    )?);
     Ok(Loaded {
         ebpf,
         backend: kind.name(),
-        hooks: FUNCTIONS.iter().map(|f| kind.hook_name(f)).collect(),
+        hooks,
         unknown_fields: resolved.unknown.clone(),
-        mounted_tracefs: false,
+        mounted_tracefs,
         buffer_bytes,
         skipped: Vec::new(),
     })

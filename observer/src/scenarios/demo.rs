@@ -46,7 +46,7 @@ pub struct Observed {
 /// Loads the backend, then runs this binary with `args` as the workload (in a child: the
 /// collector never reports its own process) and collects every event until it ends.
 pub fn observe(choice: backend::Choice, buffer_bytes: u32, args: &[String]) -> Result<Observed> {
-    let loaded = backend::load(choice, buffer_bytes)?;
+    let loaded = backend::load(choice, buffer_bytes, false)?;
     for skipped in &loaded.skipped {
         eprintln!("observer: skipped {}: {}", skipped.backend, skipped.reason);
     }
