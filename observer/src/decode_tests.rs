@@ -973,6 +973,7 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
         holders: Vec::new(),
         fixes: vec!["a fix".into()],
         ephemeral: None,
+        connect: None,
         notes: Vec::new(),
     });
     super::decode_into(&to_bytes(&second), &clock(), &mut reused).expect("record decodes");

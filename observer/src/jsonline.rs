@@ -420,6 +420,7 @@ mod tests {
             holders: Vec::new(),
             fixes: Vec::new(),
             ephemeral: None,
+            connect: None,
             notes: Vec::new(),
         });
         let mut out = Vec::new();

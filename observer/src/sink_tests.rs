@@ -571,6 +571,7 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
         }],
         fixes: vec!["wait 42 s".into()],
         ephemeral: None,
+        connect: None,
         notes: vec!["n".into()],
     });
     let (mut out, mut diag) = (Vec::new(), Vec::new());

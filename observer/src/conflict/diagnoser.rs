@@ -48,8 +48,9 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 /// Questions remembered for [`REPEAT_WINDOW`], at most (older ones are forgotten first).
 const RECENT_MAX: usize = 4096;
 
-/// What a lookup answers: the failing socket's namespace and the request the rules judge.
-type Question = (Option<u32>, Option<Request>);
+/// What a lookup answers: the failing socket's namespace, whether it is a connect's, and the
+/// request the rules judge.
+type Question = (Option<u32>, bool, Option<Request>);
 
 /// The event that asked a question first, within the window.
 #[derive(Debug, Clone)]
@@ -165,18 +166,26 @@ pub fn start_with(
 /// EADDRINUSE. A failed port allocation (`get_port`, kernel-function backends) runs inside
 /// the `bind()` or `listen()` reported right after it, with the same `call_id`: that event
 /// carries the explanation.
+///
+/// And a TCP `connect()` failing with EADDRNOTAVAIL: no local port toward its destination
+/// ([`super::connect`]).
 pub fn wants(e: &BindEvent) -> bool {
-    e.errno == libc::EADDRINUSE
-        && e.op != Op::GetPort
+    let connect = e.op == Op::Connect
+        && e.errno == libc::EADDRNOTAVAIL
         && e.is_inet()
-        && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
+        && e.protocol.as_deref() == Some("tcp");
+    connect
+        || e.errno == libc::EADDRINUSE
+            && !matches!(e.op, Op::GetPort | Op::Connect)
+            && e.is_inet()
+            && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
 }
 
 impl Submitter {
     /// Hands a copy of `event` over for a lookup, or says why not: a repeat of a recent
     /// question (counted, with the event that asked it), or a full queue (counted).
     pub fn submit(&mut self, event: &BindEvent) -> Submitted {
-        let question: Question = (event.netns, request_of(event));
+        let question: Question = (event.netns, event.op == Op::Connect, request_of(event));
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
         let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());
@@ -283,9 +292,10 @@ impl Done {
 }
 
 /// The request an event describes: the requested address for a bind, the bound one for a
-/// listen (an unbound socket's listen autobinds: port 0).
+/// listen (an unbound socket's listen autobinds: port 0), the remote one for a connect.
 fn request_of(e: &BindEvent) -> Option<Request> {
     let ep = match (e.op, &e.requested, &e.bound) {
+        (Op::Connect, _, _) => e.remote.endpoint()?,
         (Op::Bind, Some(Requested::Inet(ep)), _) => *ep,
         (Op::Listen, _, Some(ep)) => *ep,
         (Op::Listen, _, None) => crate::model::Endpoint {
@@ -338,6 +348,19 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
             None => return unavailable(no_way_in(e, ino)),
         },
     };
+    if e.op == Op::Connect {
+        // The socket's own address and port, when it kept them after the failure (bound
+        // before the call).
+        let bound = e.bound.filter(|b| !b.addr.is_unspecified());
+        let ask = super::connect::Ask {
+            dst: std::net::SocketAddr::new(request.addr, request.port),
+            source: bound.map(|b| b.addr),
+            bound_port: e.bound.map(|b| b.port).filter(|&p| p != 0),
+            exclude_inode: e.sock_ino,
+        };
+        return super::connect::explain(&ask, &netns)
+            .unwrap_or_else(|err| unavailable(err.to_string()));
+    }
     let query = Query {
         request,
         netns,

@@ -13,6 +13,7 @@ pub mod advice;
 #[cfg(test)]
 #[path = "../../tests/common/cases.rs"]
 pub(crate) mod cases;
+pub mod connect;
 pub mod diagnoser;
 pub mod ephemeral;
 pub mod group;
@@ -188,6 +189,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         holders,
         fixes,
         ephemeral: None,
+        connect: None,
         notes,
     })
 }
@@ -260,6 +262,7 @@ fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
         holders: Vec::new(),
         fixes: Vec::new(),
         ephemeral: None,
+        connect: None,
         notes,
     }
 }

@@ -11,7 +11,8 @@ use std::net::IpAddr;
 pub struct Conflict {
     /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
     /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
-    /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"unavailable"`: no lookup could be
+    /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"exhausted"`: a connect found no
+    /// local port toward its destination, see `connect`; `"unavailable"`: no lookup could be
     /// made (the notes say why); `"pending"`: the event was written before its lookup ended,
     /// whose answer follows as an `"explanation"` record naming the event's `seq`.
     pub verdict: &'static str,
@@ -20,6 +21,9 @@ pub struct Conflict {
     pub fixes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<Ephemeral>,
+    /// A failed `connect()`: the port range toward its destination (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Box<super::ConnectPorts>>,
     /// Anything the lookup could not establish.
     pub notes: Vec<String>,
 }
@@ -32,6 +36,7 @@ impl Conflict {
             holders: Vec::new(),
             fixes: Vec::new(),
             ephemeral: None,
+            connect: None,
             notes: vec![note],
         }
     }

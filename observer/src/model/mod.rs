@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod conflict;
+mod connect;
 mod event;
 mod records;
 mod refusal;
@@ -20,6 +21,7 @@ mod schema_tests;
 
 pub use cgroup::{Cgroup, Container};
 pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
+pub use connect::{ConnectHolder, ConnectPorts};
 pub use event::{BindEvent, Endpoint, Flags, Op, Remote, Requested, Unreadable};
 pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
 pub use refusal::Refusal;
