@@ -43,7 +43,7 @@ pub mod testenv;
 
 // What the tests call by name; the types they only receive stay at their module's path.
 pub use self::observer::Observer;
-pub use expect::{bind_event, listen_event};
+pub use expect::{bind_event, connect_event, listen_event};
 pub use netns::{Caller, in_netns};
 pub use nobody::{bind_and_exit, bind_as_nobody};
 pub use proc::{Stdout, refused};
