@@ -65,6 +65,13 @@ pub enum ScenariosCommand {
     /// The workload of `io-uring-check`: one IORING_OP_BIND in a private namespace.
     #[command(hide = true)]
     IoUringBind,
+    /// Use up a two-port range toward a listener so a connect fails with EADDRNOTAVAIL,
+    /// under each backend; exit 1 if a backend that loaded did not report exactly that
+    /// connect (successful connects and the UDP autobind of a connect are no events).
+    ConnectCheck,
+    /// The workload of `connect-check`.
+    #[command(hide = true)]
+    ConnectExhaust,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +331,12 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Scenarios(ScenariosCommand::IoUringCheck) => io_uring_check(),
+        Command::Scenarios(ScenariosCommand::ConnectExhaust) => {
+            let did = scenarios::connect::exhaust().context("connect workload")?;
+            println!("{}", serde_json::to_string(&did)?);
+            Ok(Outcome::Clean)
+        }
+        Command::Scenarios(ScenariosCommand::ConnectCheck) => connect_check(),
         Command::Demo(args) => demo(args),
         Command::Why(args) => match crate::conflict::why::run(&args) {
             Ok(code) => Ok(Outcome::Code(code)),
@@ -391,6 +404,25 @@ fn io_uring_check() -> Result<Outcome> {
                     }
                 };
                 println!("{verdict}: {line}");
+            }
+        }
+    }
+    Ok(if missed {
+        Outcome::Differences
+    } else {
+        Outcome::Clean
+    })
+}
+
+fn connect_check() -> Result<Outcome> {
+    use backend::Choice;
+    let mut missed = false;
+    for choice in [Choice::Fexit, Choice::Kprobe, Choice::Tracepoint] {
+        match scenarios::connect::check(choice) {
+            Err(err) => println!("{choice:?}: not checked: {err:#}"),
+            Ok((right, line)) => {
+                missed |= !right;
+                println!("{}: {line}", if right { "right" } else { "WRONG" });
             }
         }
     }
