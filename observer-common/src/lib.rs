@@ -459,7 +459,8 @@ pub struct Config {
     pub nr_listen: u32,
     /// Non-zero: `sys_exit_connect` records every `connect()`, and the kernel-function
     /// backends report the UDP autobinds of `connect()`/`sendto()`/`sendmsg()`/`sendmmsg()`
-    /// (`--connects all`); 0: only connects that fail with EADDRNOTAVAIL or EADDRINUSE.
+    /// (`--connects all`); 0: only connects that fail with EADDRNOTAVAIL, EAGAIN or
+    /// EADDRINUSE.
     pub connects_all: u32,
     /// The `connect`, `sendto`, `sendmsg` and `sendmmsg` system call numbers: a port
     /// allocation inside one of them is an implicit one (reported only with `connects_all`).

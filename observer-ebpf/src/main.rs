@@ -277,13 +277,18 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `EADDRINUSE` and `EADDRNOTAVAIL` (`asm-generic/errno.h`).
+/// `EAGAIN`, `EADDRINUSE` and `EADDRNOTAVAIL` (`asm-generic/errno*.h`).
+const EAGAIN: i64 = 11;
 const EADDRINUSE: i64 = 98;
 const EADDRNOTAVAIL: i64 = 99;
 
 /// Every `connect()` on the host passes here, so the common case (it succeeded, or failed for
 /// a reason that is not the port: ECONNREFUSED, EINPROGRESS, ...) returns after one read of
-/// the result, unless `--connects all` asked for every one.
+/// the result, unless `--connects all` asked for every one. The port failures: TCP's
+/// EADDRNOTAVAIL (no local port toward the destination), UDP's EAGAIN (the autobind found no
+/// port; also a full backlog of a non-blocking unix socket, which the collector's family
+/// filter hides), and EADDRINUSE, which no connect path of 6.1–6.18 returns but a future one
+/// might.
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let c = config();
@@ -291,7 +296,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(cfg(&c.exit_ret_off) as usize) }) else {
         return 0;
     };
-    if ret != -EADDRNOTAVAIL && ret != -EADDRINUSE && cfg(&c.connects_all) == 0 {
+    if ret != -EADDRNOTAVAIL && ret != -EAGAIN && ret != -EADDRINUSE && cfg(&c.connects_all) == 0 {
         return 0;
     }
     let _ = try_exit(&ctx, OP_CONNECT, HOOK_TP_SYS_EXIT_CONNECT);

@@ -95,7 +95,7 @@ F IP_FREEBIND, T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT; '.' not set, '?' unk
 /// `--connects`: which `connect()` calls are events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Connects {
-    /// Those failing with EADDRNOTAVAIL or EADDRINUSE.
+    /// Those failing with EADDRNOTAVAIL, EAGAIN or EADDRINUSE.
     Failed,
     /// Every one.
     All,
@@ -130,8 +130,9 @@ pub struct WatchArgs {
     #[arg(long)]
     pub all_families: bool,
     /// Which connect() calls are events: `failed` (default) only those that fail with
-    /// EADDRNOTAVAIL or EADDRINUSE (a port problem); `all` every connect, and on the fexit and
-    /// kprobe backends the implicit port allocations of UDP connects and sends too.
+    /// EADDRNOTAVAIL, EAGAIN (UDP) or EADDRINUSE (a port problem); `all` every connect, and
+    /// on the fexit and kprobe backends the implicit port allocations of UDP connects and
+    /// sends too.
     #[arg(long, value_name = "WHICH", default_value = "failed")]
     pub connects: Connects,
     /// Stop after SECS seconds.

@@ -59,6 +59,32 @@ fn exhausted(pid: u32) -> Value {
     })
 }
 
+/// The next event, with its explanation in `conflict` whether it came inside the event or,
+/// on a loaded machine (the lookup outlasting the 500 ms hold), as its own record after it.
+fn explained(obs: &mut Observer) -> Value {
+    let mut got = obs.take(1).remove(0);
+    if got["conflict"]["verdict"] == "pending" {
+        let seq = got["seq"].as_u64().unwrap();
+        got["conflict"] = obs.take_explanation(seq)["conflict"].clone();
+    }
+    got
+}
+
+/// `got` has exactly the fields of `want`, besides `seq` and `time` (the harness checks
+/// those of every event it takes).
+fn same_event(want: &Value, got: &Value) {
+    let (w, g) = (want.as_object().unwrap(), got.as_object().unwrap());
+    for (key, value) in w {
+        assert_eq!(&g[key], value, "{key}: want {want}\ngot  {got}");
+    }
+    for key in g.keys() {
+        assert!(
+            w.contains_key(key) || key == "seq" || key == "time",
+            "unexpected {key}: {got}"
+        );
+    }
+}
+
 #[test]
 fn exhausted_range_at_connect_is_explained_and_the_fix_works() {
     in_netns("connect-range", |c| {
@@ -79,9 +105,11 @@ fn exhausted_range_at_connect_is_explained_and_the_fix_works() {
         assert_eq!(used, [40000, 40001]);
         assert_eq!(late.connect("127.0.0.1:5000"), libc::EADDRNOTAVAIL);
         let conflict = exhausted(c.pid);
-        obs.expect(&[connect_event(c, &late, "127.0.0.1:5000")
+        let want = connect_event(c, &late, "127.0.0.1:5000")
             .fails("EADDRNOTAVAIL", 99)
-            .conflict(conflict.clone())]);
+            .conflict(conflict.clone());
+        let got = explained(&mut obs);
+        same_event(&want.json(), &got);
 
         // `why --connect` answers the same before a call, with exit status 3.
         let (status, out, stderr) = run_observer(&["why", "--json", "--connect", "127.0.0.1:5000"]);
@@ -139,5 +167,21 @@ fn successful_connects_are_events_only_with_connects_all() {
         let local = format!("127.0.0.1:{}", seen.local().port());
         all.expect(&[connect_event(c, &seen, "127.0.0.1:5002").bound(&local)]);
         all.stop();
+    });
+}
+
+/// UDP's port failure at connect: the autobind finds no port of the range and the connect
+/// fails with EAGAIN (`inet_autobind`): an event, not explained (only TCP's EADDRNOTAVAIL is).
+#[test]
+fn udp_autobind_exhaustion_at_connect_is_an_event() {
+    in_netns("connect-udp", |c| {
+        std::fs::write(RANGE, "40000 40000").unwrap();
+        let holder = Sock::udp4();
+        assert_eq!(holder.bind("0.0.0.0:40000"), 0);
+        let mut obs = Observer::watch(c, &[]);
+        let late = Sock::udp4();
+        assert_eq!(late.connect("127.0.0.1:53"), libc::EAGAIN);
+        obs.expect(&[connect_event(c, &late, "127.0.0.1:53").fails("EAGAIN", 11)]);
+        obs.stop();
     });
 }

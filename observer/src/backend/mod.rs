@@ -38,7 +38,7 @@ pub enum Choice {
 /// reasons the others were skipped in [`Loaded::skipped`].
 ///
 /// `connects_all`: report every `connect()` and the implicit port allocations of connects
-/// and sends, not only the connects that fail with EADDRNOTAVAIL/EADDRINUSE.
+/// and sends, not only the connects that fail with EADDRNOTAVAIL, EAGAIN or EADDRINUSE.
 pub fn load(choice: Choice, buffer_bytes: u32, connects_all: bool) -> Result<Loaded, LoadError> {
     check_privileges()?;
     // Our own BTF reader, once per run (`crate::kernel`); dropped before aya parses BTF

@@ -23,7 +23,7 @@ pub enum Op {
     /// (0 = ephemeral), `bound` what the socket holds after it; `call_id` links it to the
     /// `bind`/`listen` it ran inside.
     GetPort,
-    /// A `connect()` (by default only one failing with EADDRNOTAVAIL/EADDRINUSE): `remote` is
+    /// A `connect()` (by default only one failing with EADDRNOTAVAIL, EAGAIN or EADDRINUSE): `remote` is
     /// the address connected to, `bound` the local address and port the socket holds after
     /// the call, `requested` is `null`.
     Connect,
