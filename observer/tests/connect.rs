@@ -11,27 +11,15 @@
 mod common;
 
 use common::proc::run_observer;
-use common::{Observer, Sock, bind_event, connect_event, in_netns};
+use common::{Observer, Sock, bind_event, connect_event, in_netns, own_description};
 use serde_json::{Value, json};
 
 const RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
-/// This process's `comm` and command line as the owner lookup reports them.
-fn me() -> (String, String) {
-    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-    let raw = std::fs::read("/proc/self/cmdline").unwrap();
-    let args: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    (comm.trim_end().to_string(), args.join(" "))
-}
-
 /// The `conflict` of a connect to 127.0.0.1:5000 that found both ports of 40000-40001 held
 /// by this process's connections to it.
 fn exhausted(pid: u32) -> Value {
-    let (comm, cmdline) = me();
+    let (comm, cmdline) = own_description();
     json!({
         "verdict": "exhausted",
         "holders": [],

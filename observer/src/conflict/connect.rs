@@ -254,6 +254,41 @@ pub fn fixes(p: &ConnectPorts, table: &[DiagSock], others: &[IpAddr]) -> Vec<Str
     out
 }
 
+/// What a report states besides the counts.
+pub struct Facts {
+    pub source: Option<IpAddr>,
+    pub dst: SocketAddr,
+    pub bound_port: Option<u16>,
+    pub range: [u16; 2],
+    pub reserved: String,
+    pub tcp_tw_reuse: Option<u8>,
+}
+
+impl Facts {
+    /// The report of these facts and counts (no holders yet).
+    pub fn with(self, c: Counts) -> ConnectPorts {
+        ConnectPorts {
+            source: self.source,
+            destination: Endpoint {
+                addr: self.dst.ip(),
+                port: self.dst.port(),
+                scope_id: None,
+            },
+            bound_port: self.bound_port,
+            range: self.range,
+            reserved: self.reserved,
+            tcp_tw_reuse: self.tcp_tw_reuse,
+            ports: c.ports,
+            reserved_in_range: c.reserved,
+            bound: c.bound,
+            in_use: c.in_use,
+            time_wait: c.time_wait,
+            free: c.free,
+            holders: Vec::new(),
+        }
+    }
+}
+
 /// What the namespace thread reads.
 struct Snapshot {
     netns_ino: u64,
@@ -376,25 +411,15 @@ pub fn explain(ask: &Ask, netns: &Netns) -> Result<Conflict, Error> {
             .iter()
             .any(|s| s.port == port && toward(s, snap.source, ask.dst))
     });
-    let mut ports = ConnectPorts {
+    let facts = Facts {
         source: snap.source,
-        destination: Endpoint {
-            addr: ask.dst.ip(),
-            port: ask.dst.port(),
-            scope_id: None,
-        },
+        dst: ask.dst,
         bound_port: ask.bound_port,
         range: snap.range,
         reserved: snap.reserved,
         tcp_tw_reuse: snap.tw_reuse,
-        ports: c.ports,
-        reserved_in_range: c.reserved,
-        bound: c.bound,
-        in_use: c.in_use,
-        time_wait: c.time_wait,
-        free: c.free,
-        holders: Vec::new(),
     };
+    let mut ports = facts.with(c);
     ports.holders = holders(&connected, snap.netns_ino);
     let exhausted = match ask.bound_port {
         Some(_) => taken,

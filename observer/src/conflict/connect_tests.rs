@@ -82,26 +82,15 @@ fn mapped_addresses_are_the_same_address() {
 }
 
 fn exhausted(table: &[DiagSock], range: [u16; 2], tw_reuse: u8) -> ConnectPorts {
-    let c = counted(range, "", table);
-    ConnectPorts {
+    Facts {
         source: Some(LO),
-        destination: Endpoint {
-            addr: LO,
-            port: 5000,
-            scope_id: None,
-        },
+        dst: dst(),
         bound_port: None,
         range,
         reserved: String::new(),
         tcp_tw_reuse: Some(tw_reuse),
-        ports: c.ports,
-        reserved_in_range: c.reserved,
-        bound: c.bound,
-        in_use: c.in_use,
-        time_wait: c.time_wait,
-        free: c.free,
-        holders: Vec::new(),
     }
+    .with(counted(range, "", table))
 }
 
 #[test]

@@ -84,6 +84,19 @@ pub fn no_forks() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// This process's `comm` and command line (arguments joined by spaces), as the owner lookup
+/// reports them.
+pub fn own_description() -> (String, String) {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let raw = std::fs::read("/proc/self/cmdline").unwrap();
+    let args: Vec<_> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect();
+    (comm.trim_end().to_string(), args.join(" "))
+}
+
 fn last_error() -> std::io::Error {
     std::io::Error::last_os_error()
 }
