@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
         if *why == "why" {
             match (&parsed, addr) {
                 (Ok(cli), Some(addr)) => match &cli.command {
-                    Command::Why(w) => assert_eq!(w.addr, addr),
+                    Command::Why(w) => assert_eq!(w.addr, Some(addr)),
                     other => panic!("`why` parsed as {other:?}"),
                 },
                 (Err(_), None) => {}

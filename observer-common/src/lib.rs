@@ -43,8 +43,15 @@ pub const HOOK_KRETPROBE_INET_LISTEN: u16 = 10;
 pub const HOOK_KRETPROBE_INET_CSK_GET_PORT: u16 = 11;
 /// `BindRecord::hook`: kretprobe on `udp_lib_get_port`.
 pub const HOOK_KRETPROBE_UDP_LIB_GET_PORT: u16 = 12;
+/// `BindRecord::op`: the `connect()` system call. The caller's sockaddr (the remote address
+/// and port) is in `sockaddr`, `bound_*` is the local address and port the socket holds after
+/// the call.
+pub const OP_CONNECT: u16 = 4;
+/// `BindRecord::hook`: `syscalls:sys_exit_connect` (arguments from the task's saved registers;
+/// attached by every backend).
+pub const HOOK_TP_SYS_EXIT_CONNECT: u16 = 13;
 /// Number of hook ids (one past the largest): the size of the `FIRED` counters.
-pub const HOOK_COUNT: u32 = 13;
+pub const HOOK_COUNT: u32 = 14;
 
 /// Socket option bits in `BindRecord::flags` / `BindRecord::flags_known`.
 pub mod flag {
@@ -255,7 +262,7 @@ pub const COMM_LEN: usize = 16;
 pub struct BindRecord {
     /// Always [`RECORD_BIND`].
     pub kind: u32,
-    /// Which call: [`OP_BIND`] or [`OP_LISTEN`].
+    /// Which call: [`OP_BIND`], [`OP_LISTEN`], [`OP_GET_PORT`] or [`OP_CONNECT`].
     pub op: u16,
     /// Which kernel hook produced the record: `HOOK_*`.
     pub hook: u16,
@@ -450,6 +457,14 @@ pub struct Config {
     pub nr_bind: u32,
     /// The `listen` system call number on this architecture.
     pub nr_listen: u32,
+    /// Non-zero: `sys_exit_connect` records every `connect()`, and the kernel-function
+    /// backends report the UDP autobinds of `connect()`/`sendto()`/`sendmsg()`/`sendmmsg()`
+    /// (`--connects all`); 0: only connects that fail with EADDRNOTAVAIL, EAGAIN or
+    /// EADDRINUSE.
+    pub connects_all: u32,
+    /// The `connect`, `sendto`, `sendmsg` and `sendmmsg` system call numbers: a port
+    /// allocation inside one of them is an implicit one (reported only with `connects_all`).
+    pub nr_implicit: [u32; 4],
 }
 
 impl Config {
@@ -497,6 +512,8 @@ impl Config {
         sk_spans: [Span::EMPTY; SK_SPANS],
         nr_bind: 0,
         nr_listen: 0,
+        connects_all: 0,
+        nr_implicit: [0; 4],
     };
 }
 
@@ -574,7 +591,7 @@ pub const SPAN_MAX: u32 = 128;
 pub const FLAG_COUNT: usize = 6;
 
 /// Current [`Config::version`].
-pub const CONFIG_VERSION: u32 = 7;
+pub const CONFIG_VERSION: u32 = 8;
 
 /// Index in the `COUNTERS` per-CPU array: records the ring buffer had no room for.
 pub const COUNTER_LOST: u32 = 0;

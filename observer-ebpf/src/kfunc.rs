@@ -159,16 +159,28 @@ pub(crate) fn listen_done(pid_tgid: u64, hook: u16, socket: *const u8, ret: i32)
 /// the port is not available: its callers turn that into EADDRINUSE).
 #[inline(always)]
 pub(crate) fn get_port_done(pid_tgid: u64, hook: u16, sk: *const u8, snum: u16, ret: i32) {
+    let sys = syscall();
+    let c = config();
+    // An implicit allocation (a UDP autobind in `connect()` or a send) is reported only when
+    // asked for (`--connects all`): every unbound UDP socket's first send makes one. A
+    // connect that fails is reported by `sys_exit_connect` anyway.
+    if snum == 0
+        && cfg(&c.connects_all) == 0
+        && let Some((nr, _)) = sys
+        && cfg(&c.nr_implicit)
+            .iter()
+            .any(|&n| n != 0 && u64::from(n) == nr)
+    {
+        return;
+    }
     // SAFETY: no preconditions.
     let id = unsafe { generated::bpf_ktime_get_ns() };
-    let sys = syscall();
     let call = Call {
         sk: sk as u64,
         id,
         nr: sys.map_or(u64::MAX, |c| c.0),
     };
     let _ = CALLS.insert(pid_tgid as u32, call, 0);
-    let c = config();
     let fd = syscall_fd(sys, cfg(&c.nr_bind)).or_else(|| syscall_fd(sys, cfg(&c.nr_listen)));
     let ids = Ids { call_id: id, fd };
     submit(pid_tgid, (OP_GET_PORT, hook, ret), ids, |r| {

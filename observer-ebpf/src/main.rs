@@ -35,8 +35,9 @@ use aya_ebpf::{
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
     BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_OWN_CALLS, Config,
-    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_LISTEN, RECORD_BIND, SK_SPANS,
-    SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known, unreadable,
+    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_CONNECT, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT,
+    OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known,
+    unreadable,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -276,6 +277,32 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `EAGAIN`, `EADDRINUSE` and `EADDRNOTAVAIL` (`asm-generic/errno*.h`).
+const EAGAIN: i64 = 11;
+const EADDRINUSE: i64 = 98;
+const EADDRNOTAVAIL: i64 = 99;
+
+/// Every `connect()` on the host passes here, so the common case (it succeeded, or failed for
+/// a reason that is not the port: ECONNREFUSED, EINPROGRESS, ...) returns after one read of
+/// the result, unless `--connects all` asked for every one. The port failures: TCP's
+/// EADDRNOTAVAIL (no local port toward the destination), UDP's EAGAIN (the autobind found no
+/// port; also a full backlog of a non-blocking unix socket, which the collector's family
+/// filter hides), and EADDRINUSE, which no connect path of 6.1–6.18 returns but a future one
+/// might.
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let c = config();
+    // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(cfg(&c.exit_ret_off) as usize) }) else {
+        return 0;
+    };
+    if ret != -EADDRNOTAVAIL && ret != -EAGAIN && ret != -EADDRINUSE && cfg(&c.connects_all) == 0 {
+        return 0;
+    }
+    let _ = try_exit(&ctx, OP_CONNECT, HOOK_TP_SYS_EXIT_CONNECT);
+    0
+}
+
 /// The current task's user registers, as saved at system call entry (`struct pt_regs`).
 #[inline(always)]
 pub(crate) fn user_regs() -> Option<*const u8> {
@@ -301,7 +328,8 @@ pub(crate) fn sockaddr_copy_len(addrlen: u32) -> u32 {
     }
 }
 
-/// The call's arguments: `fd` for both calls, plus `umyaddr` and `addrlen` for `bind()`.
+/// The call's arguments: `fd` for every call, plus the sockaddr and its length for `bind()`
+/// (`umyaddr`) and `connect()` (`uservaddr`).
 struct Args {
     fd: i32,
     addrlen: u32,
@@ -326,7 +354,7 @@ fn args(op: u16, ret: i64, c: &Config) -> Result<Args, i64> {
         sockaddr: [0; SOCKADDR_LEN],
         unreadable: 0,
     };
-    if op != OP_BIND {
+    if op == OP_LISTEN {
         return Ok(out);
     }
     let uaddr = read::btf_field(regs, &c.regs_arg1).map_err(|_| -1i64)?;

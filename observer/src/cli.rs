@@ -75,6 +75,13 @@ pub enum ScenariosCommand {
     /// The workload of `io-uring-check`: one IORING_OP_BIND in a private namespace.
     #[command(hide = true)]
     IoUringBind,
+    /// Use up a two-port range toward a listener so a connect fails with EADDRNOTAVAIL,
+    /// under each backend; exit 1 if a backend that loaded did not report exactly that
+    /// connect (successful connects and the UDP autobind of a connect are no events).
+    ConnectCheck,
+    /// The workload of `connect-check`.
+    #[command(hide = true)]
+    ConnectExhaust,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +102,15 @@ pub struct DemoArgs {
 pub(crate) const OPTS_HELP: &str = "OPTS column (table): R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, \
 F IP_FREEBIND, T IP_TRANSPARENT, N IP_BIND_ADDRESS_NO_PORT; '.' not set, '?' unknown on this kernel.";
 
+/// `--connects`: which `connect()` calls are events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Connects {
+    /// Those failing with EADDRNOTAVAIL, EAGAIN or EADDRINUSE.
+    Failed,
+    /// Every one.
+    All,
+}
+
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Print JSON Lines (a start record, one record per event, a summary record).
@@ -107,7 +123,7 @@ pub struct WatchArgs {
     /// Only processes with this command name (as in /proc/PID/comm).
     #[arg(long, value_name = "NAME", value_parser = parse_comm)]
     pub comm: Option<String>,
-    /// Only calls whose requested or bound port is PORT.
+    /// Only calls whose requested, bound or (connect) remote port is PORT.
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub port: Option<u16>,
     /// Only failed calls.
@@ -123,6 +139,12 @@ pub struct WatchArgs {
     /// Also show sockets of other families (unix, netlink, packet, ...).
     #[arg(long)]
     pub all_families: bool,
+    /// Which connect() calls are events: `failed` (default) only those that fail with
+    /// EADDRNOTAVAIL, EAGAIN (UDP) or EADDRINUSE (a port problem); `all` every connect, and
+    /// on the fexit and kprobe backends the implicit port allocations of UDP connects and
+    /// sends too.
+    #[arg(long, value_name = "WHICH", default_value = "failed")]
+    pub connects: Connects,
     /// Stop after SECS seconds.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = parse_duration)]
     pub duration: Option<Duration>,
@@ -327,6 +349,12 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Clean)
         }
         Command::Scenarios(ScenariosCommand::IoUringCheck) => io_uring_check(),
+        Command::Scenarios(ScenariosCommand::ConnectExhaust) => {
+            let did = scenarios::connect::exhaust().context("connect workload")?;
+            println!("{}", serde_json::to_string(&did)?);
+            Ok(Outcome::Clean)
+        }
+        Command::Scenarios(ScenariosCommand::ConnectCheck) => connect_check(),
         Command::Demo(args) => demo(args),
         Command::Why(args) => match crate::conflict::why::run(&args) {
             Ok(code) => Ok(Outcome::Code(code)),
@@ -395,6 +423,25 @@ fn io_uring_check() -> Result<Outcome> {
                     }
                 };
                 println!("{verdict}: {line}");
+            }
+        }
+    }
+    Ok(if missed {
+        Outcome::Differences
+    } else {
+        Outcome::Clean
+    })
+}
+
+fn connect_check() -> Result<Outcome> {
+    use backend::Choice;
+    let mut missed = false;
+    for choice in [Choice::Fexit, Choice::Kprobe, Choice::Tracepoint] {
+        match scenarios::connect::check(choice) {
+            Err(err) => println!("{choice:?}: not checked: {err:#}"),
+            Ok((right, line)) => {
+                missed |= !right;
+                println!("{}: {line}", if right { "right" } else { "WRONG" });
             }
         }
     }
@@ -510,7 +557,11 @@ fn watch(args: WatchArgs) -> Result<()> {
                 .map(|l| (l.local_addr().unwrap_or(addr), l))
         })
         .transpose()?;
-    let loaded = backend::load(args.backend, args.buffer_size)?;
+    let loaded = backend::load(
+        args.backend,
+        args.buffer_size,
+        args.connects == Connects::All,
+    )?;
     crate::privilege::drop_after_attach(!args.no_conflicts)?;
     if loaded.mounted_tracefs {
         eprintln!("observer: mounted tracefs on /sys/kernel/tracing");

@@ -4,15 +4,15 @@
 //! are checked, unknown tags and families are reported as such, and no input can panic.
 
 use crate::errno;
-use crate::model::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
+use crate::model::{BindEvent, Endpoint, Flags, Op, Remote, Requested, Unreadable};
 use crate::timefmt::Clock;
 use observer_common::{
     BIND_RECORD_SIZE, BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT,
     HOOK_FEXIT_INET_LISTEN, HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT,
     HOOK_KRETPROBE_INET_BIND, HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN,
     HOOK_KRETPROBE_INET6_BIND, HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_GET_PORT, OP_LISTEN, RECORD_BIND, SOCKADDR_LEN,
-    SOCKADDR_STORAGE_LEN, known, unreadable,
+    HOOK_TP_SYS_EXIT_CONNECT, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT, OP_GET_PORT, OP_LISTEN,
+    RECORD_BIND, SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, known, unreadable,
 };
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -67,17 +67,30 @@ pub fn decode_into(bytes: &[u8], clock: &Clock, e: &mut BindEvent) -> Result<(),
         OP_BIND => Op::Bind,
         OP_LISTEN => Op::Listen,
         OP_GET_PORT => Op::GetPort,
+        OP_CONNECT => Op::Connect,
         other => return Err(DecodeError::UnknownOp(other)),
     };
-    let tracepoint = matches!(r.hook, HOOK_TP_SYS_EXIT_BIND | HOOK_TP_SYS_EXIT_LISTEN);
+    let tracepoint = matches!(
+        r.hook,
+        HOOK_TP_SYS_EXIT_BIND | HOOK_TP_SYS_EXIT_LISTEN | HOOK_TP_SYS_EXIT_CONNECT
+    );
     let has = |bit: u32| r.sock_known & bit != 0;
     let sock = has(known::SOCK);
     e.requested = match op {
         Op::Bind => parse_sockaddr(&r.sockaddr, r.sockaddr_len, r.addrlen),
-        Op::Listen => None,
+        Op::Listen | Op::Connect => None,
         // The port asked for, on the address the socket holds (set before the allocation).
         Op::GetPort => (sock && has(known::FAMILY) && has(known::BOUND))
             .then(|| Requested::Inet(bound_endpoint(r.sock_family, &r.bound_addr, r.snum))),
+    };
+    // A connect's sockaddr is where it connects to (the same slot of the record as a bind's
+    // request).
+    e.remote = match op {
+        Op::Connect => match parse_sockaddr(&r.sockaddr, r.sockaddr_len, r.addrlen) {
+            Some(Requested::Inet(ep)) => Remote::Inet(ep),
+            _ => Remote::Unknown,
+        },
+        _ => Remote::Absent,
     };
     e.family = (sock && has(known::FAMILY)).then(|| family_name(r.sock_family));
     let inet = sock && has(known::FAMILY) && matches!(r.sock_family, AF_INET | AF_INET6);
@@ -160,7 +173,7 @@ fn unreadable_fields(lost: u32, e: &BindEvent) -> Unreadable {
     // A port allocation's request is the socket's address with the port asked for.
     let requested = match e.op {
         Op::Bind => lost & k::REQUESTED,
-        Op::Listen => 0,
+        Op::Listen | Op::Connect => 0,
         Op::GetPort => lost & (k::FAMILY | k::BOUND) | socket,
     };
     mark(
@@ -313,6 +326,7 @@ pub fn hook_name(hook: u16) -> &'static str {
     match hook {
         HOOK_TP_SYS_EXIT_BIND => "tracepoint:sys_exit_bind",
         HOOK_TP_SYS_EXIT_LISTEN => "tracepoint:sys_exit_listen",
+        HOOK_TP_SYS_EXIT_CONNECT => "tracepoint:sys_exit_connect",
         HOOK_FEXIT_INET_BIND => "fexit:inet_bind",
         HOOK_FEXIT_INET6_BIND => "fexit:inet6_bind",
         HOOK_FEXIT_INET_LISTEN => "fexit:inet_listen",

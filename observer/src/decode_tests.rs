@@ -107,6 +107,7 @@ fn expected() -> BindEvent {
         fd: Some(3),
         requested: Some(Requested::Inet(v4(127, 0, 0, 1, 8080))),
         bound: Some(v4(127, 0, 0, 1, 8080)),
+        remote: Remote::Absent,
         flags: Flags([
             Some(true),
             Some(false),
@@ -666,7 +667,7 @@ fn unknown_type_and_op() {
             Err(DecodeError::UnknownType(kind))
         );
     }
-    for op in [0, 4, 9, u16::MAX] {
+    for op in [0, 5, 9, u16::MAX] {
         let r = BindRecord { op, ..record() };
         assert_eq!(
             decode(&to_bytes(&r), &clock()),
@@ -852,6 +853,10 @@ fn names_of_numbers() {
         hook_name(HOOK_TP_SYS_EXIT_LISTEN),
         "tracepoint:sys_exit_listen"
     );
+    assert_eq!(
+        hook_name(HOOK_TP_SYS_EXIT_CONNECT),
+        "tracepoint:sys_exit_connect"
+    );
     assert_eq!(hook_name(0), "unknown");
     assert_eq!(hook_name(HOOK_COUNT as u16), "unknown");
     assert_eq!(
@@ -968,6 +973,7 @@ fn decoding_into_a_spare_event_gives_the_same_event() {
         holders: Vec::new(),
         fixes: vec!["a fix".into()],
         ephemeral: None,
+        connect: None,
         notes: Vec::new(),
         refusal: None,
         sharing: None,
@@ -1375,4 +1381,103 @@ fn unreadable_hand_written_bytes() {
     let mut fast = Vec::new();
     assert!(crate::jsonline::encode(&mut fast, &e));
     assert_eq!(std::str::from_utf8(&fast).unwrap(), line);
+}
+
+/// `connect(3, {AF_INET, 127.0.0.1:5000}, 16)` that failed with EADDRNOTAVAIL: the socket
+/// holds no port after the failure (the kernel undoes the source address it picked).
+fn failed_connect() -> BindRecord {
+    BindRecord {
+        op: OP_CONNECT,
+        hook: HOOK_TP_SYS_EXIT_CONNECT,
+        ret: -99,
+        flags: 0,
+        bound_port: 0,
+        bound_addr: [0; 16],
+        sockaddr: sockaddr_in(AF_INET, 5000, [127, 0, 0, 1]),
+        ..record()
+    }
+}
+
+#[test]
+fn failed_connect_exact_json() {
+    let v = json_of(&failed_connect());
+    assert_eq!(
+        v,
+        json!({
+            "type": "bind", "seq": 0, "time": TIME, "op": "connect", "pid": 4242, "tid": 4243,
+            "uid": 1000, "comm": "nginx", "netns": NETNS, "family": "inet", "protocol": "tcp",
+            "fd": 3, "requested": null, "bound": null,
+            "remote": {"addr": "127.0.0.1", "port": 5000},
+            "reuseaddr": false, "reuseport": false, "v6only": false, "freebind": false,
+            "transparent": false, "bind_address_no_port": false, "bound_dev_if": 0,
+            "sock_uid": 1001, "sock_ino": 123_456, "result": "EADDRNOTAVAIL", "errno": 99,
+            "hook": "tracepoint:sys_exit_connect", "call_id": null, "cgroup": null,
+        })
+    );
+    // The hand-written encoder writes the same bytes as serde.
+    let e = decoded(&failed_connect());
+    let mut fast = Vec::new();
+    assert!(crate::jsonline::encode(&mut fast, &e));
+    assert_eq!(fast, serde_json::to_vec(&e).unwrap());
+}
+
+#[test]
+fn hand_written_connect_bytes_decode() {
+    let mut raw = vec![0u8; BIND_RECORD_SIZE];
+    let mut put = |off: usize, bytes: &[u8]| raw[off..off + bytes.len()].copy_from_slice(bytes);
+    put(offset_of!(BindRecord, kind), &RECORD_BIND.to_ne_bytes());
+    put(offset_of!(BindRecord, op), &4u16.to_ne_bytes());
+    put(offset_of!(BindRecord, hook), &13u16.to_ne_bytes());
+    put(offset_of!(BindRecord, ret), &0i32.to_ne_bytes());
+    put(offset_of!(BindRecord, fd), &7i32.to_ne_bytes());
+    put(offset_of!(BindRecord, addrlen), &28u32.to_ne_bytes());
+    put(offset_of!(BindRecord, sock_known), &0xffu32.to_ne_bytes());
+    put(offset_of!(BindRecord, sock_family), &AF_INET6.to_ne_bytes());
+    put(offset_of!(BindRecord, protocol), &6u16.to_ne_bytes());
+    put(offset_of!(BindRecord, sock_type), &1u16.to_ne_bytes());
+    put(offset_of!(BindRecord, bound_port), &40000u16.to_ne_bytes());
+    put(
+        offset_of!(BindRecord, bound_addr),
+        &Ipv6Addr::LOCALHOST.octets(),
+    );
+    put(
+        offset_of!(BindRecord, sockaddr),
+        &sockaddr_in6(443, Ipv6Addr::LOCALHOST, 0),
+    );
+    put(offset_of!(BindRecord, sockaddr_len), &28u32.to_ne_bytes());
+    let e = decode(&raw, &clock()).expect("decodes");
+    assert_eq!(e.op, Op::Connect);
+    assert_eq!(e.hook, "tracepoint:sys_exit_connect");
+    assert_eq!(e.requested, None);
+    let local = Endpoint {
+        addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        port: 40000,
+        scope_id: None,
+    };
+    assert_eq!(e.bound, Some(local));
+    assert_eq!(e.remote, Remote::Inet(Endpoint { port: 443, ..local }));
+    assert_eq!((e.result.as_ref(), e.fd, e.call_id), ("OK", Some(7), None));
+}
+
+#[test]
+fn connect_without_a_readable_inet_sockaddr_has_a_null_remote() {
+    // The copy failed (no bytes) or the caller passed AF_UNSPEC to disconnect.
+    for (len, sockaddr) in [
+        (0, sockaddr_in(AF_INET, 5000, [127, 0, 0, 1])),
+        (16, sockaddr_in(AF_UNSPEC, 0, [10, 0, 0, 1])),
+    ] {
+        let r = BindRecord {
+            sockaddr_len: len,
+            sockaddr,
+            ..failed_connect()
+        };
+        let v = json_of(&r);
+        assert_eq!(
+            (&v["remote"], &v["requested"]),
+            (&json!(null), &json!(null))
+        );
+        assert!(v.get("unreadable").is_none());
+    }
+    // Other calls have no `remote` key at all.
+    assert!(json_of(&record()).get("remote").is_none());
 }

@@ -12,7 +12,7 @@ pub struct Filter {
     pub pid: Option<u32>,
     /// Only processes whose `comm` is exactly this.
     pub comm: Option<String>,
-    /// Only calls whose requested or bound port is this.
+    /// Only calls whose requested, bound or (connect) remote port is this.
     pub port: Option<u16>,
     /// Only failed calls.
     pub errors_only: bool,
@@ -48,7 +48,8 @@ impl Filter {
         }
         if let Some(port) = self.port {
             let bound = e.bound.map(|b| b.port);
-            if e.requested_port() != Some(port) && bound != Some(port) {
+            let remote = e.remote.endpoint().map(|r| r.port);
+            if e.requested_port() != Some(port) && bound != Some(port) && remote != Some(port) {
                 return false;
             }
         }

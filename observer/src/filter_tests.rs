@@ -29,6 +29,7 @@ fn event() -> BindEvent {
         fd: Some(6),
         requested: Some(Requested::Inet(v4(8080))),
         bound: Some(v4(8080)),
+        remote: crate::model::Remote::Absent,
         flags: Flags::default(),
         bound_dev_if: Some(0),
         sock_uid: Some(0),
@@ -280,4 +281,29 @@ fn combined_filters_need_every_condition() {
         ..f
     };
     assert!(all.matches(&unix_target));
+}
+
+#[test]
+fn port_filter_matches_a_connects_remote_port() {
+    let connect = BindEvent {
+        op: Op::Connect,
+        requested: None,
+        bound: None,
+        remote: crate::model::Remote::Inet(v4(5432)),
+        result: "EADDRNOTAVAIL".into(),
+        errno: 99,
+        ..event()
+    };
+    let only = |port| Filter {
+        port: Some(port),
+        ..Filter::default()
+    };
+    assert!(only(5432).matches(&connect));
+    assert!(!only(8080).matches(&connect));
+    // Its local port, once it has one, matches too.
+    let bound = BindEvent {
+        bound: Some(v4(40000)),
+        ..connect
+    };
+    assert!(only(40000).matches(&bound));
 }

@@ -11,7 +11,7 @@
 //! apart unnoticed. Events with a `conflict` object (rare, already slow to look up) go
 //! through serde.
 
-use crate::model::{BindEvent, Endpoint, Requested};
+use crate::model::{BindEvent, Endpoint, Remote, Requested};
 use std::io::Write as _;
 
 /// Appends `e` as one JSON object (no newline) to `out`. Returns false, writing nothing, for
@@ -63,6 +63,14 @@ pub fn encode(out: &mut Vec<u8>, e: &BindEvent) -> bool {
     match &e.bound {
         None => out.extend_from_slice(b"null"),
         Some(ep) => endpoint(out, ep),
+    }
+    match &e.remote {
+        Remote::Absent => {}
+        Remote::Unknown => out.extend_from_slice(b",\"remote\":null"),
+        Remote::Inet(ep) => {
+            out.extend_from_slice(b",\"remote\":");
+            endpoint(out, ep);
+        }
     }
     for (spec, value) in observer_common::sockopt::ALL.iter().zip(e.flags.in_order()) {
         out.extend_from_slice(b",\"");
@@ -266,6 +274,7 @@ mod tests {
                 scope_id: None,
             })),
             bound: None,
+            remote: Remote::Absent,
             flags: Flags([Some(true), Some(false), None, Some(false), Some(true), None]),
             bound_dev_if: Some(0),
             sock_uid: None,
@@ -312,6 +321,15 @@ mod tests {
             e.repeat_flags_differ = true;
         });
         push(&|e| e.op = Op::GetPort);
+        push(&|e| {
+            e.op = Op::Connect;
+            e.requested = None;
+            e.remote = Remote::Inet(mapped);
+        });
+        push(&|e| {
+            e.op = Op::Connect;
+            e.remote = Remote::Unknown;
+        });
         push(&|e| e.requested = None);
         push(&|e| e.requested = Some(Requested::Inet(v6)));
         push(&|e| {
@@ -402,6 +420,7 @@ mod tests {
             holders: Vec::new(),
             fixes: Vec::new(),
             ephemeral: None,
+            connect: None,
             notes: Vec::new(),
             refusal: None,
             sharing: None,

@@ -221,12 +221,15 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
 
     fn event(&mut self, e: &BindEvent) -> io::Result<()> {
         let time = short_time(&e.time);
-        let requested = match &e.requested {
-            Some(Requested::Inet(ep)) => endpoint(ep),
-            Some(Requested::Other { sa_family, addrlen }) => {
+        let requested = match (&e.requested, &e.remote) {
+            // A connect: where to, in the REQUESTED column.
+            (_, crate::model::Remote::Inet(ep)) => format!("->{}", endpoint(ep)),
+            (_, crate::model::Remote::Unknown) => "->?".into(),
+            (Some(Requested::Inet(ep)), _) => endpoint(ep),
+            (Some(Requested::Other { sa_family, addrlen }), _) => {
                 format!("af{sa_family} ({addrlen} bytes)")
             }
-            None => "-".into(),
+            (None, _) => "-".into(),
         };
         let bound = e.bound.as_ref().map_or_else(|| "-".into(), endpoint);
         let proto = e.protocol.as_deref().unwrap_or("?");

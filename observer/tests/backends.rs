@@ -98,7 +98,11 @@ fn tracepoint_backend_starts_and_skips_nothing() {
     assert_eq!(start["backend"], "tracepoint", "{start}");
     assert_eq!(
         start["hooks"],
-        json!(["tracepoint:sys_exit_bind", "tracepoint:sys_exit_listen"]),
+        json!([
+            "tracepoint:sys_exit_bind",
+            "tracepoint:sys_exit_listen",
+            "tracepoint:sys_exit_connect"
+        ]),
         "{start}"
     );
     assert_eq!(start["skipped_backends"], json!([]), "{start}");

@@ -398,6 +398,7 @@ fn lookup_after_the_holder_is_gone_says_so() {
                 scope_id: None,
             })),
             bound: None,
+            remote: observer::model::Remote::Absent,
             flags: Flags::default(),
             bound_dev_if: Some(0),
             sock_uid: Some(0),

@@ -10,7 +10,7 @@
 #[allow(unused_imports)]
 mod common;
 
-use common::in_netns;
+use common::{in_netns, own_description};
 use observer::conflict::rules::{Request, TCP_CLOSE, TCP_LISTEN};
 use observer::conflict::socktable;
 use observer::conflict::{Query, diagnose};
@@ -121,17 +121,6 @@ fn unrelated(sockets: usize) -> (Vec<OwnedFd>, Vec<Socket>) {
         .map(|_| Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap())
         .collect();
     (pipes, socks)
-}
-
-fn own_description() -> (String, String) {
-    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
-    let raw = std::fs::read("/proc/self/cmdline").unwrap();
-    let args: Vec<_> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(String::from_utf8_lossy)
-        .collect();
-    (comm.trim_end().to_string(), args.join(" "))
 }
 
 #[test]

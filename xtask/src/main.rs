@@ -49,6 +49,10 @@ enum Command {
         /// Only the scale part, printed (BENCH.md is left as it is).
         #[arg(long, conflicts_with = "no_scale")]
         only_scale: bool,
+        /// Only this load's rows, e.g. `connect` (no throughput run, no scale part), printed
+        /// (BENCH.md is left as it is).
+        #[arg(long, value_name = "MODE", conflicts_with = "only_scale")]
+        only_load: Option<String>,
     },
     /// Set up, then run the scenario checks under every backend on Debian's 6.1 and 6.12
     /// kernels (qemu) and under the tracepoint backend here; fail on any mismatch (root needed).
@@ -66,12 +70,14 @@ fn main() -> ExitCode {
             seconds,
             no_scale,
             only_scale,
+            only_load,
         } => setup::all().and_then(|()| {
             bench::bench(&bench::Options {
                 rounds: rounds as usize,
                 seconds: seconds as f64,
                 scale: !no_scale,
                 only_scale,
+                only_load,
             })
         }),
         Command::VmTest => setup::all().and_then(|()| vm::vm_test()),

@@ -51,6 +51,8 @@ for backend in BACKENDS; do
 done
 /observer scenarios io-uring-check > /tmp/uring.txt 2>&1
 echo "VMTEST io_uring $? $(tr '\n' ' ' < /tmp/uring.txt)"
+/observer scenarios connect-check > /tmp/connect.txt 2>&1
+echo "VMTEST connect $? $(tr '\n' ' ' < /tmp/connect.txt)"
 echo "VMTEST status $status"
 poweroff -f
 "#;
@@ -274,7 +276,7 @@ struct Table {
 }
 
 impl Table {
-    /// Reads one guest's console: its verdicts, its status, the io_uring check.
+    /// Reads one guest's console: its verdicts, its status, the io_uring and connect checks.
     fn guest(&mut self, series: &str, console: &str) {
         let lines: Vec<&str> = console
             .lines()
@@ -299,6 +301,16 @@ impl Table {
                 eprintln!("xtask: {kernel} auto start record: {auto}");
             } else if let Some(failed) = line.strip_prefix("failed ") {
                 self.failures.push(format!("{kernel}: {failed}"));
+            } else if let Some(connect) = line.strip_prefix("connect ") {
+                // Every backend loads in the guests: each must have reported exactly the
+                // failed connect.
+                eprintln!("xtask: {kernel} connect check: {connect}");
+                let all = GUEST_BACKENDS
+                    .iter()
+                    .all(|b| connect.contains(&format!("right: {b}: ")));
+                if !connect.starts_with("0 ") || !all {
+                    self.failures.push(format!("{kernel} connect: {connect}"));
+                }
             } else if let Some(uring) = line.strip_prefix("io_uring ") {
                 eprintln!("xtask: {kernel} io_uring check: {uring}");
                 if !uring.starts_with("0 ") {

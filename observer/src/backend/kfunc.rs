@@ -84,8 +84,26 @@ fn program_error(what: String) -> impl FnOnce(ProgramError) -> LoadError {
 /// Loads, attaches and self-tests one kernel-function backend.
 pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError> {
     raise_memlock();
+    // Failed connects come from the `sys_exit_connect` tracepoint, as on the tracepoint
+    // backend: its record layout is read from tracefs before the load. Without tracefs (no
+    // CAP_SYS_ADMIN to mount it) the backend still works, without connects.
+    let mut config = resolved.config;
+    let mut no_connects = None;
+    let mounted_tracefs = match crate::tracefs::ensure_mounted()
+        .map_err(LoadError::from)
+        .and_then(|(path, mounted)| Ok((super::tracepoint::syscall_layout(&path)?, mounted)))
+    {
+        Ok((ret_off, mounted)) => {
+            config.exit_ret_off = ret_off;
+            mounted
+        }
+        Err(err) => {
+            no_connects = Some(err.short());
+            false
+        }
+    };
     let mut ebpf = EbpfLoader::new()
-        .override_global("CONFIG", &resolved.config, true)
+        .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", buffer_bytes)
         .load(PROGRAMS)?;
     match kind {
@@ -93,12 +111,22 @@ pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded
         Kind::Kprobe => attach_kprobe(&mut ebpf)?,
     }
     self_test(kind, &ebpf)?;
+    let mut hooks: Vec<String> = FUNCTIONS.iter().map(|f| kind.hook_name(f)).collect();
+    if no_connects.is_none() {
+        match super::tracepoint::attach(&mut ebpf, super::tracepoint::CONNECT) {
+            Ok(hook) => hooks.push(hook),
+            Err(err) => no_connects = Some(err.short()),
+        }
+    }
+    if let Some(why) = no_connects {
+        eprintln!("observer: failed connects are not reported: {why}");
+    }
     Ok(Loaded {
         ebpf,
         backend: kind.name(),
-        hooks: FUNCTIONS.iter().map(|f| kind.hook_name(f)).collect(),
+        hooks,
         unknown_fields: resolved.unknown.clone(),
-        mounted_tracefs: false,
+        mounted_tracefs,
         buffer_bytes,
         skipped: Vec::new(),
     })

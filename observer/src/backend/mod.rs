@@ -3,7 +3,10 @@
 //! - `fexit` ([`kfunc`]): BPF trampolines on `inet_bind`, `inet6_bind`, `inet_listen`,
 //!   `inet_csk_get_port` and `udp_lib_get_port`.
 //! - `kprobe` ([`kfunc`]): kprobe/kretprobe pairs on the same functions.
-//! - `tracepoint` ([`tracepoint`]): `syscalls:sys_{enter,exit}_{bind,listen}`.
+//! - `tracepoint` ([`tracepoint`]): `syscalls:sys_exit_{bind,listen}`.
+//!
+//! Every backend also attaches `syscalls:sys_exit_connect` (failed connects; every connect
+//! with `--connects all`).
 //!
 //! `auto` tries them in that order and keeps, for each one skipped, the reason. Order matters
 //! for honesty: privileges are checked first (a clear line instead of an EPERM from deep inside
@@ -33,12 +36,16 @@ pub enum Choice {
 
 /// Loads the chosen backend; under `auto`, the first that loads, attaches and fires, with the
 /// reasons the others were skipped in [`Loaded::skipped`].
-pub fn load(choice: Choice, buffer_bytes: u32) -> Result<Loaded, LoadError> {
+///
+/// `connects_all`: report every `connect()` and the implicit port allocations of connects
+/// and sends, not only the connects that fail with EADDRNOTAVAIL, EAGAIN or EADDRINUSE.
+pub fn load(choice: Choice, buffer_bytes: u32, connects_all: bool) -> Result<Loaded, LoadError> {
     check_privileges()?;
     // Our own BTF reader, once per run (`crate::kernel`); dropped before aya parses BTF
     // again in its loader, so the two never weigh on memory together.
     let btf = Btf::from_sys_fs()?;
-    let resolved = prepare(&btf)?;
+    let mut resolved = prepare(&btf)?;
+    resolved.config.connects_all = u32::from(connects_all);
     // Only `auto` skips a backend the kernel refuses; a backend asked for by name is tried in
     // full, for its own error.
     let auto = choice == Choice::Auto;
@@ -105,6 +112,12 @@ fn prepare(btf: &Btf) -> Result<Resolved, LoadError> {
     identity::Identity::current().apply(&mut resolved.config);
     resolved.config.nr_bind = libc::SYS_bind as u32;
     resolved.config.nr_listen = libc::SYS_listen as u32;
+    resolved.config.nr_implicit = [
+        libc::SYS_connect as u32,
+        libc::SYS_sendto as u32,
+        libc::SYS_sendmsg as u32,
+        libc::SYS_sendmmsg as u32,
+    ];
     Ok(resolved)
 }
 

@@ -1,4 +1,4 @@
-//! The tracepoint backend: `syscalls:sys_exit_{bind,listen}`. Only the exits: the programs
+//! The tracepoint backend: `syscalls:sys_exit_{bind,listen,connect}`. Only the exits: the programs
 //! read the call's arguments from the task's saved user registers, so there is no entry
 //! program and no per-thread pairing (half the cost for every `bind()`, and no state for a
 //! thread to leave behind).
@@ -12,7 +12,11 @@ use aya::programs::TracePoint;
 use std::path::Path;
 
 /// The tracepoints of this backend (tracepoint name = program name).
-const TRACEPOINTS: [&str; 2] = ["sys_exit_bind", "sys_exit_listen"];
+const TRACEPOINTS: [&str; 3] = ["sys_exit_bind", "sys_exit_listen", CONNECT];
+
+/// The tracepoint every backend attaches for failed connects (the kernel-function backends
+/// too: a tracepoint loads wherever they do, and gives the same record).
+pub(super) const CONNECT: &str = "sys_exit_connect";
 
 /// Loads and attaches the tracepoint backend. `buffer_bytes` must be a power-of-two multiple
 /// of the page size.
@@ -43,25 +47,7 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
         .load(PROGRAMS)?;
     let mut hooks = Vec::new();
     for name in TRACEPOINTS {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or_else(|| LoadError::Layout(format!("program {name} missing from the object")))?
-            .try_into()
-            .map_err(|source| LoadError::Program {
-                what: format!("program {name}"),
-                source,
-            })?;
-        program.load().map_err(|source| LoadError::Program {
-            what: format!("loading {name}"),
-            source,
-        })?;
-        program
-            .attach("syscalls", name)
-            .map_err(|source| LoadError::Program {
-                what: format!("attaching syscalls:{name}"),
-                source,
-            })?;
-        hooks.push(format!("tracepoint:{name}"));
+        hooks.push(attach(&mut ebpf, name)?);
     }
     super::identity::check_with_bind(&ebpf)?;
     Ok(Loaded {
@@ -75,14 +61,39 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
     })
 }
 
+/// Loads the program `name` and attaches it to `syscalls:name`; returns the hook's name.
+pub(super) fn attach(ebpf: &mut aya::Ebpf, name: &str) -> Result<String, LoadError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| LoadError::Layout(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|source| LoadError::Program {
+            what: format!("program {name}"),
+            source,
+        })?;
+    program.load().map_err(|source| LoadError::Program {
+        what: format!("loading {name}"),
+        source,
+    })?;
+    program
+        .attach("syscalls", name)
+        .map_err(|source| LoadError::Program {
+            what: format!("attaching syscalls:{name}"),
+            source,
+        })?;
+    Ok(format!("tracepoint:{name}"))
+}
+
 /// Offset of `ret` in the exit tracepoints' records, checked to be the same 8-byte slot in
-/// both.
-fn syscall_layout(tracefs: &Path) -> Result<u32, LoadError> {
+/// all three.
+pub(super) fn syscall_layout(tracefs: &Path) -> Result<u32, LoadError> {
     let ret = tracefs::field(tracefs, "syscalls", "sys_exit_bind", "ret")?;
     let listen_ret = tracefs::field(tracefs, "syscalls", "sys_exit_listen", "ret")?;
-    if ret.size != 8 || listen_ret != ret {
+    let connect_ret = tracefs::field(tracefs, "syscalls", CONNECT, "ret")?;
+    if ret.size != 8 || listen_ret != ret || connect_ret != ret {
         return Err(LoadError::Layout(format!(
-            "unexpected syscall exit tracepoint layout: bind ret {ret:?}, listen ret {listen_ret:?}"
+            "unexpected syscall exit tracepoint layout: bind ret {ret:?}, listen ret \
+             {listen_ret:?}, connect ret {connect_ret:?}"
         )));
     }
     Ok(ret.offset)

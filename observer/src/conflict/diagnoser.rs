@@ -48,10 +48,11 @@ pub const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 /// Questions remembered for [`REPEAT_WINDOW`], at most (older ones are forgotten first).
 const RECENT_MAX: usize = 4096;
 
-/// What a lookup answers: the failing socket's namespace, the errno, the request the rules
-/// judge, the IPv6 scope id, and for the rules that read the caller (EACCES: its
-/// capabilities; EPERM: its cgroup) the caller's pid.
-type Question = (Option<u32>, i32, Option<Request>, Option<u32>, u32);
+/// What a lookup answers: the failing socket's namespace, the errno, whether it is a
+/// connect's, the request the rules judge, the IPv6 scope id, and for the rules that read the
+/// caller (EACCES: its capabilities; EPERM: its cgroup; a success: who else shares the port)
+/// the caller's pid.
+type Question = (Option<u32>, i32, bool, Option<Request>, Option<u32>, u32);
 
 /// The event that asked a question first, within the window.
 #[derive(Debug, Clone)]
@@ -170,11 +171,19 @@ pub fn start_with(
 /// EADDRINUSE. A failed port allocation (`get_port`, kernel-function backends) runs inside
 /// the `bind()` or `listen()` reported right after it, with the same `call_id`: that event
 /// carries the explanation.
+///
+/// And a TCP `connect()` failing with EADDRNOTAVAIL: no local port toward its destination
+/// ([`super::connect`]).
 pub fn wants(e: &BindEvent) -> bool {
-    e.errno == libc::EADDRINUSE
-        && e.op != Op::GetPort
+    let connect = e.op == Op::Connect
+        && e.errno == libc::EADDRNOTAVAIL
         && e.is_inet()
-        && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
+        && e.protocol.as_deref() == Some("tcp");
+    connect
+        || e.errno == libc::EADDRINUSE
+            && !matches!(e.op, Op::GetPort | Op::Connect)
+            && e.is_inet()
+            && matches!(e.protocol.as_deref(), Some("tcp" | "udp"))
 }
 
 impl Submitter {
@@ -190,7 +199,14 @@ impl Submitter {
             0 | libc::EACCES | libc::EPERM => event.pid,
             _ => 0,
         };
-        let question: Question = (event.netns, event.errno, request_of(event), scope, caller);
+        let question: Question = (
+            event.netns,
+            event.errno,
+            event.op == Op::Connect,
+            request_of(event),
+            scope,
+            caller,
+        );
         // The coarse clock is plenty for a one-second window; `Instant::now()` here was 5% of
         // the collector's time per event under a failure flood.
         let now = Duration::from_nanos(crate::timefmt::monotonic_coarse_ns());
@@ -301,9 +317,10 @@ impl Done {
 }
 
 /// The request an event describes: the requested address for a bind, the bound one for a
-/// listen (an unbound socket's listen autobinds: port 0).
+/// listen (an unbound socket's listen autobinds: port 0), the remote one for a connect.
 fn request_of(e: &BindEvent) -> Option<Request> {
     let ep = match (e.op, &e.requested, &e.bound) {
+        (Op::Connect, _, _) => e.remote.endpoint()?,
         (Op::Bind, Some(Requested::Inet(ep)), _) => *ep,
         (Op::Listen, _, Some(ep)) => *ep,
         (Op::Listen, _, None) => crate::model::Endpoint {
@@ -342,7 +359,7 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
     if e.errno == 0 {
         return super::sharing::lookup(e, way_in(e, netns));
     }
-    if e.errno != libc::EADDRINUSE {
+    if e.errno != libc::EADDRINUSE && e.op != Op::Connect {
         // EPERM reads the cgroup tree only: no namespace to enter.
         let ns = if e.errno == libc::EPERM {
             Ok(Netns::Current)
@@ -358,6 +375,19 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
         Ok(ns) => ns,
         Err(why) => return unavailable(why),
     };
+    if e.op == Op::Connect {
+        // The socket's own address and port, when it kept them after the failure (bound
+        // before the call).
+        let bound = e.bound.filter(|b| !b.addr.is_unspecified());
+        let ask = super::connect::Ask {
+            dst: std::net::SocketAddr::new(request.addr, request.port),
+            source: bound.map(|b| b.addr),
+            bound_port: e.bound.map(|b| b.port).filter(|&p| p != 0),
+            exclude_inode: e.sock_ino,
+        };
+        return super::connect::explain(&ask, &netns)
+            .unwrap_or_else(|err| unavailable(err.to_string()));
+    }
     let query = Query {
         request,
         netns,

@@ -41,6 +41,7 @@ fn marked(job: &Job) -> Conflict {
         holders: Vec::new(),
         fixes: Vec::new(),
         ephemeral: None,
+        connect: None,
         notes: vec![format!("port {}", e.requested_port().unwrap())],
         refusal: None,
         sharing: None,

@@ -14,6 +14,7 @@ pub mod advice;
 #[path = "../../tests/common/cases.rs"]
 pub(crate) mod cases;
 pub mod cgroupbpf;
+pub mod connect;
 pub mod diagnoser;
 pub mod ephemeral;
 pub mod explain;
@@ -191,6 +192,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         holders,
         fixes,
         ephemeral: None,
+        connect: None,
         notes,
         refusal: None,
         sharing: None,
@@ -265,6 +267,7 @@ fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
         holders: Vec::new(),
         fixes: Vec::new(),
         ephemeral: None,
+        connect: None,
         notes,
         refusal: None,
         sharing: None,

@@ -193,6 +193,15 @@ fn owners_of(
     found
 }
 
+/// Processes holding each of `inodes`, from `/proc` alone: for sockets on many ports, which
+/// the kernel walk (one port at a time) does not serve.
+pub fn find_in_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
+    if inodes.is_empty() {
+        return BTreeMap::new();
+    }
+    from_proc(inodes)
+}
+
 /// The `/proc/PID/fd` scan.
 fn from_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
     let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();

@@ -187,6 +187,9 @@ pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
             }
         ));
     }
+    if let Some(p) = &c.connect {
+        out.extend(super::connect::lines(p));
+    }
     if !c.fixes.is_empty() {
         out.push("would work:".into());
         out.extend(c.fixes.iter().map(|f| format!("  {f}")));

@@ -26,6 +26,8 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 /// Filter op "local address and port match this `inet_diag_hostcond`": what `ss` sends, and
 /// older than `INET_DIAG_BC_S_EQ`.
 const INET_DIAG_BC_S_COND: u8 = 7;
+/// The same for the remote address and port.
+const INET_DIAG_BC_D_COND: u8 = 8;
 /// `sizeof(struct inet_diag_req_v2)`.
 const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `sizeof(struct nlmsghdr)`.
@@ -50,17 +52,37 @@ pub struct DiagSock {
     pub expires_ms: u32,
     /// The socket cookie (`sock_gen_cookie`), as the socket iterator programs report it too.
     pub cookie: u64,
+    /// The remote address and port (unspecified and 0 for an unconnected socket).
+    pub dst: IpAddr,
+    pub dport: u16,
 }
 
 /// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace whose
 /// local port is `port`, or every one of them for `None`.
 pub fn dump(proto: Proto, port: Option<u16>) -> io::Result<Vec<DiagSock>> {
-    let mut all = dump_family(proto, libc::AF_INET as u8, port)?;
-    all.extend(dump_family(proto, libc::AF_INET6 as u8, port)?);
+    let filter = port.map(sport_filter);
+    let mut all = dump_family(proto, libc::AF_INET as u8, filter.as_deref())?;
+    all.extend(dump_family(proto, libc::AF_INET6 as u8, filter.as_deref())?);
     Ok(all)
 }
 
-fn dump_family(proto: Proto, family: u8, port: Option<u16>) -> io::Result<Vec<DiagSock>> {
+/// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace whose
+/// remote port is `dport` (the kernel filters, as for `ss dport = :PORT`), plus every one
+/// with remote port 0 (listening, bound-only): what stands between a `connect()` to that
+/// port and a local port.
+pub fn dump_toward(proto: Proto, dport: u16) -> io::Result<Vec<DiagSock>> {
+    let filter = cond_filter(INET_DIAG_BC_D_COND, dport);
+    let mut all = dump_family(proto, libc::AF_INET as u8, Some(&filter))?;
+    all.extend(dump_family(proto, libc::AF_INET6 as u8, Some(&filter))?);
+    if dport != 0 {
+        let idle = cond_filter(INET_DIAG_BC_D_COND, 0);
+        all.extend(dump_family(proto, libc::AF_INET as u8, Some(&idle))?);
+        all.extend(dump_family(proto, libc::AF_INET6 as u8, Some(&idle))?);
+    }
+    Ok(all)
+}
+
+fn dump_family(proto: Proto, family: u8, filter: Option<&[u8]>) -> io::Result<Vec<DiagSock>> {
     // SAFETY: plain socket(2); the descriptor is owned right away.
     let fd = unsafe {
         libc::socket(
@@ -74,7 +96,7 @@ fn dump_family(proto: Proto, family: u8, port: Option<u16>) -> io::Result<Vec<Di
     }
     // SAFETY: a fresh descriptor owned only here.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let request = request(proto, family, port);
+    let request = request(proto, family, filter);
     // SAFETY: the buffer is valid for its length; a zero-initialised sockaddr_nl (pid 0 = the
     // kernel) is a valid destination.
     let sent = unsafe {
@@ -110,11 +132,10 @@ fn dump_family(proto: Proto, family: u8, port: Option<u16>) -> io::Result<Vec<Di
     }
 }
 
-/// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state, and for `port`
-/// the bytecode attribute that keeps only the sockets bound to it.
-fn request(proto: Proto, family: u8, port: Option<u16>) -> Vec<u8> {
-    let filter = port.map(sport_filter);
-    let len = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN + filter.as_ref().map_or(0, Vec::len);
+/// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state, with `filter`
+/// (a bytecode attribute, e.g. [`sport_filter`]) the sockets it keeps.
+fn request(proto: Proto, family: u8, filter: Option<&[u8]>) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN + filter.map_or(0, <[u8]>::len);
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
     m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
@@ -131,7 +152,7 @@ fn request(proto: Proto, family: u8, port: Option<u16>) -> Vec<u8> {
     // inet_diag_sockid: ignored by a dump.
     m.resize(NLMSG_HDRLEN + INET_DIAG_REQ_V2_LEN, 0);
     if let Some(f) = filter {
-        m.extend_from_slice(&f);
+        m.extend_from_slice(f);
     }
     m
 }
@@ -142,13 +163,18 @@ fn request(proto: Proto, family: u8, port: Option<u16>) -> Vec<u8> {
 /// match skip `yes` bytes (to the end: accept), else `no` bytes (past the end: reject), which
 /// its audit (`inet_diag_bc_audit`) allows up to the program length + 4.
 fn sport_filter(port: u16) -> Vec<u8> {
+    cond_filter(INET_DIAG_BC_S_COND, port)
+}
+
+/// [`sport_filter`] for another condition: `INET_DIAG_BC_D_COND` matches the remote end.
+fn cond_filter(code: u8, port: u16) -> Vec<u8> {
     const OP: usize = 4;
     const HOSTCOND: usize = 8;
     let prog = OP + HOSTCOND;
     let mut a = Vec::with_capacity(4 + prog);
     a.extend_from_slice(&((4 + prog) as u16).to_ne_bytes());
     a.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
-    a.push(INET_DIAG_BC_S_COND);
+    a.push(code);
     a.push(prog as u8); // yes
     a.extend_from_slice(&((prog + 4) as u16).to_ne_bytes()); // no
     a.push(libc::AF_UNSPEC as u8);
@@ -211,11 +237,15 @@ fn parse_msg(p: &[u8], proto: Proto) -> Option<DiagSock> {
     }
     let u32_at = |o: usize| u32::from_ne_bytes(p[o..o + 4].try_into().unwrap());
     let family = p[0];
-    let addr = if family == libc::AF_INET as u8 {
-        IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p[8..12]).unwrap()))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).unwrap()))
+    // `inet_diag_sockid`: sport, dport, src[4], dst[4] (IPv4 in the first word of each).
+    let ip_at = |o: usize| {
+        if family == libc::AF_INET as u8 {
+            IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(&p[o..o + 4]).unwrap()))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[o..o + 16]).unwrap()))
+        }
     };
+    let addr = ip_at(8);
     let mut v6only = (family == libc::AF_INET as u8).then_some(false);
     let mut attrs = &p[INET_DIAG_MSG_LEN..];
     while attrs.len() >= 4 {
@@ -240,6 +270,8 @@ fn parse_msg(p: &[u8], proto: Proto) -> Option<DiagSock> {
         inode: u64::from(u32_at(68)),
         expires_ms: u32_at(52),
         cookie: u64::from(u32_at(44)) | u64::from(u32_at(48)) << 32,
+        dst: ip_at(24),
+        dport: u16::from_be_bytes([p[6], p[7]]),
     })
 }
 
@@ -377,7 +409,7 @@ mod tests {
             &[libc::AF_INET6 as u8, libc::IPPROTO_TCP as u8, 0, 0]
         );
         assert_eq!(&all[20..24], &u32::MAX.to_ne_bytes());
-        let one = request(Proto::Udp, libc::AF_INET as u8, Some(8080));
+        let one = request(Proto::Udp, libc::AF_INET as u8, Some(&sport_filter(8080)));
         assert_eq!(one.len(), 88);
         assert_eq!(&one[0..4], &88u32.to_ne_bytes());
         assert_eq!(

@@ -1,6 +1,7 @@
 //! `observer why ADDR:PORT`: would a bind succeed right now, and if not, who is in the way,
 //! by which rule, and what would work. One shot, no eBPF: the socket table, the owners and the
-//! rule engine only.
+//! rule engine only. `observer why --connect DST:PORT [--from ADDR]` asks the same of a TCP
+//! connect: would it find a local port ([`super::connect`]).
 
 use super::report::{SHOWN_GROUPS, addr_port, lines_up_to};
 use super::rules::Request;
@@ -26,13 +27,23 @@ pub const WHY_HELP: &str = "Exit status: 0 the bind would succeed now; 3 it woul
 EADDRINUSE; 4 it depends on flags of a socket in the way that could not be read; 5 it would \
 fail with another error (EADDRNOTAVAIL, EACCES, ENODEV, EINVAL: named in the answer); 1 the \
 lookup failed; 2 bad usage. Port 0 asks about the ephemeral port range instead. An IPv6 scope \
-id is given as [ADDR%INDEX]:PORT.";
+id is given as [ADDR%INDEX]:PORT. With --connect DST:PORT (a TCP connect, from --from ADDR or \
+the route's source address): 0 a local port is free toward DST:PORT; 3 none is, the connect \
+would fail with EADDRNOTAVAIL; 1 the lookup failed.";
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
     /// Address and port, e.g. 127.0.0.1:8080, 0.0.0.0:80, [::]:443, [::ffff:10.0.0.1]:53.
-    #[arg(value_name = "ADDR:PORT", value_parser = parse_addr)]
-    pub addr: SocketAddr,
+    #[arg(value_name = "ADDR:PORT", value_parser = parse_addr,
+          required_unless_present = "connect", conflicts_with = "connect")]
+    pub addr: Option<SocketAddr>,
+    /// Ask about a TCP connect() to DST:PORT instead: would it find a local port.
+    #[arg(long, value_name = "DST:PORT", value_parser = parse_addr)]
+    pub connect: Option<SocketAddr>,
+    /// With --connect: the source address the socket would be bound to (default: the one
+    /// the route to DST gives).
+    #[arg(long, value_name = "ADDR", requires = "connect")]
+    pub from: Option<std::net::IpAddr>,
     /// A UDP socket (default TCP).
     #[arg(long)]
     pub udp: bool,
@@ -101,15 +112,20 @@ fn parse_netns(s: &str) -> Result<PathBuf, String> {
 pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
     // A one-shot answer: its time is mostly the iterator programs' load.
     super::kiter::parallel_load();
-    if args.v6only && args.addr.is_ipv4() {
+    let addr = match (args.addr, args.connect) {
+        (_, Some(dst)) => return run_connect(args, dst),
+        (Some(addr), None) => addr,
+        (None, None) => return Err(WhyError::Usage("ADDR:PORT or --connect DST:PORT".into())),
+    };
+    if args.v6only && addr.is_ipv4() {
         return Err(WhyError::Usage(
             "--v6only applies to IPv6 addresses only (see `observer why --help`)".into(),
         ));
     }
     let request = Request {
         proto: if args.udp { Proto::Udp } else { Proto::Tcp },
-        addr: args.addr.ip(),
-        port: args.addr.port(),
+        addr: addr.ip(),
+        port: addr.port(),
         reuseaddr: args.reuseaddr,
         reuseport: args.reuseport,
         v6only: args.v6only,
@@ -122,7 +138,7 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
         proto: request.proto,
         addr: request.addr,
         port: request.port,
-        scope_id: match args.addr {
+        scope_id: match addr {
             SocketAddr::V6(a) => a.scope_id(),
             SocketAddr::V4(_) => 0,
         },
@@ -189,7 +205,7 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
             "UNCERTAIN" => "might fail with EADDRINUSE".to_string(),
             errno => format!("would fail with {errno}"),
         };
-        let shown = match args.addr {
+        let shown = match addr {
             SocketAddr::V6(a) if a.scope_id() != 0 => {
                 format!("[{}%{}]:{}", a.ip(), a.scope_id(), a.port())
             }
@@ -218,6 +234,68 @@ pub fn run(args: &WhyArgs) -> Result<u8, WhyError> {
             }
         }
         out.write_all(safe.as_bytes())
+    };
+    written.map_err(WhyError::Output)?;
+    Ok(code)
+}
+
+/// `observer why --json --connect`'s record.
+#[derive(serde::Serialize)]
+struct WhyConnect<'a> {
+    #[serde(rename = "type")]
+    record_type: &'static str,
+    op: &'static str,
+    protocol: Proto,
+    addr: std::net::IpAddr,
+    port: u16,
+    from: Option<std::net::IpAddr>,
+    result: &'a str,
+    conflict: &'a crate::model::Conflict,
+}
+
+/// `why --connect DST:PORT`: would a TCP connect find a local port toward DST:PORT now.
+fn run_connect(args: &WhyArgs, dst: SocketAddr) -> Result<u8, WhyError> {
+    let netns = args.netns.clone().map_or(Netns::Current, Netns::Path);
+    let ask = super::connect::Ask {
+        dst,
+        source: args.from,
+        bound_port: None,
+        exclude_inode: None,
+    };
+    let conflict = super::connect::explain(&ask, &netns).map_err(WhyError::Lookup)?;
+    let (result, code) = if conflict.verdict == "exhausted" {
+        ("EADDRNOTAVAIL", EXIT_WOULD_FAIL)
+    } else {
+        ("OK", 0)
+    };
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        let record = WhyConnect {
+            record_type: "why",
+            op: "connect",
+            protocol: Proto::Tcp,
+            addr: dst.ip(),
+            port: dst.port(),
+            from: args.from,
+            result,
+            conflict: &conflict,
+        };
+        serde_json::to_writer(&mut out, &record)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(out))
+    } else {
+        let verdict = match result {
+            "OK" => "would find a local port now".to_string(),
+            errno => format!("would fail with {errno}"),
+        };
+        let mut text = format!(
+            "tcp connect() to {}: {verdict}\n",
+            addr_port(dst.ip(), dst.port())
+        );
+        for line in lines_up_to(&conflict, SHOWN_GROUPS) {
+            text.push_str(&format!("  {line}\n"));
+        }
+        out.write_all(text.as_bytes())
     };
     written.map_err(WhyError::Output)?;
     Ok(code)

@@ -28,7 +28,7 @@ pub struct AttemptLabels {
     pub family: Cow<'static, str>,
     /// `tcp`, `udp`, ..., or `unknown`.
     pub protocol: Cow<'static, str>,
-    /// `bind`, `listen`, `get_port`.
+    /// `bind`, `listen`, `get_port`, `connect`.
     pub op: &'static str,
     /// `OK` or the errno name.
     pub result: Cow<'static, str>,
@@ -256,8 +256,10 @@ impl Metrics {
             })
             .inc();
         if e.errno != 0 {
-            let port = match &e.requested {
-                Some(Requested::Inet(ep)) => Some(ep.port),
+            // A connect's: the port it connected to.
+            let port = match (&e.requested, e.remote.endpoint()) {
+                (_, Some(remote)) => Some(remote.port),
+                (Some(Requested::Inet(ep)), _) => Some(ep.port),
                 _ => e.bound.map(|b| b.port),
             };
             self.failures

@@ -11,7 +11,8 @@ use std::net::IpAddr;
 pub struct Conflict {
     /// `"in_use"`: sockets are in the way; `"free"`: nothing is (if the call failed, the holder
     /// has gone since); `"uncertain"`: only sockets whose unread flags decide it;
-    /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"unavailable"`: no lookup could be
+    /// `"ephemeral"`: a port-0 request, see `ephemeral`; `"exhausted"`: a connect found no
+    /// local port toward its destination, see `connect`; `"unavailable"`: no lookup could be
     /// made (the notes say why); `"pending"`: the event was written before its lookup ended,
     /// whose answer follows as an `"explanation"` record naming the event's `seq`;
     /// `"refused"`: a failure other than EADDRINUSE, refused by the rule `refusal` names;
@@ -22,6 +23,9 @@ pub struct Conflict {
     pub fixes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ephemeral: Option<Ephemeral>,
+    /// A failed `connect()`: the port range toward its destination (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Box<super::ConnectPorts>>,
     /// Anything the lookup could not establish.
     pub notes: Vec<String>,
     /// A failure other than EADDRINUSE: the rule of `bind()`/`listen()` that refused it (with
@@ -77,6 +81,7 @@ impl Conflict {
             notes: Vec::new(),
             refusal: Some(r),
             sharing: None,
+            connect: None,
         }
     }
 
@@ -87,6 +92,7 @@ impl Conflict {
             holders: Vec::new(),
             fixes: Vec::new(),
             ephemeral: None,
+            connect: None,
             notes: vec![note],
             refusal: None,
             sharing: None,

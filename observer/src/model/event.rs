@@ -23,6 +23,10 @@ pub enum Op {
     /// (0 = ephemeral), `bound` what the socket holds after it; `call_id` links it to the
     /// `bind`/`listen` it ran inside.
     GetPort,
+    /// A `connect()` (by default only one failing with EADDRNOTAVAIL, EAGAIN or EADDRINUSE): `remote` is
+    /// the address connected to, `bound` the local address and port the socket holds after
+    /// the call, `requested` is `null`.
+    Connect,
 }
 
 impl Op {
@@ -31,6 +35,7 @@ impl Op {
             Op::Bind => "bind",
             Op::Listen => "listen",
             Op::GetPort => "get_port",
+            Op::Connect => "connect",
         }
     }
 }
@@ -45,6 +50,36 @@ pub struct Endpoint {
     /// IPv6 scope id (interface index) when the caller gave one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope_id: Option<u32>,
+}
+
+/// The remote end of a `connect()`: absent from the JSON of other calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Remote {
+    /// Not a connect.
+    #[default]
+    Absent,
+    /// A connect whose sockaddr could not be read, or is no inet address (JSON `null`).
+    Unknown,
+    Inet(Endpoint),
+}
+
+impl Remote {
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Remote::Absent)
+    }
+
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        match self {
+            Remote::Inet(ep) => Some(*ep),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Remote {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.endpoint().serialize(s)
+    }
 }
 
 /// What the caller passed to `bind()`.
@@ -190,6 +225,10 @@ pub struct BindEvent {
     /// What the socket holds after the call: its port, or with port 0 the address it holds
     /// (`IP_BIND_ADDRESS_NO_PORT`). `None` when it holds neither, or unknown.
     pub bound: Option<Endpoint>,
+    /// `connect()` only: the address and port connected to, from the caller's sockaddr
+    /// (absent for other calls; `null` when the sockaddr could not be read or is not inet).
+    #[serde(skip_serializing_if = "Remote::is_absent")]
+    pub remote: Remote,
     #[serde(flatten)]
     pub flags: Flags,
     /// Interface index the socket is bound to (`SO_BINDTODEVICE`), 0 for none.
@@ -250,6 +289,7 @@ impl BindEvent {
             fd: None,
             requested: None,
             bound: None,
+            remote: Remote::Absent,
             flags: Flags::default(),
             bound_dev_if: None,
             sock_uid: None,

@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod conflict;
+mod connect;
 mod event;
 mod records;
 mod refusal;
@@ -22,6 +23,7 @@ pub use cgroup::{Cgroup, Container};
 pub use conflict::{
     Conflict, Ephemeral, Holder, Named, Overlap, Owner, Partner, Proto, Rule, Sharing, WhyRecord,
 };
-pub use event::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
+pub use connect::{ConnectHolder, ConnectPorts};
+pub use event::{BindEvent, Endpoint, Flags, Op, Remote, Requested, Unreadable};
 pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
 pub use refusal::{NOT_EXPLAINED, Refusal};

@@ -64,6 +64,7 @@ fn event(o: &StepOutcome, op: Op, call_id: u64) -> BindEvent {
         fd: Some(o.fd),
         requested: o.requested.map(|r| Requested::Inet(ep(r))),
         bound: o.bound.map(ep),
+        remote: crate::model::Remote::Absent,
         flags: Flags([Some(false); 6]),
         bound_dev_if: Some(0),
         sock_uid: Some(0),
@@ -423,6 +424,8 @@ fn in_the_way(rule: Rule) -> Conflict {
         ephemeral: None,
         notes: Vec::new(),
         refusal: None,
+        sharing: None,
+        connect: None,
     }
 }
 

@@ -124,7 +124,7 @@ fn observe_with(
     args: &[String],
     paced: bool,
 ) -> Result<Observed> {
-    let loaded = backend::load(choice, buffer_bytes)?;
+    let loaded = backend::load(choice, buffer_bytes, false)?;
     for skipped in &loaded.skipped {
         eprintln!("observer: skipped {}: {}", skipped.backend, skipped.reason);
     }

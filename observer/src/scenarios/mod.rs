@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod check;
+pub mod connect;
 pub mod demo;
 pub mod report;
 mod run;

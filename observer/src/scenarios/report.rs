@@ -41,7 +41,12 @@ fn explanation_lines(check: &StepCheck) -> Vec<String> {
             "EXPLANATION WRONG: {}",
             check.explanation_mismatches.join("; ")
         ),
-        (None, _) if check.explanation.as_ref().is_some_and(|c| c.sharing.is_some()) => {
+        (None, _)
+            if check
+                .explanation
+                .as_ref()
+                .is_some_and(|c| c.sharing.is_some()) =>
+        {
             "the observer names who shares the port now:".into()
         }
         (None, _) => "explained (no rule declared):".into(),

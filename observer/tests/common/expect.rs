@@ -22,6 +22,14 @@ pub fn listen_event(caller: &Caller, sock: impl AsRef<SockId>) -> Expect {
     Expect::new(caller, sock.as_ref(), "listen", Value::Null)
 }
 
+/// The event of a `connect(remote)` call: no requested address, `remote` set; by default it
+/// succeeded and left nothing bound.
+pub fn connect_event(caller: &Caller, sock: impl AsRef<SockId>, remote: &str) -> Expect {
+    let mut e = Expect::new(caller, sock.as_ref(), "connect", Value::Null);
+    e.0.insert("remote".into(), endpoint(remote));
+    e
+}
+
 fn endpoint(addr: &str) -> Value {
     let addr = parse_addr(addr);
     json!({"addr": addr.ip().to_string(), "port": addr.port()})

@@ -43,7 +43,7 @@ pub mod testenv;
 
 // What the tests call by name; the types they only receive stay at their module's path.
 pub use self::observer::Observer;
-pub use expect::{bind_event, listen_event};
+pub use expect::{bind_event, connect_event, listen_event};
 pub use netns::{Caller, in_netns};
 pub use nobody::{bind_and_exit, bind_as_nobody};
 pub use proc::{Stdout, refused};
@@ -82,6 +82,19 @@ pub fn no_forks() -> MutexGuard<'static, ()> {
     FORK_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// This process's `comm` and command line (arguments joined by spaces), as the owner lookup
+/// reports them.
+pub fn own_description() -> (String, String) {
+    let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let raw = std::fs::read("/proc/self/cmdline").unwrap();
+    let args: Vec<_> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect();
+    (comm.trim_end().to_string(), args.join(" "))
 }
 
 fn last_error() -> std::io::Error {

@@ -72,7 +72,11 @@ impl Observer {
         }
         assert_eq!(
             start["hooks"],
-            json!(["tracepoint:sys_exit_bind", "tracepoint:sys_exit_listen"]),
+            json!([
+                "tracepoint:sys_exit_bind",
+                "tracepoint:sys_exit_listen",
+                "tracepoint:sys_exit_connect"
+            ]),
             "{start}"
         );
         assert_eq!(

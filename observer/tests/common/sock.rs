@@ -92,6 +92,11 @@ impl Sock {
         errno_of(self.inner.bind(&parse_addr(addr).into()))
     }
 
+    /// `connect(addr)` (blocking): 0 on success, else the errno.
+    pub fn connect(&self, addr: &str) -> i32 {
+        errno_of(self.inner.connect(&parse_addr(addr).into()))
+    }
+
     /// `listen(128)`: 0 on success, else the errno.
     pub fn listen(&self) -> i32 {
         errno_of(self.inner.listen(128))

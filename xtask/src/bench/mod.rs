@@ -24,7 +24,7 @@ pub struct Load {
     pub iterations: u64,
 }
 
-pub const LOADS: [Load; 3] = [
+pub const LOADS: [Load; 4] = [
     Load {
         mode: "failbind",
         label: "failing bind (EADDRINUSE)",
@@ -34,6 +34,11 @@ pub const LOADS: [Load; 3] = [
         mode: "realbind",
         label: "socket + bind(port 0) + close",
         iterations: 100_000,
+    },
+    Load {
+        mode: "connect",
+        label: "socket + connect + close (loopback)",
+        iterations: 30_000,
     },
     Load {
         mode: "getpid",
@@ -53,6 +58,8 @@ pub struct Options {
     pub scale: bool,
     /// Only the scale part, printed and not written to BENCH.md (for working on it).
     pub only_scale: bool,
+    /// Only this load's rows (its `mode`), printed and not written to BENCH.md.
+    pub only_load: Option<String>,
 }
 
 /// ns per call for one load under one watcher, one sample per round.
@@ -119,7 +126,19 @@ pub fn bench(opts: &Options) -> Result<()> {
         tracers.insert(1, Tracer::Floor);
         tracers.push(Tracer::Bpftrace);
     }
-    let mut samples: Vec<Samples> = LOADS
+    let loads: Vec<Load> = LOADS
+        .iter()
+        .copied()
+        .filter(|l| opts.only_load.as_deref().is_none_or(|m| m == l.mode))
+        .collect();
+    if loads.is_empty() {
+        bail!(
+            "no load named {:?} (the loads: {})",
+            opts.only_load,
+            LOADS.map(|l| l.mode).join(", ")
+        );
+    }
+    let mut samples: Vec<Samples> = loads
         .iter()
         .flat_map(|load| {
             tracers.iter().map(|&tracer| Samples {
@@ -136,9 +155,10 @@ pub fn bench(opts: &Options) -> Result<()> {
         for &tracer in &tracers {
             // Room for the JSON of one round's loads (about 550 bytes per event).
             let room = if tracer == Tracer::Observer {
-                LOADS
+                loads
                     .iter()
-                    .filter(|l| l.mode != "getpid")
+                    // Neither makes an event (a connect that succeeds is none).
+                    .filter(|l| l.mode != "getpid" && l.mode != "connect")
                     .map(|l| l.iterations * 600)
                     .sum()
             } else {
@@ -148,7 +168,7 @@ pub fn bench(opts: &Options) -> Result<()> {
             if let (Tracer::Observer, Some(r)) = (tracer, &running) {
                 attach.push(r.attach);
             }
-            for load in LOADS {
+            for load in &loads {
                 let (_, ns) = load_run(&load_bin, load.mode, &load.iterations.to_string())?;
                 let slot = samples
                     .iter_mut()
@@ -167,6 +187,10 @@ pub fn bench(opts: &Options) -> Result<()> {
                 }
             }
         }
+    }
+    if opts.only_load.is_some() {
+        print!("{}", report::loads_only(&samples, opts.rounds));
+        return Ok(());
     }
     // The full-rate run is the noisiest measure here (one hiccup of the VM, and the ring
     // overflows): three of them, each reported.

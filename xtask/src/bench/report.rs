@@ -30,8 +30,35 @@ fn ratio(input: &Input<'_>, mode: &str, tracer: Tracer) -> Option<f64> {
     Some(ns(input, mode, tracer)? / ns(input, mode, Tracer::None)?)
 }
 
-pub fn render(input: &Input<'_>) -> String {
+/// The load table of some loads alone (`--only-load`), with each ratio to the floor too.
+pub fn loads_only(samples: &[Samples], rounds: usize) -> String {
+    let input = Input {
+        samples,
+        throughput: &[],
+        attach: &[],
+        rounds,
+        timed: (0, 0),
+        scale: None,
+    };
     let mut out = String::new();
+    load_table(&mut out, &input);
+    for load in LOADS {
+        if let (Some(obs), Some(floor)) = (
+            ns(&input, load.mode, Tracer::Observer),
+            ns(&input, load.mode, Tracer::Floor),
+        ) {
+            let _ = writeln!(
+                out,
+                "\n{}: observer {:+.1}% against the floor (medians of {rounds} rounds)",
+                load.label,
+                (obs / floor - 1.0) * 100.0
+            );
+        }
+    }
+    out
+}
+
+fn load_table(out: &mut String, input: &Input<'_>) {
     let tracers: Vec<Tracer> = [
         Tracer::None,
         Tracer::Floor,
@@ -41,17 +68,6 @@ pub fn render(input: &Input<'_>) -> String {
     .into_iter()
     .filter(|t| input.samples.iter().any(|s| s.tracer == *t))
     .collect();
-    let _ = writeln!(out, "# Benchmark\n");
-    let _ = writeln!(
-        out,
-        "Written by `cargo xtask bench`. Machine: {}, {} CPUs; kernel {}. Load pinned to CPU 0, \
-         watcher to CPU 1; medians of {} interleaved rounds; ratios are to \"no observer\" in \
-         the same run.\n",
-        cpu_model(),
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel(),
-        input.rounds
-    );
     let _ = write!(out, "| load (ns per call) |");
     for t in &tracers {
         let _ = write!(out, " {} |", t.label());
@@ -59,6 +75,9 @@ pub fn render(input: &Input<'_>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "|---|{}", "---:|".repeat(tracers.len()));
     for load in LOADS {
+        if !input.samples.iter().any(|s| s.load.mode == load.mode) {
+            continue;
+        }
         let _ = write!(out, "| {} |", load.label);
         for &t in &tracers {
             match (ns(input, load.mode, t), ratio(input, load.mode, t)) {
@@ -73,6 +92,22 @@ pub fn render(input: &Input<'_>) -> String {
         }
         let _ = writeln!(out);
     }
+}
+
+pub fn render(input: &Input<'_>) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmark\n");
+    let _ = writeln!(
+        out,
+        "Written by `cargo xtask bench`. Machine: {}, {} CPUs; kernel {}. Load pinned to CPU 0, \
+         watcher to CPU 1; medians of {} interleaved rounds; ratios are to \"no observer\" in \
+         the same run.\n",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel(),
+        input.rounds
+    );
+    load_table(&mut out, input);
     let (received, lost) = input.timed;
     let _ = writeln!(
         out,
@@ -156,6 +191,17 @@ pub fn render(input: &Input<'_>) -> String {
         format!("{fail:.2}×"),
         fail <= 1.5,
     );
+    if let (Some(obs), Some(floor)) = (
+        ns(input, "connect", Tracer::Observer),
+        ns(input, "connect", Tracer::Floor),
+    ) {
+        let over = obs / floor - 1.0;
+        target(
+            "socket + connect + close within 5% of the floor",
+            format!("{:+.1}%", over * 100.0),
+            over <= 0.05,
+        );
+    }
     let getpid = ratio(input, "getpid", Tracer::Observer).unwrap_or(f64::INFINITY);
     target(
         "getpid() ≤ 10% slower",

@@ -29,6 +29,7 @@ BEGIN { printf("ready\n"); }
 const FLOOR_SCRIPT: &str = r#"
 tracepoint:syscalls:sys_exit_bind { }
 tracepoint:syscalls:sys_exit_listen { }
+tracepoint:syscalls:sys_exit_connect { }
 BEGIN { printf("ready\n"); }
 "#;
 

@@ -4,7 +4,8 @@
 //!
 //! `bench-load MODE CPU ITERATIONS|SECONDSs` prints one line: `calls=N ns_per_call=X`.
 //! Modes: `failbind` (bind() failing with EADDRINUSE against a listener), `realbind`
-//! (socket + bind(127.0.0.1:0) + close), `getpid`.
+//! (socket + bind(127.0.0.1:0) + close), `connect` (socket + connect to a loopback listener +
+//! close; the listener accepts and closes its end), `getpid`.
 
 #[path = "../loopback.rs"]
 mod loopback;
@@ -37,7 +38,9 @@ fn main() -> ExitCode {
 
 fn run(args: &[String]) -> Result<String, String> {
     let [mode, cpu, bound] = args else {
-        return Err("usage: bench-load failbind|realbind|getpid CPU ITERATIONS|SECONDSs".into());
+        return Err(
+            "usage: bench-load failbind|realbind|connect|getpid CPU ITERATIONS|SECONDSs".into(),
+        );
     };
     let cpu: usize = cpu.parse().map_err(|_| format!("bad CPU {cpu:?}"))?;
     let bound = match bound.strip_suffix('s') {
@@ -52,6 +55,7 @@ fn run(args: &[String]) -> Result<String, String> {
     let (calls, elapsed) = match mode.as_str() {
         "failbind" => failbind(bound),
         "realbind" => realbind(bound),
+        "connect" => connect(bound),
         "getpid" => Ok(timed(bound, || {
             // SAFETY: getpid has no preconditions; the raw syscall avoids any libc caching.
             unsafe { libc::syscall(libc::SYS_getpid) };
@@ -147,6 +151,71 @@ fn realbind(bound: Bound) -> io::Result<(u64, Duration)> {
         return Err(io::Error::other(format!(
             "{failed} socket/bind calls failed"
         )));
+    }
+    Ok(result)
+}
+
+/// `SO_LINGER` on with a zero timeout: `close()` resets the connection instead of leaving a
+/// TIME_WAIT, so the loop never runs out of ports toward its listener.
+fn abort_on_close(fd: i32) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `linger` is a valid `struct linger` of the length given.
+    check(unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// socket + connect(127.0.0.1:8081) + close, the listener accepting and closing each
+/// connection in the same loop (on loopback the handshake is done when `connect()` returns):
+/// what every outgoing connection pays, the path a `sys_exit_connect` program sits on.
+fn connect(bound: Bound) -> io::Result<(u64, Duration)> {
+    let listener = tcp_socket()?;
+    let sa = loopback(8081);
+    check(bind(listener, &sa))?;
+    // SAFETY: listen() on a socket this process owns.
+    check(unsafe { libc::listen(listener, 128) })?;
+    let mut failed = 0u64;
+    let once = || -> io::Result<()> {
+        let fd = tcp_socket()?;
+        let result = (|| {
+            abort_on_close(fd)?;
+            // SAFETY: `sa` is a valid sockaddr_in of the length given.
+            check(unsafe {
+                libc::connect(
+                    fd,
+                    (&sa as *const libc::sockaddr_in).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            })?;
+            // SAFETY: accept() on the listener, without asking for the peer's address.
+            let peer = check(unsafe {
+                libc::accept(listener, std::ptr::null_mut(), std::ptr::null_mut())
+            })?;
+            // SAFETY: closing the accepted socket.
+            unsafe { libc::close(peer) };
+            Ok(())
+        })();
+        // SAFETY: closing the socket created above.
+        unsafe { libc::close(fd) };
+        result
+    };
+    let result = timed(bound, || {
+        if once().is_err() {
+            failed += 1;
+        }
+    });
+    if failed > 0 {
+        return Err(io::Error::other(format!("{failed} connects failed")));
     }
     Ok(result)
 }
