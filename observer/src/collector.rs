@@ -386,6 +386,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     if let (Some(submitter), Some(done)) = (state.conflicts.take(), done) {
         state.summary.conflict_lookups = submitter.submitted;
         state.summary.refusal_lookups = submitter.refusals_submitted;
+        state.summary.share_lookups = submitter.shares_submitted;
         state.summary.conflict_queue_full = submitter.queue_full;
         state.summary.conflict_repeats = submitter.repeats;
         // A signal asks for an end within a second: lookups get what is left of it.

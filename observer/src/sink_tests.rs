@@ -119,6 +119,7 @@ fn summary() -> Summary {
         refusal_lookups: 0,
         refusals_explained: 0,
         port_shares: 0,
+        share_lookups: 0,
         refusals_unexplained: 0,
         conflict_queue_full: 0,
         conflict_repeats: 0,

@@ -169,7 +169,24 @@ fn udp_autobind_exhaustion_at_connect_is_an_event() {
         let mut obs = Observer::watch(c, &[]);
         let late = Sock::udp4();
         assert_eq!(late.connect("127.0.0.1:53"), libc::EAGAIN);
-        obs.expect(&[connect_event(c, &late, "127.0.0.1:53").fails("EAGAIN", 11)]);
+        // Not explained yet: the event says so.
+        obs.expect(&[connect_event(c, &late, "127.0.0.1:53")
+            .fails("EAGAIN", 11)
+            .conflict(serde_json::json!({
+                "verdict": "unavailable",
+                "holders": [],
+                "fixes": [],
+                "notes": [],
+                "refusal": {
+                    "errno": "EAGAIN",
+                    "rule": "not-explained",
+                    "text": "a UDP socket's automatic port choice at connect() found no free port in \
+                             the namespace's ip_local_port_range (inet_autobind, udp_lib_get_port); \
+                             the ports in use are not counted for UDP yet",
+                    "facts": [],
+                    "fixes": [],
+                },
+            }))]);
         obs.stop();
     });
 }

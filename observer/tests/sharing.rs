@@ -181,6 +181,11 @@ fn tcp_reuseport_listeners_split_the_connections() {
         // The handshakes are done (connect returned): every connection is in one of the two
         // accept queues.
         let mut ours = 0;
+        // SAFETY: fcntl(2) on our own listener: make accept() return EAGAIN once empty.
+        unsafe {
+            let flags = libc::fcntl(sock.fd(), libc::F_GETFL);
+            assert_eq!(libc::fcntl(sock.fd(), libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+        }
         loop {
             // SAFETY: accept4(2) on our own listener, without an address buffer.
             let fd = unsafe {

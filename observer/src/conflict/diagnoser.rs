@@ -91,6 +91,8 @@ pub struct Submitter {
     pub submitted: u64,
     /// Other failures handed over for a lookup (`super::explain`).
     pub refusals_submitted: u64,
+    /// Successful calls handed over to learn whether they share their port.
+    pub shares_submitted: u64,
     /// Events not looked up because the queue was full.
     pub queue_full: u64,
     /// Events written with `repeat_of` instead of a lookup.
@@ -155,6 +157,7 @@ pub fn start_with(
             in_flight: in_flight.clone(),
             submitted: 0,
             refusals_submitted: 0,
+            shares_submitted: 0,
             queue_full: 0,
             repeats: 0,
             recent: Default::default(),
@@ -243,8 +246,10 @@ impl Submitter {
         match self.tx.try_send(job) {
             Ok(()) => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
-                if event.errno == libc::EADDRINUSE {
+                if wants(event) {
                     self.submitted += 1;
+                } else if event.errno == 0 {
+                    self.shares_submitted += 1;
                 } else {
                     self.refusals_submitted += 1;
                 }

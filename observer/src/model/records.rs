@@ -112,6 +112,9 @@ pub struct Summary {
     /// Successful calls that put their socket beside other processes' sockets on the port
     /// (`conflict.verdict` `shared`).
     pub port_shares: u64,
+    /// Successful calls looked up to learn whether they share their port (TCP listen with
+    /// SO_REUSEPORT, UDP bind with SO_REUSEADDR or SO_REUSEPORT).
+    pub share_lookups: u64,
     /// Lookups still unfinished at the end (their events printed without a conflict).
     pub conflict_unfinished: u64,
     /// Explanations written as their own record, after their event, because the lookup took
