@@ -50,6 +50,24 @@ pub fn parse_record(bytes: &[u8]) -> Result<BindRecord, DecodeError> {
     Ok(record)
 }
 
+/// Copies the bytes into a `RepeatRecord` after checking the length and the type tag.
+pub fn parse_repeat(bytes: &[u8]) -> Result<observer_common::RepeatRecord, DecodeError> {
+    use observer_common::{RECORD_REPEAT, REPEAT_RECORD_SIZE, RepeatRecord};
+    if bytes.len() != REPEAT_RECORD_SIZE {
+        return Err(DecodeError::Length {
+            got: bytes.len(),
+            expected: REPEAT_RECORD_SIZE,
+        });
+    }
+    // SAFETY: the length is exactly the size of `RepeatRecord`, `repr(C)` plain data for which
+    // every bit pattern is valid; `read_unaligned` makes no alignment assumption.
+    let record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RepeatRecord>()) };
+    if record.kind != RECORD_REPEAT {
+        return Err(DecodeError::UnknownType(record.kind));
+    }
+    Ok(record)
+}
+
 /// Decodes one ring-buffer record into a new event.
 pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {
     let mut event = BindEvent::blank();

@@ -21,5 +21,5 @@ mod schema_tests;
 pub use cgroup::{Cgroup, Container};
 pub use conflict::{Conflict, Ephemeral, Holder, Named, Overlap, Owner, Proto, Rule, WhyRecord};
 pub use event::{BindEvent, Endpoint, Flags, Op, Requested, Unreadable};
-pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
+pub use records::{ExplanationRecord, LostRecord, Repeat, Skipped, StartRecord, Summary};
 pub use refusal::Refusal;
