@@ -1,6 +1,6 @@
 use super::*;
 use crate::sockopt::Opt;
-use observer_common::{COMM_LEN, HOOK_COUNT, flag};
+use observer_common::{BIND_RECORD_SIZE, COMM_LEN, HOOK_COUNT, flag};
 use serde_json::json;
 use std::mem::{offset_of, size_of};
 

@@ -60,16 +60,7 @@ impl Hold {
         if self.queue.is_empty() {
             return sink.event(event);
         }
-        self.queue.push_back(Held {
-            event: event.clone(),
-            repeat: None,
-            waiting: false,
-            read_at: now,
-        });
-        if self.queue.len() > HOLD_MAX {
-            return self.release(now, sink);
-        }
-        Ok(())
+        self.behind(event, None, now, sink)
     }
 
     /// A repeat record of the event `of`: at once when nothing waits, else behind what does.
@@ -83,9 +74,20 @@ impl Hold {
         if self.queue.is_empty() {
             return sink.repeat(&repeat, of);
         }
+        self.behind(of, Some(Box::new(repeat)), now, sink)
+    }
+
+    /// Queues a record behind those that wait; past [`HOLD_MAX`] the oldest wait ends.
+    fn behind(
+        &mut self,
+        event: &BindEvent,
+        repeat: Option<Box<Repeat>>,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
         self.queue.push_back(Held {
-            event: of.clone(),
-            repeat: Some(Box::new(repeat)),
+            event: event.clone(),
+            repeat,
             waiting: false,
             read_at: now,
         });
