@@ -212,14 +212,16 @@ pub fn render(input: &Input<'_>) -> String {
         ),
         fold <= 1.15,
     );
+    // Before folding, the observer cost 1.97× its floor (844 / 428 ns, BENCH.md of a97b225, an
+    // Intel machine): ratios to the floor are what compares across these machines.
     let every = over_floor("failbind", Tracer::EveryCall);
     target(
-        "failing bind, --every-call, no slower than before (2.67× without observer in the last BENCH.md, 1.97× its floor)",
+        "failing bind, --every-call, no slower than before folding (1.97× the floor; +5 % noise)",
         format!(
-            "{:.2}× without observer ({every:.2}× the floor)",
+            "{every:.2}× the floor ({:.2}× without observer)",
             ratio(input, "failbind", Tracer::EveryCall).unwrap_or(inf)
         ),
-        ratio(input, "failbind", Tracer::EveryCall).unwrap_or(inf) <= 2.67,
+        every <= 1.97 * 1.05,
     );
     for (mode, name) in [("getpid", "getpid()"), ("realbind", "a real bind")] {
         let r = over_floor(mode, Tracer::Observer);
