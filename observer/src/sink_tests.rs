@@ -602,7 +602,8 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
     assert_eq!(v["conflict"]["fixes"][0], "wait 42 s");
 }
 
-fn repeat(total: u64, reason: &'static str) -> Repeat {
+/// A repeat record of event 12 (also the metrics' and the schema check's).
+pub(crate) fn repeat(total: u64, reason: &'static str) -> Repeat {
     Repeat {
         record_type: "repeat",
         time: TIME.to_string(),

@@ -143,15 +143,8 @@ fn folded_repeats_count_as_the_calls_they_repeat() {
     };
     sink.event(&failed).unwrap();
     let repeat = crate::model::Repeat {
-        record_type: "repeat",
-        time: String::new(),
-        of: Some(1),
-        pid: 1,
-        tid: 1,
         count: 14_203,
-        total: 14_203,
-        span_secs: 1.0,
-        reason: "tick",
+        ..crate::sink::tests::repeat(14_203, "tick")
     };
     sink.repeat(&repeat, &failed).unwrap();
     let t = text(&m);

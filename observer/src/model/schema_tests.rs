@@ -158,17 +158,7 @@ fn every_field_of_every_record_is_documented() {
         total: 0,
     };
     missing.extend(documented("lost", serde_json::to_value(&lost).unwrap()));
-    let repeat = crate::model::Repeat {
-        record_type: "repeat",
-        time: String::new(),
-        of: Some(1),
-        pid: 1,
-        tid: 1,
-        count: 1,
-        total: 1,
-        span_secs: 0.0,
-        reason: "tick",
-    };
+    let repeat = crate::sink::tests::repeat(1, "tick");
     missing.extend(documented("repeat", serde_json::to_value(&repeat).unwrap()));
     let explanation = ExplanationRecord {
         record_type: "explanation",
