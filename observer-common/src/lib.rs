@@ -8,6 +8,8 @@
 
 /// Type tag of [`BindRecord`].
 pub const RECORD_BIND: u32 = 1;
+/// Type tag of [`RepeatRecord`].
+pub const RECORD_REPEAT: u32 = 2;
 
 /// `BindRecord::op`: the `bind()` system call.
 pub const OP_BIND: u16 = 1;
@@ -330,6 +332,84 @@ pub struct BindRecord {
 /// Size of [`BindRecord`] on the wire.
 pub const BIND_RECORD_SIZE: usize = core::mem::size_of::<BindRecord>();
 
+/// Folded repeats of a failed call (see [`RunSlot`]): `count` more calls, identical to the
+/// event the thread's run started with, made since the previous report of that run. Sent by
+/// the thread's own program when its run ends (it makes another call); the collector reads the
+/// tail of a run that is still going or has stopped from `RUNS` itself, every tick.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RepeatRecord {
+    /// Always [`RECORD_REPEAT`].
+    pub kind: u32,
+    /// Why it was sent: `REPEAT_*`.
+    pub reason: u32,
+    /// Thread group id of the caller.
+    pub pid: u32,
+    /// Thread id of the caller.
+    pub tid: u32,
+    /// The run: [`run_tag`] of the `ts_ns` of the event it repeats.
+    pub run: u32,
+    /// Padding, always zero.
+    pub _pad: u32,
+    /// Calls folded into this record.
+    pub count: u64,
+    /// `CLOCK_MONOTONIC` time of the last of them (`bpf_ktime_get_ns`).
+    pub last_ns: u64,
+}
+
+/// Size of [`RepeatRecord`] on the wire.
+pub const REPEAT_RECORD_SIZE: usize = core::mem::size_of::<RepeatRecord>();
+
+/// `RepeatRecord::reason`: the thread made a different call (or the same one after the
+/// window): the run is over and this is its last count.
+pub const REPEAT_ENDED: u32 = 1;
+/// `RepeatRecord::reason` (collector only): the count so far, taken by the collector's tick.
+pub const REPEAT_TICK: u32 = 2;
+
+/// A repeat is folded only within this long of the previous call of its run.
+pub const FOLD_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Number of [`RunSlot`]s (a power of two): thread `tid` uses slot `tid & (RUN_SLOTS - 1)`.
+pub const RUN_SLOTS: u32 = 4096;
+
+/// The run identity carried by a [`RepeatRecord`]: 32 bits of the timestamp of the event it
+/// repeats, at 16 ns (they wrap after 68 s; two runs of one thread are never that close).
+pub const fn run_tag(ts_ns: u64) -> u32 {
+    (ts_ns >> 4) as u32
+}
+
+/// `RunSlot::word`: the run's tag in the high half, its unreported count in the low half, so
+/// that the thread's program (atomic add, exchange) and the collector (compare-and-swap on the
+/// mapped array) take a count and its run in one atomic operation.
+pub const RUN_COUNT_MASK: u64 = 0xffff_ffff;
+
+/// One thread's run of identical failed calls, in the memory-mappable `RUNS` array. Written
+/// by the thread's own program; `word` is also changed by the collector, atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunSlot {
+    /// See [`RUN_COUNT_MASK`].
+    pub word: u64,
+    /// Time of the run's last call.
+    pub last_ns: u64,
+    /// The thread that owns the slot (0: none yet).
+    pub tid: u32,
+    /// Its thread group id.
+    pub pid: u32,
+    /// The identity of the call: `op | hook << 16`, 0 when no run is open.
+    pub op_hook: u32,
+    /// Its result (a negative errno).
+    pub ret: i32,
+    /// Its fd.
+    pub fd: i32,
+    /// Its `addrlen`.
+    pub addrlen: u32,
+    /// How many bytes of `sockaddr` were copied.
+    pub sockaddr_len: u32,
+    /// Its requested address, as copied from the caller.
+    pub sockaddr: [u8; SOCKADDR_LEN],
+}
+
 /// Where one field lives, relative to the start of the struct it belongs to, as found in the
 /// running kernel's BTF at start-up. Bit-granular so that one reader serves plain members,
 /// bitfields and single bits of a flags word alike.
@@ -605,8 +685,13 @@ pub const COUNTER_PAIR_FULL: u32 = 3;
 /// Index in `COUNTERS`: calls of the collector's own process, recognised and not reported (the
 /// collector's start-up check makes one and expects this to move).
 pub const COUNTER_OWN_CALLS: u32 = 4;
+/// Index in `COUNTERS`: folded calls whose repeat record the ring buffer had no room for.
+pub const COUNTER_LOST_REPEATS: u32 = 5;
+/// Index in `COUNTERS`: identical failed calls that were not folded because the thread's run
+/// slot was held by another thread's run (sent as events, like every call without folding).
+pub const COUNTER_FOLD_BUSY: u32 = 6;
 /// Number of counters.
-pub const COUNTER_COUNT: u32 = 5;
+pub const COUNTER_COUNT: u32 = 7;
 
 #[cfg(feature = "user")]
 mod user {
@@ -621,4 +706,6 @@ mod user {
     unsafe impl aya::Pod for super::SockFlagsRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OwnerQuery {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RunSlot {}
 }

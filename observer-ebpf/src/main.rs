@@ -34,10 +34,11 @@ use aya_ebpf::{
 };
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 use observer_common::{
-    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_LOST, COUNTER_OWN_CALLS, Config,
-    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_CONNECT, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT,
-    OP_LISTEN, RECORD_BIND, SK_SPANS, SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known,
-    unreadable,
+    BindRecord, CONFIG_VERSION, COUNTER_COUNT, COUNTER_FOLD_BUSY, COUNTER_LOST,
+    COUNTER_LOST_REPEATS, COUNTER_OWN_CALLS, Config, FOLD_WINDOW_NS, HOOK_TP_SYS_EXIT_BIND,
+    HOOK_TP_SYS_EXIT_CONNECT, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT, OP_LISTEN, RECORD_BIND,
+    RECORD_REPEAT, REPEAT_ENDED, RUN_COUNT_MASK, RUN_SLOTS, RepeatRecord, RunSlot, SK_SPANS,
+    SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, SPAN_MAX, known, run_tag, unreadable,
 };
 
 /// Written by the collector before load (read-only data: the verifier sees the values as
@@ -48,6 +49,19 @@ static CONFIG: Config = Config::ZEROED;
 /// Records for the collector. The size is a default; the collector sets the real one.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// 1: fold identical repeats of a failed call (see [`fold`]); 0 (`--every-call`): send every
+/// call. Written by the collector before load, like `CONFIG`.
+#[unsafe(no_mangle)]
+static FOLD: u32 = 0;
+
+/// `BPF_F_MMAPABLE` (UAPI `linux/bpf.h`): the collector maps `RUNS` and takes the counts of
+/// runs still going (or stopped) with a compare-and-swap on `RunSlot::word`, at every tick.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Each thread's open run of identical failed calls, in slot `tid & (RUN_SLOTS - 1)`.
+#[map]
+static RUNS: Array<RunSlot> = Array::with_max_entries(RUN_SLOTS, BPF_F_MMAPABLE);
 
 /// `COUNTER_*` events that are not records: lost, unpaired, failed reads.
 #[map]
@@ -396,8 +410,26 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
     // SAFETY: offset of `ret` in this tracepoint's record, read from tracefs by the collector.
     let ret: i64 = unsafe { ctx.read_at(cfg(&c.exit_ret_off) as usize) }.map_err(i64::from)?;
     let args = args(op, ret, c)?;
+    let hook_id = u32::from(op) | (u32::from(hook) << 16);
+    // SAFETY: a read-only global written before load; the volatile read stops the compiler
+    // from folding the zero initialiser.
+    let fold_on = unsafe { core::ptr::read_volatile(&FOLD) } != 0;
+    let slot = match fold_on {
+        true => RUNS.get_ptr_mut(pid_tgid as u32 & (RUN_SLOTS - 1)),
+        false => None,
+    };
+    let mut own = false;
+    if let Some(slot) = slot {
+        // SAFETY: `slot` came from a successful lookup of an array that lives as long as the
+        // program; `word` is only ever changed atomically (here and by the collector).
+        match unsafe { fold(slot, pid_tgid, hook_id, ret as i32, &args) } {
+            Fold::Folded => return Ok(()),
+            Fold::Own => own = true,
+            Fold::Busy => {}
+        }
+    }
 
-    submit(
+    let ts = submit(
         pid_tgid,
         (op, hook, ret as i32),
         Ids {
@@ -412,7 +444,157 @@ fn try_exit(ctx: &TracePointContext, op: u16, hook: u16) -> Result<(), i64> {
             read::socket_fields(r, args.fd, c);
         },
     );
+    if let (true, Some(slot)) = (own, slot) {
+        // SAFETY: as above; the slot is this thread's.
+        unsafe { open_run(slot, pid_tgid, hook_id, ret as i32, &args, ts) };
+    }
     Ok(())
+}
+
+/// What [`fold`] did with a call.
+enum Fold {
+    /// It repeats the thread's open run: counted there, no record.
+    Folded,
+    /// The slot is this thread's (any run it had is closed and reported): send the event,
+    /// then [`open_run`].
+    Own,
+    /// Another thread's run holds the slot: send the event, fold nothing.
+    Busy,
+}
+
+/// Folds a call that repeats the thread's open run — same op and hook, fd, requested address
+/// (`addrlen` and the bytes copied) and result, a failure, within [`FOLD_WINDOW_NS`] of the
+/// run's previous call — into the run's count. Any other call closes the run, sending its
+/// unreported count first, so that the count comes before the call that ended it.
+///
+/// # Safety
+/// `slot` must point to a live `RUNS` value.
+#[inline(always)]
+unsafe fn fold(slot: *mut RunSlot, pid_tgid: u64, hook_id: u32, ret: i32, args: &Args) -> Fold {
+    let tid = pid_tgid as u32;
+    // SAFETY (whole body): `slot` is valid (see the caller); plain fields are written only by
+    // the thread that owns the slot, and `word` is only changed atomically.
+    unsafe {
+        let s = &mut *slot;
+        let word = core::ptr::addr_of_mut!(s.word);
+        // SAFETY: the helper has no preconditions.
+        let now = generated::bpf_ktime_get_ns();
+        if s.tid == tid {
+            let current = core::ptr::read_volatile(word);
+            if ret < 0
+                && s.op_hook == hook_id
+                && s.ret == ret
+                && s.fd == args.fd
+                && s.addrlen == args.addrlen
+                && s.sockaddr_len == args.sockaddr_len
+                && same_bytes(&s.sockaddr, &args.sockaddr)
+                && now.wrapping_sub(s.last_ns) < FOLD_WINDOW_NS
+                && current & RUN_COUNT_MASK < RUN_COUNT_MASK - 1
+            {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(word, 1);
+                s.last_ns = now;
+                return Fold::Folded;
+            }
+            close_run(s, pid_tgid);
+            return Fold::Own;
+        }
+        // Another thread's slot (or a free one): taken over once its run is reported and
+        // over, else this thread's calls go out unfolded.
+        let current = core::ptr::read_volatile(word);
+        if s.tid != 0
+            && (current & RUN_COUNT_MASK != 0
+                || (s.op_hook != 0 && now.wrapping_sub(s.last_ns) < FOLD_WINDOW_NS))
+        {
+            if ret < 0 {
+                count(COUNTER_FOLD_BUSY);
+            }
+            return Fold::Busy;
+        }
+        s.op_hook = 0;
+        s.tid = tid;
+        Fold::Own
+    }
+}
+
+/// `a == b`, byte by byte (the BPF target has no `bcmp` for the compiler to call).
+#[inline(always)]
+fn same_bytes(a: &[u8; SOCKADDR_LEN], b: &[u8; SOCKADDR_LEN]) -> bool {
+    let mut diff = 0u8;
+    for i in 0..SOCKADDR_LEN {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
+/// Sends the unreported count of the run in `s` (the owner's) and closes it.
+#[inline(always)]
+fn close_run(s: &mut RunSlot, pid_tgid: u64) {
+    let word = core::ptr::addr_of_mut!(s.word);
+    // SAFETY: `word` is a live, aligned map value field only ever changed atomically;
+    // BPF_XCHG takes the count and its run in one instruction, so a count the collector
+    // took with its compare-and-swap is never sent again.
+    let old = unsafe { atomic_xchg::<u64, { AtomicOrdering::AcqRel }>(word, 0) };
+    s.op_hook = 0;
+    let n = old & RUN_COUNT_MASK;
+    if n == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<RepeatRecord>(0) else {
+        // The calls are lost with their record.
+        if let Some(slot) = COUNTERS.get_ptr_mut(COUNTER_LOST_REPEATS) {
+            // SAFETY: as in `add_one`.
+            unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, n) };
+        }
+        return;
+    };
+    entry.write(RepeatRecord {
+        kind: RECORD_REPEAT,
+        reason: REPEAT_ENDED,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        run: (old >> 32) as u32,
+        _pad: 0,
+        count: n,
+        last_ns: s.last_ns,
+    });
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { generated::bpf_ktime_get_ns() };
+    entry.submit(wakeup_flags(now));
+}
+
+/// Opens a run for a failed call just sent as the event stamped `ts` (0: its record was
+/// lost, and nothing can repeat it).
+///
+/// # Safety
+/// `slot` must point to a live `RUNS` value this thread owns.
+#[inline(always)]
+unsafe fn open_run(
+    slot: *mut RunSlot,
+    pid_tgid: u64,
+    hook_id: u32,
+    ret: i32,
+    args: &Args,
+    ts: u64,
+) {
+    if ret >= 0 || ts == 0 {
+        return;
+    }
+    // SAFETY: see the caller; `word` holds no count (closed in `fold`) and is set atomically.
+    unsafe {
+        let s = &mut *slot;
+        s.pid = (pid_tgid >> 32) as u32;
+        s.ret = ret;
+        s.fd = args.fd;
+        s.addrlen = args.addrlen;
+        s.sockaddr_len = args.sockaddr_len;
+        s.sockaddr = args.sockaddr;
+        s.last_ns = ts;
+        s.op_hook = hook_id;
+        atomic_xchg::<u64, { AtomicOrdering::Release }>(
+            core::ptr::addr_of_mut!(s.word),
+            u64::from(run_tag(ts)) << 32,
+        );
+    }
 }
 
 /// What identifies a record beyond the thread: its call and, when known, its fd.
@@ -423,17 +605,17 @@ pub(crate) struct Ids {
 }
 
 /// The one place records are reserved, stamped and submitted, for every backend. `fill` sets
-/// what is particular to the hook.
+/// what is particular to the hook. Returns the record's `ts_ns` (0: no room, lost).
 #[inline(always)]
 pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
     pid_tgid: u64,
     (op, hook, ret): (u16, u16, i32),
     ids: Ids,
     fill: F,
-) {
+) -> u64 {
     let Some(mut entry) = EVENTS.reserve::<BindRecord>(0) else {
         count(COUNTER_LOST);
-        return;
+        return 0;
     };
     let rec = entry.as_mut_ptr();
     // SAFETY: the helper has no preconditions.
@@ -482,6 +664,7 @@ pub(crate) fn submit<F: FnOnce(&mut BindRecord)>(
         fill(&mut *rec);
     }
     entry.submit(wakeup_flags(now));
+    now
 }
 
 #[cfg(not(test))]

@@ -158,6 +158,11 @@ pub struct WatchArgs {
     /// Do not look up what is in the way of EADDRINUSE failures (no `conflict` in events).
     #[arg(long)]
     pub no_conflicts: bool,
+    /// Send every call as its own event. By default the tracepoint programs fold a thread's
+    /// identical repeats of a failed call (same op, fd, requested address and error, each
+    /// within a second of the one before) into counts, reported as `repeat` records.
+    #[arg(long)]
+    pub every_call: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics (default 127.0.0.1:9847: loopback
     /// only, unless an address is given).
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9847",
@@ -557,6 +562,7 @@ fn watch(args: WatchArgs) -> Result<()> {
                 .map(|l| (l.local_addr().unwrap_or(addr), l))
         })
         .transpose()?;
+    backend::EVERY_CALL.store(args.every_call, std::sync::atomic::Ordering::Relaxed);
     let loaded = backend::load(
         args.backend,
         args.buffer_size,

@@ -13,7 +13,11 @@ use crate::sink::Sink;
 use crate::timefmt::{self, Clock};
 use anyhow::{Context as _, Result};
 use aya::maps::{Map, MapData, PerCpuArray};
-use observer_common::{COUNTER_LOST, COUNTER_PAIR_FULL, COUNTER_UNPAIRED};
+use observer_common::{
+    COUNTER_FOLD_BUSY, COUNTER_LOST, COUNTER_LOST_REPEATS, COUNTER_PAIR_FULL, COUNTER_UNPAIRED,
+    HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_LISTEN, RECORD_REPEAT, REPEAT_ENDED,
+    REPEAT_RECORD_SIZE, RepeatRecord, run_tag,
+};
 use std::io;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -53,7 +57,23 @@ struct Counters {
     lost: u64,
     unpaired: u64,
     pair_full: u64,
+    fold_busy: u64,
 }
+
+/// The run a thread's kernel program may be folding repeats into: the last failed event it
+/// sent (the kernel closes a thread's run before its next event).
+struct Run {
+    tag: u32,
+    /// `None`: the event was filtered, and so are its repeats.
+    seq: Option<u64>,
+    event: crate::model::BindEvent,
+    event_ns: u64,
+    total: u64,
+}
+
+/// Threads whose run is remembered at most (about 600 bytes each); past it they are forgotten
+/// and their later repeats counted in `repeats_unknown`.
+const RUNS_MAX: usize = 8192;
 
 struct State<'a> {
     sink: &'a mut dyn Sink,
@@ -77,11 +97,37 @@ struct State<'a> {
     /// The event being handled: each record is decoded over the one before, reusing its
     /// strings, and never moved.
     event: crate::model::BindEvent,
+    /// Folding is on (tracepoint backend without `--every-call`).
+    fold: bool,
+    /// Each thread's latest run, by tid.
+    runs: std::collections::HashMap<u32, Run>,
+    /// Counts taken from `RUNS` at the tick, each written before the next record of its thread
+    /// that follows its event (or at the end of the drain).
+    ticked: Vec<RepeatRecord>,
 }
 
 impl State<'_> {
     fn handle(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.summary.received += 1;
+        if bytes.len() == REPEAT_RECORD_SIZE
+            && u32::from_ne_bytes(bytes[..4].try_into().unwrap_or_default()) == RECORD_REPEAT
+        {
+            match crate::decode::parse_repeat(bytes) {
+                Ok(r) => {
+                    self.release_ticked(Some(r.tid))?;
+                    return self.repeat(&r);
+                }
+                Err(_) => {
+                    self.summary.decode_errors += 1;
+                    return Ok(());
+                }
+            }
+        }
+        // The thread's counts taken at the tick come before its records that follow them.
+        if !self.ticked.is_empty() && bytes.len() >= 24 {
+            let tid = u32::from_ne_bytes(bytes[20..24].try_into().unwrap_or_default());
+            self.release_ticked(Some(tid))?;
+        }
         let event = &mut self.event;
         if let Err(err) = decode::decode_into(bytes, &self.clock, event) {
             self.summary.decode_errors += 1;
@@ -93,15 +139,29 @@ impl State<'_> {
         if event.cgroup_id != 0 {
             event.cgroup = Some(self.cgroups.get(event.cgroup_id, event.pid));
         }
+        // A failed call the kernel program may fold repeats of (see `fold` in observer-ebpf).
+        let opens_run = self.fold
+            && event.errno != 0
+            && matches!(
+                u16::from_ne_bytes([bytes[6], bytes[7]]),
+                HOOK_TP_SYS_EXIT_BIND | HOOK_TP_SYS_EXIT_LISTEN
+            );
         if !self.filter.matches(event) {
             self.summary.filtered += 1;
+            if opens_run {
+                self.open_run(bytes, None);
+            }
             return Ok(());
         }
         self.summary.events += 1;
         // Events written with a field the kernel could not read (it names them).
-        self.summary.read_errors += u64::from(!event.unreadable.is_empty());
+        self.summary.read_errors += u64::from(!self.event.unreadable.is_empty());
         self.seq += 1;
-        event.seq = self.seq;
+        self.event.seq = self.seq;
+        if opens_run {
+            self.open_run(bytes, Some(self.seq));
+        }
+        let event = &mut self.event;
         *self.by_errno.entry(event.errno).or_default() += 1;
         let now = timefmt::monotonic_coarse_ns();
         if self.conflicts.is_some()
@@ -209,6 +269,93 @@ impl State<'_> {
         )
     }
 
+    /// Remembers the event just decoded (`bytes`) as its thread's run.
+    fn open_run(&mut self, bytes: &[u8], seq: Option<u64>) {
+        let ts = u64::from_ne_bytes(bytes[8..16].try_into().unwrap_or_default());
+        if self.runs.len() >= RUNS_MAX && !self.runs.contains_key(&self.event.tid) {
+            self.runs.clear();
+        }
+        self.runs.insert(
+            self.event.tid,
+            Run {
+                tag: run_tag(ts),
+                seq,
+                event: self.event.clone(),
+                event_ns: ts,
+                total: 0,
+            },
+        );
+    }
+
+    /// Writes a count of folded calls as a repeat record of its event.
+    fn repeat(&mut self, r: &RepeatRecord) -> io::Result<()> {
+        let reason = if r.reason == REPEAT_ENDED {
+            "ended"
+        } else {
+            "tick"
+        };
+        let time = {
+            let mut t = String::new();
+            self.clock.format_monotonic_into(r.last_ns, &mut t);
+            t
+        };
+        let now = timefmt::monotonic_coarse_ns();
+        let Some(run) = self.runs.get_mut(&r.tid).filter(|run| run.tag == r.run) else {
+            self.summary.repeats += r.count;
+            self.summary.repeats_unknown += r.count;
+            let repeat = crate::model::Repeat {
+                record_type: "repeat",
+                time,
+                of: None,
+                pid: r.pid,
+                tid: r.tid,
+                count: r.count,
+                total: r.count,
+                span_secs: 0.0,
+                reason,
+            };
+            let blank = crate::model::BindEvent::blank();
+            return self.hold.write_repeat(repeat, &blank, now, &mut *self.sink);
+        };
+        run.total += r.count;
+        let Some(seq) = run.seq else {
+            self.summary.filtered += r.count;
+            return Ok(());
+        };
+        self.summary.repeats += r.count;
+        *self.by_errno.entry(run.event.errno).or_default() += r.count;
+        let repeat = crate::model::Repeat {
+            record_type: "repeat",
+            time,
+            of: Some(seq),
+            pid: r.pid,
+            tid: r.tid,
+            count: r.count,
+            total: run.total,
+            span_secs: r.last_ns.saturating_sub(run.event_ns) as f64 / 1e9,
+            reason,
+        };
+        self.hold
+            .write_repeat(repeat, &run.event, now, &mut *self.sink)
+    }
+
+    /// Writes the counts taken at the tick for thread `tid` (every thread: `None`) whose
+    /// event has been read.
+    fn release_ticked(&mut self, tid: Option<u32>) -> io::Result<()> {
+        let mut i = 0;
+        while i < self.ticked.len() {
+            let r = self.ticked[i];
+            let known = self.runs.get(&r.tid).is_some_and(|run| run.tag == r.run);
+            if tid.is_none_or(|t| t == r.tid) && (known || tid.is_none()) {
+                self.ticked.swap_remove(i);
+                self.repeat(&r)?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
     fn report_lost(&mut self, lost: u64) -> io::Result<()> {
         if lost > self.reported_lost {
             let record = LostRecord {
@@ -235,6 +382,7 @@ impl Counters {
         summary.lost = self.lost;
         summary.unpaired = self.unpaired;
         summary.pair_full = self.pair_full;
+        summary.fold_busy = self.fold_busy;
     }
 }
 
@@ -245,15 +393,32 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
             .unwrap_or(0)
     };
     Counters {
-        lost: sum(COUNTER_LOST),
+        lost: sum(COUNTER_LOST) + sum(COUNTER_LOST_REPEATS),
         unpaired: sum(COUNTER_UNPAIRED),
         pair_full: sum(COUNTER_PAIR_FULL),
+        fold_busy: sum(COUNTER_FOLD_BUSY),
     }
 }
 
 /// Drains the queued records. Returns the sink's error, if any.
 fn drain(ring: &mut Ring, state: &mut State<'_>) -> io::Result<()> {
     ring.drain(|record| state.handle(record))?;
+    state.sink.flush()
+}
+
+/// The tick's drain: what is queued, then the counts of runs still open (or stopped) taken
+/// from `RUNS`, then what was queued before they were taken (their events among it).
+fn drain_with_runs(
+    ring: &mut Ring,
+    runs: Option<&crate::runs::Runs>,
+    state: &mut State<'_>,
+) -> io::Result<()> {
+    ring.drain(|record| state.handle(record))?;
+    if let Some(runs) = runs {
+        runs.take(&mut state.ticked);
+        ring.drain(|record| state.handle(record))?;
+        state.release_ticked(None)?;
+    }
     state.sink.flush()
 }
 
@@ -277,6 +442,13 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
             .context("map COUNTERS missing")?,
     )
     .context("opening the counters")?;
+    let fold = loaded.fold;
+    let runs = match fold {
+        true => Some(crate::runs::Runs::map(
+            loaded.ebpf.map("RUNS").context("map RUNS missing")?,
+        )?),
+        false => None,
+    };
     // SAFETY: the ring owns its map fd (aya's `MapData` holds an `OwnedFd`) and the
     // `AsyncFd` owns the ring, so the fd stays open and the same until the `AsyncFd` is
     // dropped.
@@ -320,6 +492,9 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
         inner: Default::default(),
         cgroups: crate::cgroup::Cache::new(),
         event: crate::model::BindEvent::blank(),
+        fold,
+        runs: Default::default(),
+        ticked: Vec::new(),
     };
     let start = StartRecord {
         record_type: "start",
@@ -347,7 +522,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
                     guard.clear_ready();
                 }
                 _ = ticker.tick() => {
-                    drain(ring.get_mut(), &mut state)?;
+                    drain_with_runs(ring.get_mut(), runs.as_ref(), &mut state)?;
                     state.clock.follow();
                     state.hold.flush(timefmt::monotonic_coarse_ns(), &mut *state.sink)?;
                     if let Some(submitter) = state.conflicts.as_mut() {
@@ -381,7 +556,7 @@ pub async fn run(mut loaded: Loaded, sink: &mut dyn Sink, mut opts: RunOptions) 
     // Records already queued were observed before the end: deliver them, then stop.
     let mut end: io::Result<()> = Ok(());
     if reason != "output closed" {
-        end = drain(ring.get_mut(), &mut state);
+        end = drain_with_runs(ring.get_mut(), runs.as_ref(), &mut state);
     }
     if let (Some(submitter), Some(done)) = (state.conflicts.take(), done) {
         state.summary.conflict_lookups = submitter.submitted;

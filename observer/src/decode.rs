@@ -7,12 +7,12 @@ use crate::errno;
 use crate::model::{BindEvent, Endpoint, Flags, Op, Remote, Requested, Unreadable};
 use crate::timefmt::Clock;
 use observer_common::{
-    BIND_RECORD_SIZE, BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT,
-    HOOK_FEXIT_INET_LISTEN, HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT,
-    HOOK_KRETPROBE_INET_BIND, HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN,
-    HOOK_KRETPROBE_INET6_BIND, HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND,
-    HOOK_TP_SYS_EXIT_CONNECT, HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT, OP_GET_PORT, OP_LISTEN,
-    RECORD_BIND, SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, known, unreadable,
+    BindRecord, HOOK_FEXIT_INET_BIND, HOOK_FEXIT_INET_CSK_GET_PORT, HOOK_FEXIT_INET_LISTEN,
+    HOOK_FEXIT_INET6_BIND, HOOK_FEXIT_UDP_LIB_GET_PORT, HOOK_KRETPROBE_INET_BIND,
+    HOOK_KRETPROBE_INET_CSK_GET_PORT, HOOK_KRETPROBE_INET_LISTEN, HOOK_KRETPROBE_INET6_BIND,
+    HOOK_KRETPROBE_UDP_LIB_GET_PORT, HOOK_TP_SYS_EXIT_BIND, HOOK_TP_SYS_EXIT_CONNECT,
+    HOOK_TP_SYS_EXIT_LISTEN, OP_BIND, OP_CONNECT, OP_GET_PORT, OP_LISTEN, RECORD_BIND,
+    SOCKADDR_LEN, SOCKADDR_STORAGE_LEN, known, unreadable,
 };
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,20 +35,41 @@ pub enum DecodeError {
 
 /// Copies the bytes into a `BindRecord` after checking the length and the type tag.
 pub fn parse_record(bytes: &[u8]) -> Result<BindRecord, DecodeError> {
-    if bytes.len() != BIND_RECORD_SIZE {
-        return Err(DecodeError::Length {
-            got: bytes.len(),
-            expected: BIND_RECORD_SIZE,
-        });
-    }
-    // SAFETY: the length is exactly the size of `BindRecord`, which is `repr(C)` plain data for
-    // which every bit pattern is valid; `read_unaligned` makes no alignment assumption.
-    let record = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<BindRecord>()) };
+    let record: BindRecord = parse_wire(bytes)?;
     if record.kind != RECORD_BIND {
         return Err(DecodeError::UnknownType(record.kind));
     }
     Ok(record)
 }
+
+/// Copies the bytes into a `RepeatRecord` after checking the length and the type tag.
+pub fn parse_repeat(bytes: &[u8]) -> Result<observer_common::RepeatRecord, DecodeError> {
+    let record: observer_common::RepeatRecord = parse_wire(bytes)?;
+    if record.kind != observer_common::RECORD_REPEAT {
+        return Err(DecodeError::UnknownType(record.kind));
+    }
+    Ok(record)
+}
+
+/// A wire record (`BindRecord`, `RepeatRecord`: `repr(C)` integers and byte arrays, every bit
+/// pattern valid) copied out of exactly its size in bytes.
+fn parse_wire<T: Copy + WireRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let expected = std::mem::size_of::<T>();
+    if bytes.len() != expected {
+        return Err(DecodeError::Length {
+            got: bytes.len(),
+            expected,
+        });
+    }
+    // SAFETY: the length is exactly the size of `T`, plain data for which every bit pattern is
+    // valid (`WireRecord`); `read_unaligned` makes no alignment assumption.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The wire records: `repr(C)` plain data, valid for every bit pattern.
+trait WireRecord {}
+impl WireRecord for BindRecord {}
+impl WireRecord for observer_common::RepeatRecord {}
 
 /// Decodes one ring-buffer record into a new event.
 pub fn decode(bytes: &[u8], clock: &Clock) -> Result<BindEvent, DecodeError> {

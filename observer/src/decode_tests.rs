@@ -1,6 +1,6 @@
 use super::*;
 use crate::sockopt::Opt;
-use observer_common::{COMM_LEN, HOOK_COUNT, flag};
+use observer_common::{BIND_RECORD_SIZE, COMM_LEN, HOOK_COUNT, flag};
 use serde_json::json;
 use std::mem::{offset_of, size_of};
 
@@ -1480,4 +1480,67 @@ fn connect_without_a_readable_inet_sockaddr_has_a_null_remote() {
     }
     // Other calls have no `remote` key at all.
     assert!(json_of(&record()).get("remote").is_none());
+}
+
+/// A repeat record as the kernel program writes it, byte by byte (native endian).
+fn repeat_bytes(kind: u32, count: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&kind.to_ne_bytes());
+    b.extend_from_slice(&observer_common::REPEAT_ENDED.to_ne_bytes());
+    b.extend_from_slice(&4242u32.to_ne_bytes()); // pid
+    b.extend_from_slice(&4243u32.to_ne_bytes()); // tid
+    b.extend_from_slice(&0xdead_beefu32.to_ne_bytes()); // run
+    b.extend_from_slice(&0u32.to_ne_bytes()); // padding
+    b.extend_from_slice(&count.to_ne_bytes());
+    b.extend_from_slice(&TS_NS.to_ne_bytes()); // last_ns
+    b
+}
+
+#[test]
+fn repeat_record_decodes_from_hand_made_bytes() {
+    use observer_common::{REPEAT_RECORD_SIZE, RepeatRecord};
+    assert_eq!(REPEAT_RECORD_SIZE, 40);
+    let bytes = repeat_bytes(observer_common::RECORD_REPEAT, 14_203);
+    assert_eq!(bytes.len(), REPEAT_RECORD_SIZE);
+    assert_eq!(
+        parse_repeat(&bytes).unwrap(),
+        RepeatRecord {
+            kind: observer_common::RECORD_REPEAT,
+            reason: observer_common::REPEAT_ENDED,
+            pid: 4242,
+            tid: 4243,
+            run: 0xdead_beef,
+            _pad: 0,
+            count: 14_203,
+            last_ns: TS_NS,
+        }
+    );
+}
+
+#[test]
+fn repeat_record_with_another_tag_or_length_is_refused() {
+    let bytes = repeat_bytes(RECORD_BIND, 1);
+    assert!(matches!(
+        parse_repeat(&bytes),
+        Err(DecodeError::UnknownType(RECORD_BIND))
+    ));
+    let bytes = repeat_bytes(observer_common::RECORD_REPEAT, 1);
+    assert!(matches!(
+        parse_repeat(&bytes[..39]),
+        Err(DecodeError::Length {
+            got: 39,
+            expected: 40
+        })
+    ));
+    // A bind record is never taken for a repeat (the sizes differ).
+    assert_ne!(BIND_RECORD_SIZE, observer_common::REPEAT_RECORD_SIZE);
+}
+
+#[test]
+fn run_tag_names_the_event_timestamp() {
+    assert_eq!(observer_common::run_tag(0x1_2345_6780), 0x1234_5678);
+    assert_ne!(
+        observer_common::run_tag(TS_NS),
+        observer_common::run_tag(TS_NS + 16)
+    );
 }

@@ -6,7 +6,7 @@
 //! event's `seq`. Nothing waits on a slow lookup for longer than that, and while nothing waits
 //! (almost always) an event goes straight to the sink, as before.
 
-use crate::model::{BindEvent, Conflict, ExplanationRecord};
+use crate::model::{BindEvent, Conflict, ExplanationRecord, Repeat};
 use crate::sink::Sink;
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -19,7 +19,10 @@ pub const HOLD: Duration = Duration::from_millis(500);
 pub const HOLD_MAX: usize = 4096;
 
 struct Held {
+    /// The event, or for a repeat record the event it repeats.
     event: BindEvent,
+    /// A repeat record (folded calls of `event`), written in its place in the order.
+    repeat: Option<Box<Repeat>>,
     /// Waiting for its own lookup's answer.
     waiting: bool,
     /// When it was read, in coarse monotonic nanoseconds.
@@ -46,6 +49,7 @@ impl Hold {
     pub fn wait(&mut self, event: &BindEvent, now: u64) {
         self.queue.push_back(Held {
             event: event.clone(),
+            repeat: None,
             waiting: true,
             read_at: now,
         });
@@ -56,8 +60,34 @@ impl Hold {
         if self.queue.is_empty() {
             return sink.event(event);
         }
+        self.behind(event, None, now, sink)
+    }
+
+    /// A repeat record of the event `of`: at once when nothing waits, else behind what does.
+    pub fn write_repeat(
+        &mut self,
+        repeat: Repeat,
+        of: &BindEvent,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
+        if self.queue.is_empty() {
+            return sink.repeat(&repeat, of);
+        }
+        self.behind(of, Some(Box::new(repeat)), now, sink)
+    }
+
+    /// Queues a record behind those that wait; past [`HOLD_MAX`] the oldest wait ends.
+    fn behind(
+        &mut self,
+        event: &BindEvent,
+        repeat: Option<Box<Repeat>>,
+        now: u64,
+        sink: &mut dyn Sink,
+    ) -> io::Result<()> {
         self.queue.push_back(Held {
             event: event.clone(),
+            repeat,
             waiting: false,
             read_at: now,
         });
@@ -153,6 +183,9 @@ impl Hold {
         let Some(mut head) = self.queue.pop_front() else {
             return Ok(());
         };
+        if let Some(repeat) = head.repeat {
+            return sink.repeat(&repeat, &head.event);
+        }
         if head.waiting && head.event.errno == 0 {
             // A successful call waiting to learn whether it shares its port: written without
             // an answer; one that finds other processes' sockets follows as an explanation.

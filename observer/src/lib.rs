@@ -36,6 +36,7 @@ pub mod netns;
 pub mod offsets;
 pub mod privilege;
 pub mod ring;
+pub mod runs;
 pub mod scenarios;
 pub mod sink;
 pub mod sockopt;

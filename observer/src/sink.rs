@@ -3,7 +3,7 @@
 //! flushes per event: the collector flushes after each batch it drains.
 
 use crate::model::{
-    BindEvent, Endpoint, ExplanationRecord, LostRecord, Requested, StartRecord, Summary,
+    BindEvent, Endpoint, ExplanationRecord, LostRecord, Repeat, Requested, StartRecord, Summary,
 };
 use serde::Serialize;
 use std::io::{self, Write};
@@ -15,6 +15,10 @@ pub trait Sink {
     /// An explanation that came after its event (see `crate::hold`).
     fn explanation(&mut self, x: &ExplanationRecord) -> io::Result<()>;
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()>;
+    /// Calls folded in the kernel as repeats of the event `of` (already written).
+    fn repeat(&mut self, _repeat: &Repeat, _of: &BindEvent) -> io::Result<()> {
+        Ok(())
+    }
     fn summary(&mut self, summary: &Summary) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
     /// The run's totals so far, at every tick (a sink that exports counters keeps them
@@ -39,6 +43,9 @@ impl Sink for Fanout {
     }
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.lost(lost))
+    }
+    fn repeat(&mut self, repeat: &Repeat, of: &BindEvent) -> io::Result<()> {
+        self.0.iter_mut().try_for_each(|s| s.repeat(repeat, of))
     }
     fn summary(&mut self, summary: &Summary) -> io::Result<()> {
         self.0.iter_mut().try_for_each(|s| s.summary(summary))
@@ -174,6 +181,9 @@ impl<W: Write> Sink for JsonSink<W> {
     fn lost(&mut self, lost: &LostRecord) -> io::Result<()> {
         self.line(lost)
     }
+    fn repeat(&mut self, repeat: &Repeat, _of: &BindEvent) -> io::Result<()> {
+        self.line(repeat)
+    }
     fn summary(&mut self, summary: &Summary) -> io::Result<()> {
         self.line(summary)?;
         self.out.flush()
@@ -286,6 +296,22 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
         lost_line(&mut self.out, l)
     }
 
+    fn repeat(&mut self, r: &Repeat, _of: &BindEvent) -> io::Result<()> {
+        let of = r.of.map_or_else(
+            || "an event no longer known".into(),
+            |s| format!("event {s}"),
+        );
+        writeln!(
+            self.out,
+            "{:<15} {:<7} ↳ {of} repeated {} times in {:.1} s{}",
+            short_time(&r.time),
+            r.pid,
+            thousands(r.total),
+            r.span_secs,
+            if r.reason == "ended" { " (ended)" } else { "" }
+        )
+    }
+
     fn summary(&mut self, s: &Summary) -> io::Result<()> {
         self.out.flush()?;
         summary_line(&mut self.diag, s)
@@ -294,6 +320,19 @@ impl<W: Write, D: Write> Sink for TableSink<W, D> {
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// `n` with a comma every three digits (`14,203`).
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The time of day of an RFC 3339 time (`HH:MM:SS.ffffff`), as the table shows it.
@@ -338,8 +377,9 @@ fn lost_line(out: &mut impl Write, l: &LostRecord) -> io::Result<()> {
 pub fn summary_line(diag: &mut impl Write, s: &Summary) -> io::Result<()> {
     writeln!(
         diag,
-        "observer: {} events ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",
+        "observer: {} events, {} repeats folded ({} filtered), {} lost, {} unpaired, {} read errors, {} undecodable in {:.1}s ({})",
         s.events,
+        s.repeats,
         s.filtered,
         s.lost,
         s.unpaired,

@@ -105,6 +105,9 @@ fn summary() -> Summary {
         duration_secs: 12.34,
         received: 9,
         events: 5,
+        repeats: 7,
+        repeats_unknown: 0,
+        fold_busy: 0,
         filtered: 4,
         lost: 10,
         decode_errors: 1,
@@ -472,7 +475,7 @@ fn table_lost_goes_to_out_and_summary_to_diag() {
     );
     assert_eq!(
         text(&diag),
-        "observer: 5 events (4 filtered), 10 lost, 2 unpaired, 6 read errors, \
+        "observer: 5 events, 7 repeats folded (4 filtered), 10 lost, 2 unpaired, 6 read errors, \
          1 undecodable in 12.3s (signal)\n\
          observer: explanations: 1 looked up, 0 retries pointed at an earlier one, \
          0 not looked up (queue full), 0 unfinished at the end, 0 written after their event\n\
@@ -606,4 +609,63 @@ fn conflict_goes_indented_under_the_row_and_into_the_json() {
         "time-wait-keeps-flags"
     );
     assert_eq!(v["conflict"]["fixes"][0], "wait 42 s");
+}
+
+/// A repeat record of event 12 (also the metrics' and the schema check's).
+pub(crate) fn repeat(total: u64, reason: &'static str) -> Repeat {
+    Repeat {
+        record_type: "repeat",
+        time: TIME.to_string(),
+        of: Some(12),
+        pid: 77,
+        tid: 78,
+        count: 3,
+        total,
+        span_secs: 1.04,
+        reason,
+    }
+}
+
+#[test]
+fn json_repeat_names_its_event() {
+    let mut out = Vec::new();
+    let mut sink = JsonSink::new(&mut out);
+    sink.repeat(&repeat(14_203, "tick"), &BindEvent::blank())
+        .unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v,
+        json!({"type": "repeat", "time": TIME, "of": 12, "pid": 77, "tid": 78, "count": 3,
+               "total": 14203, "span_secs": 1.04, "reason": "tick"})
+    );
+}
+
+#[test]
+fn table_repeat_is_one_line() {
+    let (mut out, mut diag) = (Vec::new(), Vec::new());
+    let mut sink = TableSink::new(&mut out, &mut diag);
+    sink.repeat(&repeat(14_203, "tick"), &BindEvent::blank())
+        .unwrap();
+    sink.repeat(&repeat(5, "ended"), &BindEvent::blank())
+        .unwrap();
+    sink.flush().unwrap();
+    let t = short_time(TIME);
+    assert_eq!(
+        text(&out),
+        format!(
+            "{t:<15} 77      ↳ event 12 repeated 14,203 times in 1.0 s\n\
+             {t:<15} 77      ↳ event 12 repeated 5 times in 1.0 s (ended)\n"
+        )
+    );
+}
+
+#[test]
+fn thousands_groups_digits() {
+    assert_eq!(thousands(0), "0");
+    assert_eq!(thousands(999), "999");
+    assert_eq!(thousands(1000), "1,000");
+    assert_eq!(thousands(14_203), "14,203");
+    assert_eq!(thousands(1_234_567), "1,234,567");
 }

@@ -110,7 +110,14 @@ fn round(c: &common::Caller, n: usize) -> (u64, u64, u64) {
     let netns = c.netns.to_string();
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.to_string();
-    let base = ["watch", "--json", "--no-conflicts", "--netns", &netns];
+    let base = [
+        "watch",
+        "--json",
+        "--no-conflicts",
+        "--every-call",
+        "--netns",
+        &netns,
+    ];
     let witness = Observer::start(
         &[&base[..], &["--buffer-size", "64M"]].concat(),
         Stdout::Read,

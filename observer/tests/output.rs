@@ -28,7 +28,14 @@ fn json_appended_to_a_file_is_whole_and_in_order() {
             .expect("opening the log file for appending");
         let netns = c.netns.to_string();
         let mut proc = Proc::spawn_into(
-            &["watch", "--json", "--netns", &netns, "--no-conflicts"],
+            &[
+                "watch",
+                "--json",
+                "--netns",
+                &netns,
+                "--no-conflicts",
+                "--every-call",
+            ],
             log,
         );
         wait_for_start(&path, &mut proc);

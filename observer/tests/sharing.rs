@@ -184,7 +184,10 @@ fn tcp_reuseport_listeners_split_the_connections() {
         // SAFETY: fcntl(2) on our own listener: make accept() return EAGAIN once empty.
         unsafe {
             let flags = libc::fcntl(sock.fd(), libc::F_GETFL);
-            assert_eq!(libc::fcntl(sock.fd(), libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
+            assert_eq!(
+                libc::fcntl(sock.fd(), libc::F_SETFL, flags | libc::O_NONBLOCK),
+                0
+            );
         }
         loop {
             // SAFETY: accept4(2) on our own listener, without an address buffer.

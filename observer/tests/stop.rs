@@ -84,10 +84,13 @@ fn sigterm_ends_a_run_whose_reader_stopped_reading_within_a_second() {
         );
         let summary = lines
             .iter()
-            .find(|l| l.contains(" events (") && l.ends_with("(signal)"))
+            .find(|l| l.contains(" repeats folded (") && l.ends_with("(signal)"))
             .unwrap_or_else(|| panic!("{stderr}"));
         assert!(
-            summary.starts_with(&format!("observer: {} events (", 2 * BINDS)),
+            summary.starts_with(&format!(
+                "observer: {} events, 0 repeats folded (",
+                2 * BINDS
+            )),
             "{summary}"
         );
     });

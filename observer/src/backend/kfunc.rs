@@ -129,6 +129,7 @@ pub fn load(kind: Kind, buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded
         mounted_tracefs,
         buffer_bytes,
         skipped: Vec::new(),
+        fold: false,
     })
 }
 

@@ -198,7 +198,14 @@ pub struct Loaded {
     pub buffer_bytes: u32,
     /// Backends tried before this one (under `auto`), with the reason each was not used.
     pub skipped: Vec<Skipped>,
+    /// The kernel programs fold identical repeats of a failed call (tracepoint backend,
+    /// without `--every-call`).
+    pub fold: bool,
 }
+
+/// `--every-call`: the tracepoint programs send every call instead of folding identical
+/// repeats. Set before [`load`].
+pub static EVERY_CALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 pub(crate) fn check_privileges() -> Result<(), LoadError> {
     use crate::privilege::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};

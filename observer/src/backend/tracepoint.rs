@@ -36,6 +36,7 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
         ));
     }
     raise_memlock();
+    let fold = !super::EVERY_CALL.load(std::sync::atomic::Ordering::Relaxed);
 
     let mut ebpf = EbpfLoader::new()
         // These programs need no CO-RE relocation (every offset is in CONFIG). aya 0.14 has
@@ -43,6 +44,7 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
         // only drops that copy before the load instead of relocating against it.
         .btf(None)
         .override_global("CONFIG", &config, true)
+        .override_global("FOLD", &u32::from(fold), true)
         .map_max_entries("EVENTS", buffer_bytes)
         .load(PROGRAMS)?;
     let mut hooks = Vec::new();
@@ -58,6 +60,7 @@ pub fn load(buffer_bytes: u32, resolved: &Resolved) -> Result<Loaded, LoadError>
         mounted_tracefs,
         buffer_bytes,
         skipped: Vec::new(),
+        fold,
     })
 }
 

@@ -246,6 +246,14 @@ impl Metrics {
     }
 
     fn event(&self, e: &BindEvent) {
+        self.calls(e, 1);
+        if let Some(c) = &e.conflict {
+            self.conflict(c);
+        }
+    }
+
+    /// `n` calls like `e` (an event, or the repeats folded after it).
+    fn calls(&self, e: &BindEvent, n: u64) {
         let unknown = || Cow::Borrowed("unknown");
         self.attempts
             .get_or_create(&AttemptLabels {
@@ -254,7 +262,7 @@ impl Metrics {
                 op: e.op.as_str(),
                 result: e.result.clone(),
             })
-            .inc();
+            .inc_by(n);
         if e.errno != 0 {
             // A connect's: the port it connected to.
             let port = match (&e.requested, e.remote.endpoint()) {
@@ -267,10 +275,7 @@ impl Metrics {
                     errno: e.result.clone(),
                     port: self.watch_ports.label(port),
                 })
-                .inc();
-        }
-        if let Some(c) = &e.conflict {
-            self.conflict(c);
+                .inc_by(n);
         }
     }
 
@@ -348,6 +353,11 @@ impl Sink for MetricsSink {
     }
     fn explanation(&mut self, x: &crate::model::ExplanationRecord) -> io::Result<()> {
         self.metrics.conflict(&x.conflict);
+        Ok(())
+    }
+    /// Every folded call counts as the call it repeats.
+    fn repeat(&mut self, r: &crate::model::Repeat, of: &BindEvent) -> io::Result<()> {
+        self.metrics.calls(of, r.count);
         Ok(())
     }
     /// The collector hands the same total to [`Sink::progress`] right after.

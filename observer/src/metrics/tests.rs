@@ -125,3 +125,33 @@ fn failed_accepts_pause_longer_and_longer_up_to_a_second() {
         [10, 20, 40, 640, 1000, 1000]
     );
 }
+
+#[test]
+fn folded_repeats_count_as_the_calls_they_repeat() {
+    let m = Arc::new(metrics(WatchPorts::List(BTreeSet::from([8080]))));
+    let mut sink = MetricsSink::new(m.clone());
+    let failed = BindEvent {
+        result: "EADDRINUSE".into(),
+        errno: 98,
+        bound: None,
+        requested: Some(Requested::Inet(crate::model::Endpoint {
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 8080,
+            scope_id: None,
+        })),
+        ..crate::sink::tests::event()
+    };
+    sink.event(&failed).unwrap();
+    let repeat = crate::model::Repeat {
+        count: 14_203,
+        ..crate::sink::tests::repeat(14_203, "tick")
+    };
+    sink.repeat(&repeat, &failed).unwrap();
+    let t = text(&m);
+    for line in [
+        "observer_bind_attempts_total{family=\"inet\",protocol=\"tcp\",op=\"bind\",result=\"EADDRINUSE\"} 14204\n",
+        "observer_bind_failures_total{errno=\"EADDRINUSE\",port=\"8080\"} 14204\n",
+    ] {
+        assert!(t.contains(line), "{line} missing in\n{t}");
+    }
+}

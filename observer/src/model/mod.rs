@@ -25,5 +25,5 @@ pub use conflict::{
 };
 pub use connect::{ConnectHolder, ConnectPorts};
 pub use event::{BindEvent, Endpoint, Flags, Op, Remote, Requested, Unreadable};
-pub use records::{ExplanationRecord, LostRecord, Skipped, StartRecord, Summary};
+pub use records::{ExplanationRecord, LostRecord, Repeat, Skipped, StartRecord, Summary};
 pub use refusal::{NOT_EXPLAINED, Refusal};

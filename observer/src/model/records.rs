@@ -65,6 +65,30 @@ pub struct ExplanationRecord {
     pub conflict: super::Conflict,
 }
 
+/// Calls folded in the kernel: `count` more calls identical to event `of` (same thread, op, fd,
+/// requested address and failure, each within a second of the one before), the last at
+/// `time`. A run of repeats is reported at least every tick (100 ms) while it lasts and once
+/// more when it ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct Repeat {
+    #[serde(rename = "type")]
+    pub record_type: &'static str,
+    /// When the last of these calls returned.
+    pub time: String,
+    /// The `seq` of the event repeated; `null` when the collector no longer knew it.
+    pub of: Option<u64>,
+    pub pid: u32,
+    pub tid: u32,
+    /// Calls folded into this record.
+    pub count: u64,
+    /// Calls folded into the run so far, this record's included.
+    pub total: u64,
+    /// Seconds from the event repeated to the last of these calls.
+    pub span_secs: f64,
+    /// `"tick"` (the run may go on) or `"ended"` (the thread made another call).
+    pub reason: &'static str,
+}
+
 /// The last record: what the run saw and what it missed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -76,9 +100,17 @@ pub struct Summary {
     pub received: u64,
     /// Events printed (received, decoded and passing the filters).
     pub events: u64,
-    /// Events the filters dropped.
+    /// Calls folded into repeat records (`"type":"repeat"`) and written: with `events`,
+    /// `filtered` and `lost`, every call observed.
+    pub repeats: u64,
+    /// Of `repeats`, those whose event the collector no longer knew (`"of": null`).
+    pub repeats_unknown: u64,
+    /// Failed calls sent unfolded because another thread's run held their thread's slot.
+    pub fold_busy: u64,
+    /// Calls the filters dropped: events, and folded repeats of a dropped event.
     pub filtered: u64,
-    /// Records the ring buffer had no room for.
+    /// Calls whose record the ring buffer had no room for (an event, or each call a repeat
+    /// record counted).
     pub lost: u64,
     /// Records that could not be decoded.
     pub decode_errors: u64,

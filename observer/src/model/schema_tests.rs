@@ -210,6 +210,8 @@ fn every_field_of_every_record_is_documented() {
         total: 0,
     };
     missing.extend(documented("lost", serde_json::to_value(&lost).unwrap()));
+    let repeat = crate::sink::tests::repeat(1, "tick");
+    missing.extend(documented("repeat", serde_json::to_value(&repeat).unwrap()));
     let explanation = ExplanationRecord {
         record_type: "explanation",
         time: String::new(),

@@ -117,6 +117,11 @@ impl Observer {
         }
     }
 
+    /// The next record of any type, waiting at most until `deadline`.
+    pub fn next_any(&mut self, deadline: Instant, waiting_for: &str) -> Value {
+        self.next_record(deadline, waiting_for)
+    }
+
     /// The next record, which must be the late explanation (`"type":"explanation"`) of the
     /// event numbered `of`: written after its event when the lookup took longer than the
     /// collector holds events for (a loaded machine).
@@ -215,6 +220,13 @@ impl Observer {
         summary
     }
 
+    /// SIGTERM, then reads to the summary, allowing `repeat` records on the way (they are
+    /// the test's to count from the summary); checks the exit like [`Observer::stop`].
+    pub fn finish_after_signal(mut self) -> Value {
+        self.proc.signal(libc::SIGTERM);
+        self.end(false)
+    }
+
     /// Sends `sig` and nothing else (SIGKILL: then [`Observer::wait_exit`]).
     pub fn signal(&self, sig: libc::c_int) {
         self.proc.signal(sig);
@@ -260,6 +272,7 @@ impl Observer {
             match record["type"].as_str() {
                 Some("summary") => break record,
                 Some("bind") => extra.push(record),
+                Some("repeat") if !strict => {}
                 _ => panic!("unexpected record: {record}\nall:\n{}", self.dump()),
             }
         };

@@ -48,7 +48,7 @@ pub const LOADS: [Load; 4] = [
 ];
 
 /// How many times the full-rate run is made.
-const THROUGHPUT_RUNS: usize = 3;
+pub(crate) const THROUGHPUT_RUNS: usize = 3;
 
 pub struct Options {
     pub rounds: usize,
@@ -69,11 +69,31 @@ pub struct Samples {
     pub ns: Vec<f64>,
 }
 
+/// What one mode of the observer delivered during the timed rounds (summed summaries).
+#[derive(Default, Clone, Copy)]
+pub struct Delivered {
+    /// Records received from the kernel (events and repeat records).
+    pub records: u64,
+    /// Events written.
+    pub events: u64,
+    /// Calls folded into repeat records.
+    pub repeats: u64,
+    /// Calls lost.
+    pub lost: u64,
+}
+
 /// The full-rate run with the observer writing JSON Lines to a file.
 pub struct Throughput {
+    /// `--every-call`, or folding (the default).
+    pub every_call: bool,
     pub seconds: f64,
     pub produced: u64,
     pub received: u64,
+    /// Events written, calls folded into repeat records, calls filtered out (other
+    /// processes' binds during the run).
+    pub events: u64,
+    pub repeats: u64,
+    pub filtered: u64,
     pub lost: u64,
     /// Collector CPU per record received: user (its own work) and system (the kernel's, mostly
     /// the write of its output).
@@ -121,7 +141,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         print!("{}", report::scale_only(&why, &storm));
         return Ok(());
     }
-    let mut tracers = vec![Tracer::None, Tracer::Observer];
+    let mut tracers = vec![Tracer::None, Tracer::Observer, Tracer::EveryCall];
     if bpftrace {
         tracers.insert(1, Tracer::Floor);
         tracers.push(Tracer::Bpftrace);
@@ -149,12 +169,12 @@ pub fn bench(opts: &Options) -> Result<()> {
         })
         .collect();
     let mut attach = Vec::new();
-    let (mut timed_received, mut timed_lost) = (0, 0);
+    let mut timed: Vec<(Tracer, Delivered)> = Vec::new();
     for round in 1..=opts.rounds {
         eprintln!("xtask: bench round {round} of {}", opts.rounds);
         for &tracer in &tracers {
             // Room for the JSON of one round's loads (about 550 bytes per event).
-            let room = if tracer == Tracer::Observer {
+            let room = if tracer.is_observer() {
                 loads
                     .iter()
                     // Neither makes an event (a connect that succeeds is none).
@@ -165,7 +185,7 @@ pub fn bench(opts: &Options) -> Result<()> {
                 0
             };
             let running = tracer::start(tracer, &observer, &dir, room)?;
-            if let (Tracer::Observer, Some(r)) = (tracer, &running) {
+            if let (true, Some(r)) = (tracer.is_observer(), &running) {
                 attach.push(r.attach);
             }
             for load in &loads {
@@ -178,12 +198,20 @@ pub fn bench(opts: &Options) -> Result<()> {
             }
             if let Some(running) = running {
                 let stopped = tracer::stop(running)?;
-                if tracer == Tracer::Observer {
+                if tracer.is_observer() {
                     // A lost record costs the program less than a delivered one: say how many.
                     let summary = delivered(&stopped.output)?;
-                    let (received, lost) = (summary.get("received"), summary.get("lost"));
-                    timed_received += received;
-                    timed_lost += lost;
+                    let d = match timed.iter_mut().find(|(t, _)| *t == tracer) {
+                        Some((_, d)) => d,
+                        None => {
+                            timed.push((tracer, Delivered::default()));
+                            &mut timed.last_mut().context("just pushed")?.1
+                        }
+                    };
+                    d.records += summary.get("received");
+                    d.events += summary.get("events");
+                    d.repeats += summary.get("repeats");
+                    d.lost += summary.get("lost");
                 }
             }
         }
@@ -195,12 +223,21 @@ pub fn bench(opts: &Options) -> Result<()> {
     // The full-rate run is the noisiest measure here (one hiccup of the VM, and the ring
     // overflows): three of them, each reported.
     let mut runs = Vec::new();
-    for run in 1..=THROUGHPUT_RUNS {
-        eprintln!(
-            "xtask: bench throughput run {run} of {THROUGHPUT_RUNS} ({} s)",
-            opts.seconds
-        );
-        runs.push(throughput(&observer, &load_bin, &dir, opts.seconds)?);
+    for every_call in [false, true] {
+        for run in 1..=THROUGHPUT_RUNS {
+            eprintln!(
+                "xtask: bench throughput run {run} of {THROUGHPUT_RUNS} ({} s{})",
+                opts.seconds,
+                if every_call { ", --every-call" } else { "" }
+            );
+            runs.push(throughput(
+                &observer,
+                &load_bin,
+                &dir,
+                opts.seconds,
+                every_call,
+            )?);
+        }
     }
 
     let scale = match opts.scale {
@@ -219,7 +256,7 @@ pub fn bench(opts: &Options) -> Result<()> {
         throughput: &runs,
         attach: &attach,
         rounds: opts.rounds,
-        timed: (timed_received, timed_lost),
+        timed: &timed,
         scale: scale.as_ref().map(|(w, s)| (w.as_slice(), s)),
     });
     print!("{text}");
@@ -252,22 +289,39 @@ fn load_run(bin: &Path, mode: &str, bound: &str) -> Result<(u64, f64)> {
 }
 
 /// The failing-bind loop at full speed for `seconds`, the observer writing JSON to a file.
-fn throughput(observer: &Path, load_bin: &Path, dir: &Path, seconds: f64) -> Result<Throughput> {
+fn throughput(
+    observer: &Path,
+    load_bin: &Path,
+    dir: &Path,
+    seconds: f64,
+    every_call: bool,
+) -> Result<Throughput> {
     // About 550 bytes per event at up to 2 million events a second.
     let room = (seconds * 2e6 * 600.0) as u64;
-    let running = tracer::start(Tracer::Observer, observer, dir, room)?
-        .context("the observer did not start")?;
+    let (tracer, room) = match every_call {
+        true => (Tracer::EveryCall, room),
+        false => (Tracer::Observer, 64 << 20),
+    };
+    let running =
+        tracer::start(tracer, observer, dir, room)?.context("the observer did not start")?;
     let (calls, _) = load_run(load_bin, "failbind", &format!("{seconds}s"))?;
     // The listener's bind and listen, and the first conflicting bind, come before the loop.
     let produced = calls + 3;
     let stopped = tracer::stop(running)?;
     let summary = delivered(&stopped.output)?;
     let (received, lost) = (summary.get("received"), summary.get("lost"));
-    let per_event = |d: std::time::Duration| d.as_nanos() as f64 / received.max(1) as f64;
+    // Per record delivered with `--every-call` (one per call); folding, per call made (a few
+    // records stand for millions of calls).
+    let per = if every_call { received } else { produced };
+    let per_event = |d: std::time::Duration| d.as_nanos() as f64 / per.max(1) as f64;
     Ok(Throughput {
+        every_call,
         seconds,
         produced,
         received,
+        events: summary.get("events"),
+        repeats: summary.get("repeats"),
+        filtered: summary.get("filtered"),
         lost,
         user_ns_per_event: per_event(stopped.user),
         system_ns_per_event: per_event(stopped.system),

@@ -38,16 +38,25 @@ pub enum Tracer {
     None,
     /// Empty programs on the observer's tracepoints (through bpftrace).
     Floor,
+    /// The observer as it runs by default: identical repeats of a failure folded.
     Observer,
+    /// The observer with `--every-call`: one record per call.
+    EveryCall,
     Bpftrace,
 }
 
 impl Tracer {
+    /// One of the observer's two modes.
+    pub fn is_observer(self) -> bool {
+        matches!(self, Tracer::Observer | Tracer::EveryCall)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Tracer::None => "no observer",
             Tracer::Floor => "empty programs (floor)",
-            Tracer::Observer => "observer (tracepoint)",
+            Tracer::Observer => "observer (folding)",
+            Tracer::EveryCall => "observer --every-call",
             Tracer::Bpftrace => "bpftrace",
         }
     }
@@ -94,9 +103,14 @@ pub fn pinned(cmd: &mut Command, cpu: usize) -> &mut Command {
 pub fn start(tracer: Tracer, observer: &Path, dir: &Path, room: u64) -> Result<Option<Running>> {
     let (mut cmd, output, ready): (Command, PathBuf, &str) = match tracer {
         Tracer::None => return Ok(None),
-        Tracer::Observer => {
+        Tracer::Observer | Tracer::EveryCall => {
             let mut cmd = Command::new(observer);
-            cmd.args(["watch", "--json"]);
+            // Only the load's calls are written: other processes' binds on this shared machine
+            // are counted as filtered, so the account of the load's calls stays exact.
+            cmd.args(["watch", "--json", "--comm", "bench-load"]);
+            if tracer == Tracer::EveryCall {
+                cmd.arg("--every-call");
+            }
             (cmd, dir.join("observer.jsonl"), "\"type\":\"start\"")
         }
         Tracer::Bpftrace | Tracer::Floor => {
