@@ -52,3 +52,25 @@ pub(crate) fn raise_memlock() {
     // SAFETY: `limit` is a valid rlimit; setrlimit only reads it.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
 }
+
+/// The bpf(2) system call on `attr`, a zero-padded prefix of `union bpf_attr` with the fields
+/// of `cmd` set: for the commands aya 0.14 does not make (iterator links with link info,
+/// program queries). Returns what the call returns (a new descriptor, or 0).
+pub(crate) fn bpf<const N: usize>(cmd: libc::c_long, attr: &mut [u64; N]) -> std::io::Result<i64> {
+    // SAFETY: `attr` is valid for the kernel to read and write for the size passed, which is
+    // its size; the kernel checks that the bytes past the fields it knows are zero, and reads
+    // or writes only within it (and where its pointers point).
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr) as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}

@@ -41,23 +41,7 @@ pub struct Attached {
     pub name: String,
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 8]) -> io::Result<i64> {
-    // SAFETY: `attr` is a zeroed `union bpf_attr` prefix of 64 bytes with the fields of `cmd`
-    // set; the kernel reads and writes only within it (and where its pointers point).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr) as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
+use crate::kernel::bpf;
 
 /// The program ids attached to (or, `effective`, running for) cgroup directory `dir`.
 fn query(dir: &Path, attach: u32, effective: bool) -> io::Result<Vec<u32>> {

@@ -161,15 +161,16 @@ pub fn run_for_pid(ebpf: &mut Ebpf, p: Program, pid: u32) -> Result<Vec<u8>, Str
     attr[1] = u64::from(BPF_TRACE_ITER);
     attr[2] = info.as_ptr() as u64;
     attr[3] = std::mem::size_of_val(&info) as u64;
-    let link = bpf(BPF_LINK_CREATE, &mut attr)
+    let link = crate::kernel::bpf(BPF_LINK_CREATE, &mut attr)
         .map_err(|e| format!("attaching iter/{iter} to pid {pid}: {e}"))?;
     // SAFETY: a new descriptor owned only here.
-    let link = unsafe { OwnedFd::from_raw_fd(link) };
+    let link = unsafe { OwnedFd::from_raw_fd(link as i32) };
     let mut attr = [0u64; 16];
     attr[0] = u64::from(link.as_raw_fd() as u32);
-    let fd = bpf(BPF_ITER_CREATE, &mut attr).map_err(|e| format!("creating the iterator: {e}"))?;
+    let fd = crate::kernel::bpf(BPF_ITER_CREATE, &mut attr)
+        .map_err(|e| format!("creating the iterator: {e}"))?;
     // SAFETY: a new descriptor owned only here.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     read_all(&mut file).map_err(|e| format!("reading iter/{iter}: {e}"))
 }
 
@@ -178,24 +179,6 @@ pub fn run_for_pid(ebpf: &mut Ebpf, p: Program, pid: u32) -> Result<Vec<u8>, Str
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
 const BPF_TRACE_ITER: u32 = 28;
-
-/// The bpf(2) system call on `attr` (a zero-padded `union bpf_attr`); the new descriptor.
-fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> std::io::Result<i32> {
-    // SAFETY: `attr` is 128 bytes, valid for the kernel to read and write, and the size
-    // passed is its size; the kernel checks that the bytes past what it knows are zero.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(attr) as libc::c_uint,
-        )
-    };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(rc as i32)
-}
 
 /// Reads an iterator to its end. A read that visits a million objects without writing
 /// anything fails with EAGAIN (`MAX_ITER_OBJECTS`, `kernel/bpf/bpf_iter.c` `bpf_seq_read`),
