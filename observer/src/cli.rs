@@ -13,6 +13,21 @@ use std::io::{self, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `print!` that returns the write's error instead of panicking (a reader that has gone, as
+/// `head` does, is EPIPE: Rust ignores SIGPIPE).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write!(io::stdout().lock(), $($arg)*).context("writing to standard output")?
+    };
+}
+
+/// `println!` as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(io::stdout().lock(), $($arg)*).context("writing to standard output")?
+    };
+}
+
 /// Exit code for a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code for bad usage.
@@ -336,7 +351,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Watch(args) => watch(args).map(|()| Outcome::Clean),
         Command::Scenarios(ScenariosCommand::List) => {
             for s in scenarios::catalog::all() {
-                println!("{:<40} {}  {}", s.name, s.note, s.claim);
+                outln!("{:<40} {}  {}", s.name, s.note, s.claim);
             }
             Ok(Outcome::Clean)
         }
@@ -350,13 +365,13 @@ fn run(cli: Cli) -> Result<Outcome> {
         }
         Command::Scenarios(ScenariosCommand::IoUringBind) => {
             let did = scenarios::uring::bind_once().context("io_uring bind")?;
-            println!("{}", serde_json::to_string(&did)?);
+            outln!("{}", serde_json::to_string(&did)?);
             Ok(Outcome::Clean)
         }
         Command::Scenarios(ScenariosCommand::IoUringCheck) => io_uring_check(),
         Command::Scenarios(ScenariosCommand::ConnectExhaust) => {
             let did = scenarios::connect::exhaust().context("connect workload")?;
-            println!("{}", serde_json::to_string(&did)?);
+            outln!("{}", serde_json::to_string(&did)?);
             Ok(Outcome::Clean)
         }
         Command::Scenarios(ScenariosCommand::ConnectCheck) => connect_check(),
@@ -413,9 +428,9 @@ fn io_uring_check() -> Result<Outcome> {
     let mut missed = false;
     for choice in [Choice::Fexit, Choice::Kprobe, Choice::Tracepoint] {
         match scenarios::uring::check(choice) {
-            Err(err) => println!("{choice:?}: not checked: {err:#}"),
+            Err(err) => outln!("{choice:?}: not checked: {err:#}"),
             Ok(None) => {
-                println!("this kernel has no IORING_OP_BIND (Linux 6.11+)");
+                outln!("this kernel has no IORING_OP_BIND (Linux 6.11+)");
                 return Ok(Outcome::Clean);
             }
             Ok(Some((caught, line))) => {
@@ -427,7 +442,7 @@ fn io_uring_check() -> Result<Outcome> {
                         "MISSED"
                     }
                 };
-                println!("{verdict}: {line}");
+                outln!("{verdict}: {line}");
             }
         }
     }
@@ -443,10 +458,10 @@ fn connect_check() -> Result<Outcome> {
     let mut missed = false;
     for choice in [Choice::Fexit, Choice::Kprobe, Choice::Tracepoint] {
         match scenarios::connect::check(choice) {
-            Err(err) => println!("{choice:?}: not checked: {err:#}"),
+            Err(err) => outln!("{choice:?}: not checked: {err:#}"),
             Ok((right, line)) => {
                 missed |= !right;
-                println!("{}: {line}", if right { "right" } else { "WRONG" });
+                outln!("{}: {line}", if right { "right" } else { "WRONG" });
             }
         }
     }
@@ -462,15 +477,15 @@ fn demo(args: DemoArgs) -> Result<Outcome> {
     let selected = select(&args.names)?;
     let run = scenarios::demo::run(&args.names, args.buffer_size, args.backend)?;
     if args.json {
-        print!(
+        out!(
             "{}",
             scenarios::report::verdicts(&selected, &run.checked, &run.backend)
         );
     } else {
-        print!("{}", scenarios::report::render(&selected, &run.checked));
+        out!("{}", scenarios::report::render(&selected, &run.checked));
     }
     if run.summary.lost > 0 {
-        println!(
+        outln!(
             "observer: {} events lost (ring buffer full)",
             run.summary.lost
         );

@@ -190,3 +190,25 @@ fn udp_autobind_exhaustion_at_connect_is_an_event() {
         obs.stop();
     });
 }
+
+/// `observer scenarios connect-check` (what vm-test runs in each guest) on this host: the
+/// kernel-function backends cannot load here and say so; the tracepoint backend sees exactly
+/// the failed connect. Its workload's output is read to the end (a dropped pipe once ended
+/// it with EPIPE before it could report).
+#[test]
+fn connect_check_sees_the_failed_connect_on_the_tracepoint_backend() {
+    common::require_root();
+    let (status, stdout, stderr) = run_observer(&["scenarios", "connect-check"]);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    let last = stdout.last().expect("a line per backend");
+    assert_eq!(stdout.len(), 3, "{stdout:?}");
+    assert!(
+        last.starts_with("right: tracepoint: tracepoint:sys_exit_connect connect EADDRNOTAVAIL"),
+        "{stdout:?}"
+    );
+    assert!(!stdout.iter().any(|l| l.contains("panicked")), "{stdout:?}");
+}

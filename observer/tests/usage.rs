@@ -149,3 +149,34 @@ fn a_missing_command_is_named() {
         ),
     ]);
 }
+
+/// A reader that has gone (`observer scenarios list | head -0`): one error line and exit 1,
+/// not a panic (Rust ignores SIGPIPE, so every write to the closed pipe is EPIPE).
+#[test]
+fn a_closed_stdout_is_one_error_line_not_a_panic() {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) writes two new descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors are new and owned here; the read end is closed at once.
+    let (read, write) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let forks = common::no_forks();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_observer"))
+        .args(["scenarios", "list"])
+        .stdout(write)
+        .output()
+        .expect("running observer");
+    drop(forks);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr {stderr:?}");
+    assert_eq!(
+        stderr,
+        "observer: writing to standard output: Broken pipe (os error 32)\n"
+    );
+}

@@ -126,10 +126,34 @@ fn dump_family(proto: Proto, family: u8, filter: Option<&[u8]>) -> io::Result<Ve
             }
             return Err(err);
         }
-        if parse_batch(&buf[..n as usize], proto, &mut out)? {
+        if parse_batch(&buf[..n as usize], proto, &mut out).map_err(|e| no_handler(e, proto))? {
             return Ok(out);
         }
     }
+}
+
+/// ENOENT from sock_diag: the kernel has no handler for the protocol (`inet_diag_lock_handler`
+/// after its `request_module` found nothing): say which module it is rather than "No such
+/// file or directory".
+fn no_handler(err: io::Error, proto: Proto) -> io::Error {
+    if err.raw_os_error() != Some(libc::ENOENT) {
+        return err;
+    }
+    let module = match proto {
+        Proto::Tcp => "tcp_diag",
+        Proto::Udp => "udp_diag",
+    };
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!(
+            "the kernel has no sock_diag handler for {} sockets (module {module} not loaded and \
+             not loadable here: modprobe {module})",
+            match proto {
+                Proto::Tcp => "TCP",
+                Proto::Udp => "UDP",
+            }
+        ),
+    )
 }
 
 /// `nlmsghdr` + `inet_diag_req_v2` asking for every socket of every state, with `filter`
@@ -368,6 +392,19 @@ mod tests {
             .expect_err("an error message");
         assert!(out.is_empty());
         err
+    }
+
+    /// A kernel without the protocol's diag module answers ENOENT: the error names the module.
+    #[test]
+    fn a_missing_diag_handler_names_its_module() {
+        let err = no_handler(error_of(&(-libc::ENOENT).to_ne_bytes()), Proto::Udp);
+        assert_eq!(
+            err.to_string(),
+            "the kernel has no sock_diag handler for UDP sockets (module udp_diag not loaded and \
+             not loadable here: modprobe udp_diag)"
+        );
+        let eperm = no_handler(io::Error::from_raw_os_error(libc::EPERM), Proto::Tcp);
+        assert_eq!(eperm.raw_os_error(), Some(libc::EPERM));
     }
 
     /// Found by the `sockdiag` fuzz target: an error of i32::MIN overflowed its negation.

@@ -158,7 +158,9 @@ fn observe_with(
                 // explained; `stdout` is then what was read.
                 let mut ack = child.stdin.take();
                 let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
-                if let (true, Some(out)) = (paced, child.stdout.take()) {
+                // Taken only when paced: otherwise `wait_with_output` reads it (a pipe taken
+                // and dropped here would end the workload with EPIPE).
+                if let Some(out) = child.stdout.take_if(|_| paced) {
                     std::thread::spawn(move || {
                         use std::io::BufRead as _;
                         for line in std::io::BufReader::new(out).lines() {
