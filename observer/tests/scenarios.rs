@@ -87,25 +87,25 @@ fn the_observer_sees_every_step_exactly() {
     let observed: usize = scenarios
         .iter()
         .flat_map(|s| &s.steps)
-        .filter(|s| s.act.is_observed())
+        .filter(|s| s.act.is_observed_with(s.expect))
         .count();
     let failing = scenarios.iter().filter(|s| !s.claim_holds).count();
     // Every call declared to fail declares the rule its explanation must name.
     let declared: usize = scenarios
         .iter()
         .flat_map(|s| &s.steps)
-        .filter(|s| s.act.is_observed() && s.rule.is_some())
+        .filter(|s| s.act.is_observed_with(s.expect) && s.rule.is_some())
         .count();
     let failed_calls = scenarios
         .iter()
         .flat_map(|s| &s.steps)
-        .filter(|s| s.act.is_observed() && s.expect != 0)
+        .filter(|s| s.act.is_observed_with(s.expect) && s.expect != 0)
         .count();
     assert_eq!(
         declared, failed_calls,
         "a failing call without a declared rule"
     );
-    assert!(declared >= 14, "{declared} explanations declared");
+    assert!(declared >= 15, "{declared} explanations declared");
     let total = format!(
         "{} scenarios, {observed} observed calls: observer matched the kernel in {observed}/{observed}, 0 extra events; \
          its explanation named the declared rule in {declared}/{declared} failed calls; \

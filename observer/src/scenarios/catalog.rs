@@ -4,6 +4,7 @@
 //! `inet_bind_sk` / `__inet6_bind` for addresses and privileged ports), and are checked against
 //! the running kernel by the tests.
 
+use super::check::PORTS_EXHAUSTED;
 use super::{Act, Kind, NOBODY, NON_LOCAL_V4, OTHER_LOCAL_V4, Scenario, Setup, Step};
 use crate::sockopt::Opt;
 use libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EINVAL};
@@ -48,6 +49,23 @@ fn bind_fails(sock: char, addr: &'static str, port: u16, errno: i32, rule: &'sta
     Step {
         rule: Some(rule),
         ..bind(sock, addr, port, errno)
+    }
+}
+/// A connect to `addr:port` (TCP, loopback only).
+fn connect(sock: char, addr: &'static str, port: u16, expect: i32) -> Step {
+    step(sock, Act::Connect { addr, port }, expect)
+}
+/// A connect that fails with `errno`, explained by `rule`.
+fn connect_fails(
+    sock: char,
+    addr: &'static str,
+    port: u16,
+    errno: i32,
+    rule: &'static str,
+) -> Step {
+    Step {
+        rule: Some(rule),
+        ..connect(sock, addr, port, errno)
     }
 }
 /// A listen that fails with `errno`, explained by `rule`.
@@ -116,14 +134,7 @@ fn time_wait_restart(
         bind('A', "127.0.0.1", port, OK),
         listen('A', OK),
         socket('C', Kind::Tcp4),
-        step(
-            'C',
-            Act::Connect {
-                addr: "127.0.0.1",
-                port,
-            },
-            OK,
-        ),
+        connect('C', "127.0.0.1", port, OK),
         step('A', Act::Accept { into: 'S' }, OK),
         step('S', Act::Close, OK),
         step('C', Act::ReadEof, OK),
@@ -169,7 +180,7 @@ fn pair_sharing(
 pub fn all() -> Vec<Scenario> {
     use Kind::{Tcp4, Tcp6, Udp4};
     use Opt::{FreeBind, ReuseAddr, ReusePort, V6Only};
-    use Setup::{Loopback, SecondAddress};
+    use Setup::{Loopback, SecondAddress, TwoPortRange};
     const TW_CLAIM: &str =
         "SO_REUSEADDR lets a restarted server bind a port whose old connection is in TIME_WAIT";
     vec![
@@ -565,6 +576,26 @@ pub fn all() -> Vec<Scenario> {
                 listen('A', OK),
             ],
         ),
+        scenario(
+            "connect-range-exhausted",
+            NOTE_REUSEADDR,
+            "a client's connect() always finds a local port: it is given one implicitly",
+            "connect() takes a port of ip_local_port_range not already in use toward the same \
+             destination (__inet_hash_connect); with the range used up it fails with EADDRNOTAVAIL",
+            false,
+            TwoPortRange,
+            vec![
+                socket('A', Tcp4),
+                bind('A', "127.0.0.1", 5000, OK),
+                listen('A', OK),
+                socket('B', Tcp4),
+                connect('B', "127.0.0.1", 5000, OK),
+                socket('C', Tcp4),
+                connect('C', "127.0.0.1", 5000, OK),
+                socket('D', Tcp4),
+                connect_fails('D', "127.0.0.1", 5000, EADDRNOTAVAIL, PORTS_EXHAUSTED),
+            ],
+        ),
     ]
 }
 
@@ -594,8 +625,8 @@ mod tests {
                 // else declares one.
                 assert_eq!(
                     st.rule.is_some(),
-                    st.act.is_observed() && st.expect != OK,
-                    "{} step {i}: a failing bind/listen declares its rule, and only it",
+                    st.act.is_observed_with(st.expect) && st.expect != OK,
+                    "{} step {i}: a failing bind/listen/connect declares its rule, and only it",
                     s.name
                 );
             }

@@ -1,8 +1,8 @@
 //! Matching the observer's events to the workload's steps.
 //!
-//! Every `bind`/`listen` step must produce exactly one event, found by network namespace,
-//! thread, fd and op (in order), whose result, addresses, owner and options equal what the
-//! kernel told the workload through the socket API. An option only one side can state (the
+//! Every `bind`/`listen` step, and every `connect` step that failed, must produce exactly one
+//! event, found by network namespace, thread, fd and op (in order), whose result, addresses,
+//! owner and options equal what the kernel told the workload through the socket API. An option only one side can state (the
 //! workload's `getsockopt` failed, or it names an option the event has no flag for) is a
 //! difference too, never a comparison left out. Any other event of the workload's processes
 //! in a scenario's namespace is an extra and fails the check (events of other processes are
@@ -196,11 +196,18 @@ pub fn is_final(c: Option<&Conflict>) -> bool {
     c.is_some_and(|c| c.verdict != "pending")
 }
 
-/// The rules an explanation names: a refusal's rule, or the rules of the sockets in the way
-/// (each once, in order).
+/// The rule an `exhausted` explanation stands for: `__inet_hash_connect` found no port of
+/// the range free toward the destination (the `connect` report says which ports, held how).
+pub const PORTS_EXHAUSTED: &str = "ephemeral-ports-exhausted";
+
+/// The rules an explanation names: a refusal's rule, the range used up at connect, or the
+/// rules of the sockets in the way (each once, in order).
 pub fn rules_named(c: &Conflict) -> Vec<&'static str> {
     if let Some(r) = &c.refusal {
         return vec![r.rule];
+    }
+    if c.verdict == "exhausted" && c.connect.is_some() {
+        return vec![PORTS_EXHAUSTED];
     }
     let mut named: Vec<&'static str> = Vec::new();
     for h in &c.holders {
@@ -213,8 +220,8 @@ pub fn rules_named(c: &Conflict) -> Vec<&'static str> {
 }
 
 /// How the explanation `c` of a failed call differs from the declared `rule`: it must be a
-/// final answer (`in_use` for sockets in the way, `refused` for a refusal) naming that rule
-/// and no other.
+/// final answer (`in_use` for sockets in the way, `refused` for a refusal, `exhausted` for a
+/// connect's range) naming that rule and no other.
 pub fn judge_explanation(rule: &str, c: Option<&Conflict>) -> Vec<String> {
     let Some(c) = c else {
         return vec![format!("no explanation (declared rule {rule})")];
@@ -225,7 +232,7 @@ pub fn judge_explanation(rule: &str, c: Option<&Conflict>) -> Vec<String> {
         )];
     }
     let named = rules_named(c);
-    if !matches!(c.verdict, "in_use" | "refused") {
+    if !matches!(c.verdict, "in_use" | "refused" | "exhausted") {
         let what = if named.is_empty() {
             String::new()
         } else {

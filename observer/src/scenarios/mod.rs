@@ -52,9 +52,16 @@ pub enum Act {
 }
 
 impl Act {
-    /// The observer reports these calls.
+    /// The observer reports these calls whatever their result.
     pub fn is_observed(&self) -> bool {
         matches!(self, Act::Bind { .. } | Act::Listen)
+    }
+
+    /// The observer reports this call when it ends with `errno` (0 = success): a bind or
+    /// listen always, a connect only when it fails (successful connects are events only with
+    /// `--connects all`).
+    pub fn is_observed_with(&self, errno: i32) -> bool {
+        self.is_observed() || (matches!(self, Act::Connect { .. }) && errno != 0)
     }
 }
 
@@ -77,7 +84,13 @@ pub enum Setup {
     Loopback,
     /// Loopback plus [`OTHER_LOCAL_V4`] as a second local address on `lo`.
     SecondAddress,
+    /// Loopback, with the namespace's `ip_local_port_range` narrowed to [`TWO_PORT_RANGE`]:
+    /// two connections to one destination use it up.
+    TwoPortRange,
 }
+
+/// The ephemeral range of [`Setup::TwoPortRange`].
+pub const TWO_PORT_RANGE: (u16, u16) = (40000, 40001);
 
 /// A local address other than 127.0.0.1, added to `lo` in scenarios that need one (TEST-NET-1,
 /// RFC 5737: never routed, and local only inside the scenario's namespace).

@@ -1,7 +1,7 @@
 //! Performing a scenario's steps on real sockets, on a thread of its own inside a private
 //! network namespace, and recording each step's outcome as the kernel reports it.
 
-use super::{Act, Kind, NOBODY, OTHER_LOCAL_V4, Scenario, Setup, Step};
+use super::{Act, Kind, NOBODY, OTHER_LOCAL_V4, Scenario, Setup, Step, TWO_PORT_RANGE};
 use crate::netns;
 use crate::sockopt::Opt;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,8 @@ pub struct StepOutcome {
     pub sock: char,
     /// The call in words, e.g. `"bind 127.0.0.1:8080"`.
     pub call: String,
-    /// `"bind"` / `"listen"` for calls the observer reports, `null` for others.
+    /// `"bind"` / `"listen"` / `"connect"` for calls the observer reports (a connect only
+    /// when it failed), `null` for others.
     pub op: Option<String>,
     /// Linux's declared result (errno, 0 = success).
     pub expect: i32,
@@ -78,9 +79,18 @@ pub const PACE_WAIT: Duration = Duration::from_secs(20);
 
 fn run_here(scenario: &Scenario, pace: bool) -> io::Result<Vec<StepOutcome>> {
     let ns = netns::enter_private()?;
-    if scenario.setup == Setup::SecondAddress {
-        let addr: Ipv4Addr = OTHER_LOCAL_V4.parse().map_err(io::Error::other)?;
-        netns::add_local_v4(1, addr)?;
+    match scenario.setup {
+        Setup::Loopback => {}
+        Setup::SecondAddress => {
+            let addr: Ipv4Addr = OTHER_LOCAL_V4.parse().map_err(io::Error::other)?;
+            netns::add_local_v4(1, addr)?;
+        }
+        // The sysctl is the namespace's own: /proc/sys/net resolves to the opener's
+        // namespace, this thread's private one.
+        Setup::TwoPortRange => std::fs::write(
+            "/proc/sys/net/ipv4/ip_local_port_range",
+            format!("{} {}", TWO_PORT_RANGE.0, TWO_PORT_RANGE.1),
+        )?,
     }
     // Started from this thread, the helper is in this thread's namespace.
     let mut helper = if scenario.second_process.is_empty() {
@@ -510,6 +520,7 @@ fn outcome(
     let op = match step.act {
         Act::Bind { .. } => Some("bind".to_string()),
         Act::Listen => Some("listen".to_string()),
+        Act::Connect { .. } if step.act.is_observed_with(errno) => Some("connect".to_string()),
         _ => None,
     };
     // SAFETY: these calls have no preconditions.
