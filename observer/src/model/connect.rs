@@ -48,3 +48,36 @@ pub struct ConnectHolder {
     /// Its connections toward the destination.
     pub sockets: u32,
 }
+
+#[cfg(test)]
+impl ConnectPorts {
+    /// A two-port range from 127.0.0.1 toward 127.0.0.1:`port`, both ports in use by one
+    /// process: the test fixture of an `exhausted` answer.
+    pub fn two_ports_in_use(port: u16) -> ConnectPorts {
+        let localhost = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        ConnectPorts {
+            source: Some(localhost),
+            destination: super::Endpoint {
+                addr: localhost,
+                port,
+                scope_id: None,
+            },
+            bound_port: Some(1),
+            range: [1, 2],
+            reserved: String::new(),
+            tcp_tw_reuse: Some(2),
+            ports: 2,
+            reserved_in_range: 0,
+            bound: 0,
+            in_use: 2,
+            time_wait: 0,
+            free: 0,
+            holders: vec![ConnectHolder {
+                pid: 1,
+                comm: "c".into(),
+                cmdline: "c".into(),
+                sockets: 2,
+            }],
+        }
+    }
+}

@@ -77,30 +77,7 @@ fn conflict() -> Conflict {
             in_use: 0,
             free: 0,
         }),
-        connect: Some(Box::new(ConnectPorts {
-            source: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-            destination: Endpoint {
-                addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                port: 1,
-                scope_id: None,
-            },
-            bound_port: Some(1),
-            range: [1, 2],
-            reserved: String::new(),
-            tcp_tw_reuse: Some(2),
-            ports: 2,
-            reserved_in_range: 0,
-            bound: 0,
-            in_use: 2,
-            time_wait: 0,
-            free: 0,
-            holders: vec![ConnectHolder {
-                pid: 1,
-                comm: "c".into(),
-                cmdline: "c".into(),
-                sockets: 2,
-            }],
-        })),
+        connect: Some(Box::new(ConnectPorts::two_ports_in_use(1))),
         notes: vec!["n".into()],
         // Never both in one answer; here so that every field is checked.
         refusal: Some(super::Refusal {

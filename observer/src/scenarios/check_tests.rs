@@ -581,25 +581,7 @@ fn a_step_declaring_no_rule_is_not_judged() {
 /// verdict without the range report names none.
 #[test]
 fn an_exhausted_range_at_connect_is_its_rule() {
-    let range = crate::model::ConnectPorts {
-        source: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        destination: Endpoint {
-            addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 5000,
-            scope_id: None,
-        },
-        bound_port: None,
-        range: [40000, 40001],
-        reserved: String::new(),
-        tcp_tw_reuse: Some(2),
-        ports: 2,
-        reserved_in_range: 0,
-        bound: 0,
-        in_use: 2,
-        time_wait: 0,
-        free: 0,
-        holders: Vec::new(),
-    };
+    let range = crate::model::ConnectPorts::two_ports_in_use(5000);
     let mut c = Conflict::with_note("exhausted", "the range is used up".into());
     assert_eq!(
         judge_explanation(PORTS_EXHAUSTED, Some(&c)),
