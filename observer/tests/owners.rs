@@ -163,8 +163,8 @@ fn holder_options_and_owner_with_many_unrelated_descriptors() {
                 h.owners,
                 [Owner {
                     pid: std::process::id(),
-                    comm,
-                    cmdline,
+                    comm: comm.into(),
+                    cmdline: cmdline.into(),
                     fd,
                 }]
             );

@@ -372,8 +372,8 @@ fn holders(sockets: &[&DiagSock], netns_ino: u64) -> Vec<ConnectHolder> {
                 .entry(pid)
                 .or_insert_with(|| ConnectHolder {
                     pid,
-                    comm: o.comm.clone(),
-                    cmdline: o.cmdline.clone(),
+                    comm: o.comm.to_string(),
+                    cmdline: o.cmdline.to_string(),
                     sockets: 0,
                 })
                 .sockets += 1;

@@ -38,14 +38,28 @@ fn key(h: &Holder, out: &mut String) {
 /// The holders grouped, in the order each group first appears; each group is its first
 /// socket with `count` set, and the soonest TIME_WAIT expiry of the group.
 pub fn group(holders: Vec<Holder>) -> Vec<Holder> {
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut out: Vec<Holder> = Vec::new();
-    let mut k = String::new();
+    let mut groups = Groups::default();
     for h in holders {
-        key(&h, &mut k);
-        match index.get(k.as_str()) {
+        groups.push(h);
+    }
+    groups.finish()
+}
+
+/// Groups built one holder at a time, so that 100k sockets in the way are never 100k
+/// holders in memory at once: a holder like one already seen is counted and dropped.
+#[derive(Default)]
+pub struct Groups {
+    index: HashMap<String, usize>,
+    out: Vec<Holder>,
+    key: String,
+}
+
+impl Groups {
+    pub fn push(&mut self, h: Holder) {
+        key(&h, &mut self.key);
+        match self.index.get(self.key.as_str()) {
             Some(&i) => {
-                let g = &mut out[i];
+                let g = &mut self.out[i];
                 g.count += h.count;
                 g.time_left_ms = match (g.time_left_ms, h.time_left_ms) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -53,12 +67,16 @@ pub fn group(holders: Vec<Holder>) -> Vec<Holder> {
                 };
             }
             None => {
-                index.insert(k.clone(), out.len());
-                out.push(h);
+                self.index.insert(self.key.clone(), self.out.len());
+                self.out.push(h);
             }
         }
     }
-    out
+
+    /// The groups, in the order each first appeared.
+    pub fn finish(self) -> Vec<Holder> {
+        self.out
+    }
 }
 
 #[cfg(test)]

@@ -161,24 +161,23 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     };
     let fixes = advice::fixes(r, &findings, &ctx);
     let hidden = owners::pid_namespace_hides_processes() == Some(true);
-    let holders: Vec<Holder> = findings
-        .iter()
-        .map(|f| {
-            holder(
-                f,
-                r.reuseaddr,
-                diag[f.index],
-                &table[f.index],
-                &found,
-                &snap.if_names,
-                hidden,
-            )
-        })
-        .collect();
-    let holders = if q.all {
-        holders
+    let holders = findings.iter().map(|f| {
+        holder(
+            f,
+            r.reuseaddr,
+            diag[f.index],
+            &table[f.index],
+            &found,
+            &snap.if_names,
+            hidden,
+        )
+    });
+    let holders: Vec<Holder> = if q.all {
+        holders.collect()
     } else {
-        group::group(holders)
+        let mut groups = group::Groups::default();
+        holders.for_each(|h| groups.push(h));
+        groups.finish()
     };
     let verdict = if holders.is_empty() {
         "free"

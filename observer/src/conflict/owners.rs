@@ -28,6 +28,7 @@ use std::io;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
+use std::sync::Arc;
 
 /// The most of a command line read (the kernel's own limit is the whole argument area).
 pub const CMDLINE_MAX: u64 = 4096;
@@ -183,7 +184,7 @@ fn owners_of(
     describe: impl Fn(u32) -> (String, String),
 ) -> BTreeMap<u64, Vec<Owner>> {
     let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
-    let mut described: HashMap<u32, (String, String)> = HashMap::new();
+    let mut described: HashMap<u32, (Arc<str>, Arc<str>)> = HashMap::new();
     for r in records.iter().filter(|r| inodes.contains(&r.ino)) {
         let owners = found.entry(r.ino).or_default();
         if owners.iter().any(|o| o.pid == r.tgid) {
@@ -191,7 +192,10 @@ fn owners_of(
         }
         let (comm, cmdline) = described
             .entry(r.tgid)
-            .or_insert_with(|| describe(r.tgid))
+            .or_insert_with(|| {
+                let (comm, cmdline) = describe(r.tgid);
+                (comm.into(), cmdline.into())
+            })
             .clone();
         owners.push(Owner {
             pid: r.tgid,
@@ -230,7 +234,7 @@ fn from_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
             continue;
         };
         // Described on its first matching descriptor only.
-        let mut this: Option<(String, String)> = None;
+        let mut this: Option<(Arc<str>, Arc<str>)> = None;
         for fd in fds.flatten() {
             let Some(ino) = std::fs::read_link(fd.path())
                 .ok()
@@ -246,7 +250,12 @@ fn from_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
             if owners.iter().any(|o| o.pid == pid) {
                 continue;
             }
-            let (comm, cmdline) = this.get_or_insert_with(|| describe(pid)).clone();
+            let (comm, cmdline) = this
+                .get_or_insert_with(|| {
+                    let (comm, cmdline) = describe(pid);
+                    (comm.into(), cmdline.into())
+                })
+                .clone();
             owners.push(Owner {
                 pid,
                 comm,
@@ -408,7 +417,14 @@ mod tests {
         type Seen = (u32, i32, String);
         let summary: Vec<(u64, Vec<Seen>)> = found
             .into_iter()
-            .map(|(ino, os)| (ino, os.into_iter().map(|o| (o.pid, o.fd, o.comm)).collect()))
+            .map(|(ino, os)| {
+                (
+                    ino,
+                    os.into_iter()
+                        .map(|o| (o.pid, o.fd, o.comm.to_string()))
+                        .collect(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,

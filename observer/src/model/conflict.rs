@@ -151,9 +151,11 @@ pub struct Named<T> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Owner {
     pub pid: u32,
-    pub comm: String,
+    /// Shared by every socket of the process (100k connections of one server are 100k
+    /// owners and one description).
+    pub comm: std::sync::Arc<str>,
     /// Arguments joined by spaces (empty for kernel threads).
-    pub cmdline: String,
+    pub cmdline: std::sync::Arc<str>,
     /// One of its descriptors for the socket.
     pub fd: i32,
 }
