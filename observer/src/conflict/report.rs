@@ -2,7 +2,7 @@
 //! it, the overlap and the rule), then what would have worked. Used under a failing row of the
 //! table sink and by `observer why`.
 
-use crate::model::{Conflict, Holder, Refusal};
+use crate::model::{Conflict, Holder, Owner, Refusal};
 use std::net::IpAddr;
 
 /// `addr:port` with IPv6 in brackets.
@@ -21,7 +21,30 @@ fn flag(v: Option<bool>) -> &'static str {
     }
 }
 
-fn holder_lines(h: &Holder) -> Vec<String> {
+/// Owners shown under one socket (or group) unless every one is asked for: a prefork server's
+/// listener is held by each of its workers.
+pub const SHOWN_OWNERS: usize = 4;
+
+/// One line per owner, at most `shown`, then how many more (the JSON lists every one).
+fn owner_lines(owners: &[Owner], shown: usize) -> Vec<String> {
+    let mut out: Vec<String> = owners
+        .iter()
+        .take(shown)
+        .map(|o| format!("  held by pid {} ({}): {}", o.pid, o.comm, o.cmdline))
+        .collect();
+    if owners.len() > shown {
+        let more = owners.len() - shown;
+        let first = owners[shown].pid;
+        out.push(format!(
+            "  and {more} more process(es) from pid {first} on: `--json` lists every one"
+        ));
+    }
+    out
+}
+
+/// The lines of one holder; `previous` is the holder shown just before it, whose overlap and
+/// rule are not repeated.
+fn holder_lines(h: &Holder, previous: Option<&Holder>, owners_shown: usize) -> Vec<String> {
     let mut head = match h.count {
         1 => String::new(),
         n => format!("{n} sockets like this: "),
@@ -61,14 +84,21 @@ fn holder_lines(h: &Holder) -> Vec<String> {
         head.push_str(" (in the way only for some values of its unknown flags)");
     }
     let mut out = vec![head];
-    for o in &h.owners {
-        out.push(format!(
-            "  held by pid {} ({}): {}",
-            o.pid, o.comm, o.cmdline
-        ));
-    }
+    out.extend(owner_lines(&h.owners, owners_shown));
     if let Some(note) = h.owner_note {
         out.push(format!("  {note}"));
+    }
+    let same =
+        |p: &Holder| p.overlap == h.overlap && p.rule == h.rule && p.kernel_check == h.kernel_check;
+    if previous.is_some_and(same) {
+        // Groups that differ only by owner (one per worker of a server) would repeat the
+        // same two sentences each.
+        out.push(format!(
+            "  {}, {}: as above",
+            kebab(&h.overlap.name),
+            kebab(&h.rule.name)
+        ));
+        return out;
     }
     out.push(format!("  {}: {}", kebab(&h.overlap.name), h.overlap.text));
     out.push(format!(
@@ -132,12 +162,7 @@ fn sharing_lines(sh: &crate::model::Sharing) -> Vec<String> {
             flag(p.reuseport),
             p.uid
         ));
-        for o in &p.owners {
-            out.push(format!(
-                "  held by pid {} ({}): {}",
-                o.pid, o.comm, o.cmdline
-            ));
-        }
+        out.extend(owner_lines(&p.owners, SHOWN_OWNERS));
     }
     if sh.with.len() > SHOWN_GROUPS {
         out.push(format!("and {} more sockets", sh.with.len() - SHOWN_GROUPS));
@@ -161,8 +186,16 @@ pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
         }
         _ => {}
     }
+    // `why --all` (every socket) lists every owner too.
+    let owners_shown = if shown == usize::MAX {
+        usize::MAX
+    } else {
+        SHOWN_OWNERS
+    };
+    let mut previous = None;
     for h in c.holders.iter().take(shown) {
-        out.extend(holder_lines(h));
+        out.extend(holder_lines(h, previous, owners_shown));
+        previous = Some(h);
     }
     if c.holders.len() > shown {
         let rest = &c.holders[shown..];
@@ -202,4 +235,67 @@ pub fn lines_up_to(c: &Conflict, shown: usize) -> Vec<String> {
             std::borrow::Cow::Owned(escaped) => escaped,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A prefork server's listener: the first few workers by name, the rest counted.
+    #[test]
+    fn many_owners_are_shown_bounded() {
+        let owners: Vec<Owner> = (100..110)
+            .map(|pid| Owner {
+                pid,
+                comm: "nginx".into(),
+                cmdline: "nginx: worker process".into(),
+                fd: 6,
+            })
+            .collect();
+        let lines = owner_lines(&owners, SHOWN_OWNERS);
+        assert_eq!(
+            lines,
+            [
+                "  held by pid 100 (nginx): nginx: worker process",
+                "  held by pid 101 (nginx): nginx: worker process",
+                "  held by pid 102 (nginx): nginx: worker process",
+                "  held by pid 103 (nginx): nginx: worker process",
+                "  and 6 more process(es) from pid 104 on: `--json` lists every one",
+            ]
+        );
+        assert_eq!(owner_lines(&owners, usize::MAX).len(), 10);
+        assert_eq!(owner_lines(&owners[..4], SHOWN_OWNERS).len(), 4);
+    }
+
+    /// Groups that differ only by owner (a server's workers, each with its connections)
+    /// state their overlap and rule once.
+    #[test]
+    fn a_repeated_overlap_and_rule_are_not_restated() {
+        use crate::model::Rule;
+        let mut other = Holder::wildcard_listener(Rule::NoReuseFlags);
+        other.state = "ESTABLISHED";
+        let c = Conflict {
+            verdict: "in_use",
+            holders: vec![
+                Holder::wildcard_listener(Rule::NoReuseFlags),
+                other,
+                Holder::wildcard_listener(Rule::ReuseaddrVsListener),
+            ],
+            ..Conflict::with_note("in_use", String::new())
+        };
+        let lines = lines(&Conflict {
+            notes: Vec::new(),
+            ..c
+        });
+        let rules: Vec<&String> = lines.iter().filter(|l| l.starts_with("  ")).collect();
+        assert_eq!(rules.len(), 5, "{lines:#?}");
+        assert!(rules[0].starts_with("  wildcard: "), "{lines:#?}");
+        assert!(rules[1].starts_with("  no-reuse-flags: "), "{lines:#?}");
+        assert_eq!(rules[2], "  wildcard, no-reuse-flags: as above");
+        assert!(rules[3].starts_with("  wildcard: "), "{lines:#?}");
+        assert!(
+            rules[4].starts_with("  reuseaddr-vs-listener: "),
+            "{lines:#?}"
+        );
+    }
 }

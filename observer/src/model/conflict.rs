@@ -242,3 +242,38 @@ pub struct WhyRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub conflict: Option<&'a Conflict>,
 }
+
+#[cfg(test)]
+impl Holder {
+    /// Test fixture: a listening TCP socket on 0.0.0.0:5000 with SO_REUSEADDR, in the way by
+    /// `rule`, with no owner.
+    pub fn wildcard_listener(rule: Rule) -> Holder {
+        Holder {
+            protocol: Proto::Tcp,
+            family: "inet",
+            state: "LISTEN",
+            time_left_ms: None,
+            addr: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 5000,
+            reuseaddr: Some(true),
+            reuseport: Some(false),
+            v6only: None,
+            bound_dev: None,
+            uid: Some(0),
+            inode: Some(98),
+            owners: Vec::new(),
+            owner_note: None,
+            overlap: Named {
+                name: Overlap::Wildcard,
+                text: Overlap::Wildcard.sentence(),
+            },
+            rule: Named {
+                name: rule,
+                text: rule.sentence(),
+            },
+            kernel_check: "inet_bhash2_addr_any_conflict",
+            certain: true,
+            count: 1,
+        }
+    }
+}

@@ -371,7 +371,7 @@ fn unobserved_steps_need_no_event() {
 
 // The explanation of a failed call against the declared rule.
 
-use crate::model::{Conflict, Holder, Named, Overlap, Proto, Refusal, Rule};
+use crate::model::{Conflict, Holder, Refusal, Rule};
 use crate::sink::{CollectSink, Sink as _};
 
 /// A bind to 127.0.0.1:5000 that failed with `errno`, declared to be explained by `rule`, and
@@ -390,33 +390,7 @@ fn failed_bind(errno: i32, rule: &str) -> (StepOutcome, BindEvent) {
 
 /// A listening socket on 0.0.0.0:5000 in the way, by `rule`.
 fn in_the_way(rule: Rule) -> Conflict {
-    let holder = Holder {
-        protocol: Proto::Tcp,
-        family: "inet",
-        state: "LISTEN",
-        time_left_ms: None,
-        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        port: 5000,
-        reuseaddr: Some(true),
-        reuseport: Some(false),
-        v6only: None,
-        bound_dev: None,
-        uid: Some(0),
-        inode: Some(98),
-        owners: Vec::new(),
-        owner_note: None,
-        overlap: Named {
-            name: Overlap::Wildcard,
-            text: Overlap::Wildcard.sentence(),
-        },
-        rule: Named {
-            name: rule,
-            text: rule.sentence(),
-        },
-        kernel_check: "inet_bhash2_addr_any_conflict",
-        certain: true,
-        count: 1,
-    };
+    let holder = Holder::wildcard_listener(rule);
     Conflict {
         verdict: "in_use",
         holders: vec![holder],
