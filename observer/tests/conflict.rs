@@ -344,7 +344,7 @@ fn ephemeral_exhaustion_reports_the_range() {
         let ephemeral = json!({
             "verdict": "ephemeral",
             "holders": [],
-            "fixes": [],
+            "fixes": ["widen the port range: sysctl -w net.ipv4.ip_local_port_range=\"32768 60999\" (28230 ports of it free for this socket)"],
             "ephemeral": {"range": [40000, 40001], "reserved": "", "reserved_in_range": 0, "in_use": 2, "free": 0},
             "notes": []
         });
@@ -365,6 +365,15 @@ fn ephemeral_exhaustion_reports_the_range() {
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["conflict"], ephemeral);
+        // The fix, applied: the bind finds a port.
+        let fix = ephemeral["fixes"][0].as_str().unwrap();
+        std::fs::write(
+            "/proc/sys/net/ipv4/ip_local_port_range",
+            fix.split('"').nth(1).unwrap(),
+        )
+        .unwrap();
+        let again = Sock::tcp4();
+        assert_eq!(again.bind("127.0.0.1:0"), 0);
     });
 }
 

@@ -4,8 +4,8 @@
 //! A two-port `ip_local_port_range` used up by two connections to one listener: the third
 //! connect fails with EADDRNOTAVAIL, and its event carries the range, the connections that
 //! hold it and the fixes; `why --connect` says the same before a call; the fix it proposes
-//! (a wider range) makes the connect succeed. An ordinary successful connect is no event
-//! unless `--connects all` asks for every one.
+//! (a wider range) makes the connect succeed; UDP's autobind at connect (EAGAIN) likewise. An
+//! ordinary successful connect is no event unless `--connects all` asks for every one.
 
 #[allow(unused_imports)]
 mod common;
@@ -158,10 +158,12 @@ fn successful_connects_are_events_only_with_connects_all() {
     });
 }
 
-/// UDP's port failure at connect: the autobind finds no port of the range and the connect
-/// fails with EAGAIN (`inet_autobind`): an event, not explained (only TCP's EADDRNOTAVAIL is).
+/// UDP's port failure at connect: the unbound socket's autobind (a port-0 bind,
+/// `inet_autobind`) finds no port of the range and the connect fails with EAGAIN. The event
+/// says which range, how many ports are taken for this socket, and the wider range that has
+/// one free; `why --connect --udp` says the same before a call; the fix, applied, works.
 #[test]
-fn udp_autobind_exhaustion_at_connect_is_an_event() {
+fn udp_autobind_exhaustion_at_connect_is_explained_and_the_fix_works() {
     in_netns("connect-udp", |c| {
         std::fs::write(RANGE, "40000 40000").unwrap();
         let holder = Sock::udp4();
@@ -169,25 +171,55 @@ fn udp_autobind_exhaustion_at_connect_is_an_event() {
         let mut obs = Observer::watch(c, &[]);
         let late = Sock::udp4();
         assert_eq!(late.connect("127.0.0.1:53"), libc::EAGAIN);
-        // Not explained yet: the event says so.
-        obs.expect(&[connect_event(c, &late, "127.0.0.1:53")
+        let conflict = json!({
+            "verdict": "ephemeral",
+            "holders": [],
+            "fixes": [
+                "widen the port range: sysctl -w net.ipv4.ip_local_port_range=\"32768 60999\" (28231 ports of it free for this socket)",
+            ],
+            "ephemeral": {"range": [40000, 40000], "reserved": "", "reserved_in_range": 0, "in_use": 1, "free": 0},
+            "notes": [],
+        });
+        let want = connect_event(c, &late, "127.0.0.1:53")
             .fails("EAGAIN", 11)
-            .conflict(serde_json::json!({
-                "verdict": "unavailable",
-                "holders": [],
-                "fixes": [],
-                "notes": [],
-                "refusal": {
-                    "errno": "EAGAIN",
-                    "rule": "not-explained",
-                    "text": "a UDP socket's automatic port choice at connect() found no free port in \
-                             the namespace's ip_local_port_range (inet_autobind, udp_lib_get_port); \
-                             the ports in use are not counted for UDP yet",
-                    "facts": [],
-                    "fixes": [],
-                },
-            }))]);
-        obs.stop();
+            .conflict(conflict.clone());
+        same_event(&want.json(), &explained(&mut obs));
+
+        let (status, out, stderr) =
+            run_observer(&["why", "--json", "--udp", "--connect", "127.0.0.1:53"]);
+        assert_eq!(status.code(), Some(3), "{out:?} {stderr}");
+        let why: Value = serde_json::from_str(&out[0]).unwrap();
+        assert_eq!(
+            (
+                &why["op"],
+                &why["protocol"],
+                &why["result"],
+                &why["conflict"]
+            ),
+            (
+                &json!("connect"),
+                &json!("udp"),
+                &json!("EAGAIN"),
+                &conflict
+            )
+        );
+        let (status, text, _) = run_observer(&["why", "--udp", "--connect", "127.0.0.1:53"]);
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(
+            text[0].trim_end(),
+            "udp connect() to 127.0.0.1:53: would fail with EAGAIN"
+        );
+
+        let fix = conflict["fixes"][0].as_str().unwrap();
+        std::fs::write(RANGE, fix.split('"').nth(1).unwrap()).unwrap();
+        let again = Sock::udp4();
+        assert_eq!(again.connect("127.0.0.1:53"), 0);
+        assert!((32768..=60999).contains(&again.local().port()));
+        let (status, _, stderr) = run_observer(&["why", "--udp", "--connect", "127.0.0.1:53"]);
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        let summary = obs.stop();
+        assert_eq!(summary["conflict_lookups"], 1, "{summary}");
+        drop(holder);
     });
 }
 

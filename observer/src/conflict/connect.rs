@@ -36,9 +36,6 @@ use crate::netns::{Netns, in_netns};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
-/// The kernel's default `ip_local_port_range`.
-pub const DEFAULT_RANGE: [u16; 2] = [32768, 60999];
-
 /// Holders listed at most.
 const HOLDERS_SHOWN: usize = 5;
 
@@ -173,14 +170,7 @@ pub fn fixes(p: &ConnectPorts, table: &[DiagSock], others: &[IpAddr]) -> Vec<Str
     if p.free > 0 {
         return out;
     }
-    let [lo, hi] = p.range;
-    for wider in [
-        [lo.min(DEFAULT_RANGE[0]), hi.max(DEFAULT_RANGE[1])],
-        [1024, 65535],
-    ] {
-        if wider == p.range || wider[1] - wider[0] <= hi.saturating_sub(lo) {
-            continue;
-        }
+    for wider in super::ephemeral::wider(p.range) {
         let c = count(wider, &reserved, p.source, dst, table);
         if c.free > 0 {
             out.push(format!(

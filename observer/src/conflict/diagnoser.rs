@@ -175,13 +175,17 @@ pub fn start_with(
 /// the `bind()` or `listen()` reported right after it, with the same `call_id`: that event
 /// carries the explanation.
 ///
-/// And a TCP `connect()` failing with EADDRNOTAVAIL: no local port toward its destination
-/// ([`super::connect`]).
+/// And a `connect()` that found no local port: TCP's EADDRNOTAVAIL (none free toward its
+/// destination, [`super::connect`]) and UDP's EAGAIN (`inet_autobind`: the unbound socket's
+/// port-0 bind found none free in the range, [`super::ephemeral`]).
 pub fn wants(e: &BindEvent) -> bool {
     let connect = e.op == Op::Connect
-        && e.errno == libc::EADDRNOTAVAIL
         && e.is_inet()
-        && e.protocol.as_deref() == Some("tcp");
+        && match e.protocol.as_deref() {
+            Some("tcp") => e.errno == libc::EADDRNOTAVAIL,
+            Some("udp") => e.errno == libc::EAGAIN,
+            _ => false,
+        };
     connect
         || e.errno == libc::EADDRINUSE
             && !matches!(e.op, Op::GetPort | Op::Connect)
@@ -321,22 +325,34 @@ impl Done {
     }
 }
 
+/// Whether `e` is a UDP connect whose autobind found no port (`inet_autobind`'s EAGAIN).
+fn is_udp_autobind(e: &BindEvent) -> bool {
+    e.op == Op::Connect && e.errno == libc::EAGAIN && e.protocol.as_deref() == Some("udp")
+}
+
 /// The request an event describes: the requested address for a bind, the bound one for a
-/// listen (an unbound socket's listen autobinds: port 0), the remote one for a connect.
+/// listen (an unbound socket's listen autobinds: port 0), the remote one for a connect; for a
+/// UDP connect's failed autobind, the port-0 bind it made (on the address the socket holds:
+/// the wildcard, or one bound with IP_BIND_ADDRESS_NO_PORT).
 fn request_of(e: &BindEvent) -> Option<Request> {
+    let any = || crate::model::Endpoint {
+        addr: if e.family.as_deref() == Some("inet6") {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        },
+        port: 0,
+        scope_id: None,
+    };
     let ep = match (e.op, &e.requested, &e.bound) {
+        (Op::Connect, _, bound) if is_udp_autobind(e) => crate::model::Endpoint {
+            port: 0,
+            ..bound.unwrap_or_else(any)
+        },
         (Op::Connect, _, _) => e.remote.endpoint()?,
         (Op::Bind, Some(Requested::Inet(ep)), _) => *ep,
         (Op::Listen, _, Some(ep)) => *ep,
-        (Op::Listen, _, None) => crate::model::Endpoint {
-            addr: if e.family.as_deref() == Some("inet6") {
-                std::net::Ipv6Addr::UNSPECIFIED.into()
-            } else {
-                std::net::Ipv4Addr::UNSPECIFIED.into()
-            },
-            port: 0,
-            scope_id: None,
-        },
+        (Op::Listen, _, None) => any(),
         _ => return None,
     };
     Some(Request {
@@ -364,7 +380,7 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
     if e.errno == 0 {
         return super::sharing::lookup(e, way_in(e, netns));
     }
-    if e.errno != libc::EADDRINUSE && e.op != Op::Connect {
+    if !wants(e) {
         // EPERM reads the cgroup tree only: no namespace to enter.
         let ns = if e.errno == libc::EPERM {
             Ok(Netns::Current)
@@ -380,7 +396,7 @@ pub fn lookup(e: &BindEvent, netns: Option<Netns>) -> Conflict {
         Ok(ns) => ns,
         Err(why) => return unavailable(why),
     };
-    if e.op == Op::Connect {
+    if e.op == Op::Connect && !is_udp_autobind(e) {
         // The socket's own address and port, when it kept them after the failure (bound
         // before the call).
         let bound = e.bound.filter(|b| !b.addr.is_unspecified());

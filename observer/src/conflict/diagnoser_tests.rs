@@ -69,6 +69,53 @@ fn wants_only_inet_eaddrinuse_of_a_call() {
     assert!(!wants(&other), "the bind it ran inside is looked up");
 }
 
+/// A connect is looked up when it found no local port: TCP's EADDRNOTAVAIL toward its
+/// destination, UDP's EAGAIN as the port-0 bind its autobind made on the address it holds.
+#[test]
+fn connects_without_a_port_are_looked_up_and_udp_asks_for_its_autobind() {
+    let connect = |proto: &'static str, errno: i32| {
+        let mut e = event(1, 0);
+        e.op = Op::Connect;
+        e.requested = None;
+        e.bound = None;
+        e.remote = crate::model::Remote::Inet(Endpoint {
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 53,
+            scope_id: None,
+        });
+        e.protocol = Some(proto.into());
+        e.errno = errno;
+        e
+    };
+    assert!(wants(&connect("tcp", libc::EADDRNOTAVAIL)));
+    assert!(wants(&connect("udp", libc::EAGAIN)));
+    assert!(!wants(&connect("udp", libc::EADDRNOTAVAIL)));
+    assert!(!wants(&connect("tcp", libc::EAGAIN)));
+    assert!(!wants(&connect("tcp", libc::ECONNREFUSED)));
+
+    let tcp = request_of(&connect("tcp", libc::EADDRNOTAVAIL)).unwrap();
+    assert_eq!(
+        (tcp.proto, tcp.addr.to_string(), tcp.port),
+        (Proto::Tcp, "127.0.0.1".into(), 53)
+    );
+    let mut udp = connect("udp", libc::EAGAIN);
+    udp.flags.set(Opt::ReuseAddr, Some(true));
+    let r = request_of(&udp).unwrap();
+    assert_eq!(
+        (r.proto, r.addr.to_string(), r.port, r.reuseaddr),
+        (Proto::Udp, "0.0.0.0".into(), 0, true)
+    );
+    udp.family = Some("inet6".into());
+    assert_eq!(request_of(&udp).unwrap().addr.to_string(), "::");
+    // Bound to an address with IP_BIND_ADDRESS_NO_PORT: the autobind keeps it.
+    udp.bound = Some(Endpoint {
+        addr: std::net::Ipv6Addr::LOCALHOST.into(),
+        port: 0,
+        scope_id: None,
+    });
+    assert_eq!(request_of(&udp).unwrap().addr.to_string(), "::1");
+}
+
 #[test]
 fn a_stuck_lookup_never_blocks_and_nothing_is_lost() {
     let (started_tx, started) = mpsc::channel();

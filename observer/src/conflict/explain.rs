@@ -65,23 +65,16 @@ pub fn plan(e: &BindEvent) -> Plan {
 fn explain_now(e: &BindEvent) -> Option<Refusal> {
     let errno = e.errno;
     if e.op == Op::Connect {
-        // TCP EADDRNOTAVAIL has its own lookup (`super::connect`); the rules of bind() below
-        // do not apply to the others.
-        return Some(match errno {
-            libc::EAGAIN => unexplained(
-                errno,
-                "a UDP socket's automatic port choice at connect() found no free port in the \
-                 namespace's ip_local_port_range (inet_autobind, udp_lib_get_port); the ports in \
-                 use are not counted for UDP yet",
+        // TCP's EADDRNOTAVAIL and UDP's EAGAIN have their lookup (`super::diagnoser::wants`);
+        // the rules of bind() below do not apply to the others.
+        return Some(unexplained(
+            errno,
+            format!(
+                "connect() failures other than a TCP EADDRNOTAVAIL or a UDP EAGAIN (no local \
+                 port) are not explained ({})",
+                crate::errno::name(errno)
             ),
-            _ => unexplained(
-                errno,
-                format!(
-                    "connect() failures other than a TCP EADDRNOTAVAIL are not explained ({})",
-                    crate::errno::name(errno)
-                ),
-            ),
-        });
+        ));
     }
     let call = e.op.as_str();
     let fixes = Vec::new;

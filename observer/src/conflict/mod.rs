@@ -114,7 +114,9 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
             return Ok(empty("ephemeral", notes));
         };
         let mut c = empty("ephemeral", notes);
-        c.ephemeral = Some(ephemeral::report(r, range, reserved, &table));
+        let report = ephemeral::report(r, range, reserved, &table);
+        c.fixes = ephemeral::fixes(r, &report, &table);
+        c.ephemeral = Some(report);
         return Ok(c);
     }
     // Owners and flags only for the sockets that may be in the way.

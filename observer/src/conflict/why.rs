@@ -1,7 +1,7 @@
 //! `observer why ADDR:PORT`: would a bind succeed right now, and if not, who is in the way,
 //! by which rule, and what would work. One shot, no eBPF: the socket table, the owners and the
-//! rule engine only. `observer why --connect DST:PORT [--from ADDR]` asks the same of a TCP
-//! connect: would it find a local port ([`super::connect`]).
+//! rule engine only. `observer why --connect DST:PORT [--from ADDR] [--udp]` asks the same of
+//! a connect: would it find a local port ([`run_connect`]).
 
 use super::report::{SHOWN_GROUPS, addr_port, lines_up_to};
 use super::rules::Request;
@@ -28,8 +28,9 @@ EADDRINUSE; 4 it depends on flags of a socket in the way that could not be read;
 fail with another error (EADDRNOTAVAIL, EACCES, ENODEV, EINVAL: named in the answer); 1 the \
 lookup failed; 2 bad usage. Port 0 asks about the ephemeral port range instead. An IPv6 scope \
 id is given as [ADDR%INDEX]:PORT. With --connect DST:PORT (a TCP connect, from --from ADDR or \
-the route's source address): 0 a local port is free toward DST:PORT; 3 none is, the connect \
-would fail with EADDRNOTAVAIL; 1 the lookup failed.";
+the route's source address; with --udp, an unbound UDP socket's, or one bound to --from ADDR \
+with port 0): 0 a local port is free toward DST:PORT; 3 none is, the connect would fail with \
+EADDRNOTAVAIL (TCP) or EAGAIN (UDP); 1 the lookup failed.";
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
@@ -37,7 +38,8 @@ pub struct WhyArgs {
     #[arg(value_name = "ADDR:PORT", value_parser = parse_addr,
           required_unless_present = "connect", conflicts_with = "connect")]
     pub addr: Option<SocketAddr>,
-    /// Ask about a TCP connect() to DST:PORT instead: would it find a local port.
+    /// Ask about a connect() to DST:PORT instead (TCP, or UDP with --udp): would it find a
+    /// local port.
     #[arg(long, value_name = "DST:PORT", value_parser = parse_addr)]
     pub connect: Option<SocketAddr>,
     /// With --connect: the source address the socket would be bound to (default: the one
@@ -253,27 +255,54 @@ struct WhyConnect<'a> {
     conflict: &'a crate::model::Conflict,
 }
 
-/// `why --connect DST:PORT`: would a TCP connect find a local port toward DST:PORT now.
+/// `why --connect DST:PORT`: would a connect find a local port toward DST:PORT now. TCP asks
+/// the connect lookup ([`super::connect`]); a UDP socket's connect autobinds, which is a
+/// port-0 bind on the address it holds, whatever the destination ([`super::ephemeral`]).
 fn run_connect(args: &WhyArgs, dst: SocketAddr) -> Result<u8, WhyError> {
     let netns = args.netns.clone().map_or(Netns::Current, Netns::Path);
-    let ask = super::connect::Ask {
-        dst,
-        source: args.from,
-        bound_port: None,
-        exclude_inode: None,
-    };
-    let conflict = super::connect::explain(&ask, &netns).map_err(WhyError::Lookup)?;
-    let (result, code) = if conflict.verdict == "exhausted" {
-        ("EADDRNOTAVAIL", EXIT_WOULD_FAIL)
+    let (protocol, conflict, failure) = if args.udp {
+        let any: std::net::IpAddr = if dst.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        let query = Query {
+            request: Request {
+                proto: Proto::Udp,
+                addr: args.from.unwrap_or(any),
+                port: 0,
+                reuseaddr: args.reuseaddr,
+                reuseport: args.reuseport,
+                v6only: args.v6only,
+                bound_dev_if: 0,
+                // SAFETY: geteuid has no preconditions.
+                uid: args.uid.unwrap_or_else(|| unsafe { libc::geteuid() }),
+            },
+            netns,
+            exclude_inode: None,
+            all: args.all,
+        };
+        let conflict = diagnose(&query).map_err(WhyError::Lookup)?;
+        let none_free = conflict.ephemeral.as_ref().is_some_and(|e| e.free == 0);
+        (Proto::Udp, conflict, none_free.then_some("EAGAIN"))
     } else {
-        ("OK", 0)
+        let ask = super::connect::Ask {
+            dst,
+            source: args.from,
+            bound_port: None,
+            exclude_inode: None,
+        };
+        let conflict = super::connect::explain(&ask, &netns).map_err(WhyError::Lookup)?;
+        let exhausted = conflict.verdict == "exhausted";
+        (Proto::Tcp, conflict, exhausted.then_some("EADDRNOTAVAIL"))
     };
+    let (result, code) = failure.map_or(("OK", 0), |errno| (errno, EXIT_WOULD_FAIL));
     let mut out = io::stdout().lock();
     let written = if args.json {
         let record = WhyConnect {
             record_type: "why",
             op: "connect",
-            protocol: Proto::Tcp,
+            protocol,
             addr: dst.ip(),
             port: dst.port(),
             from: args.from,
@@ -288,11 +317,13 @@ fn run_connect(args: &WhyArgs, dst: SocketAddr) -> Result<u8, WhyError> {
             "OK" => "would find a local port now".to_string(),
             errno => format!("would fail with {errno}"),
         };
+        let proto = if args.udp { "udp" } else { "tcp" };
         let mut text = format!(
-            "tcp connect() to {}: {verdict}\n",
+            "{proto} connect() to {}: {verdict}\n",
             addr_port(dst.ip(), dst.port())
         );
-        for line in lines_up_to(&conflict, SHOWN_GROUPS) {
+        let shown = if args.all { usize::MAX } else { SHOWN_GROUPS };
+        for line in lines_up_to(&conflict, shown) {
             text.push_str(&format!("  {line}\n"));
         }
         out.write_all(text.as_bytes())
