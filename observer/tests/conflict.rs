@@ -314,10 +314,12 @@ fn watch_attaches_the_conflict_to_eaddrinuse() {
         assert_eq!(mine.bind("127.0.0.1:8001"), libc::EADDRINUSE);
         let (ss_pid, ss_comm) = ss_listener(8001);
         assert_eq!(ss_pid, server.pid());
-        obs.expect(&[bind_event(c, &mine, "127.0.0.1:8001")
-            .flag(Opt::ReuseAddr)
-            .fails("EADDRINUSE", 98)
-            .conflict(expected_conflict(&server, 8001, &ss_comm))]);
+        obs.expect_explained(
+            bind_event(c, &mine, "127.0.0.1:8001")
+                .flag(Opt::ReuseAddr)
+                .fails("EADDRINUSE", 98)
+                .conflict(expected_conflict(&server, 8001, &ss_comm)),
+        );
         let summary = obs.stop();
         assert_eq!(summary["conflict_lookups"], 1, "{summary}");
         assert_eq!(summary["conflict_queue_full"], 0, "{summary}");
@@ -351,10 +353,12 @@ fn ephemeral_exhaustion_reports_the_range() {
         obs.expect(&[
             bind_event(c, &a, "127.0.0.1:0").bound(&bound(&a)),
             bind_event(c, &b, "127.0.0.1:0").bound(&bound(&b)),
+        ]);
+        obs.expect_explained(
             bind_event(c, &late, "127.0.0.1:0")
                 .fails("EADDRINUSE", 98)
                 .conflict(ephemeral.clone()),
-        ]);
+        );
         obs.stop();
         let guard = no_forks();
         let out = Command::new(env!("CARGO_BIN_EXE_observer"))
@@ -545,5 +549,52 @@ fn kernel_held_udp_port_has_no_owner_but_known_flags() {
         assert_eq!((h.reuseaddr, h.reuseport), (Some(false), Some(false)));
         assert_eq!(conflict.fixes, ["port 4790 is free for this socket"]);
         assert!(conflict.notes.is_empty(), "{:?}", conflict.notes);
+    });
+}
+
+/// The free port a fix offers is free for real: the ports above the request are in the
+/// lookup's socket table too (a port taken by a wildcard listener is skipped), and the
+/// offered one binds.
+#[test]
+fn the_port_offered_is_free_when_the_next_ones_are_taken() {
+    in_netns("next-port", |_| {
+        let held: Vec<Socket> = ["127.0.0.1:7300", "0.0.0.0:7301", "127.0.0.1:7302"]
+            .iter()
+            .map(|a| {
+                let spec = cases::tcp(a.split(':').next().unwrap());
+                let s = socket(&spec);
+                let at: SocketAddr = a.parse().unwrap();
+                assert_eq!(errno(s.bind(&at.into())), 0, "{a}");
+                assert_eq!(errno(s.listen(8)), 0, "{a}");
+                s
+            })
+            .collect();
+        let query = Query {
+            request: Request {
+                port: 7300,
+                ..cases::tcp("127.0.0.1").request()
+            },
+            netns: Netns::Current,
+            exclude_inode: None,
+            all: false,
+        };
+        let conflict = diagnose(&query).expect("diagnose");
+        assert_eq!(conflict.verdict, "in_use");
+        let offered: Vec<&String> = conflict
+            .fixes
+            .iter()
+            .filter(|f| f.starts_with("port "))
+            .collect();
+        assert_eq!(offered, ["port 7303 is free for this socket"]);
+        for (port, want) in [
+            (7301, libc::EADDRINUSE),
+            (7302, libc::EADDRINUSE),
+            (7303, 0),
+        ] {
+            let s = socket(&cases::tcp("127.0.0.1"));
+            let at: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            assert_eq!(errno(s.bind(&at.into())), want, "port {port}");
+        }
+        drop(held);
     });
 }

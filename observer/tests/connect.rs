@@ -183,7 +183,7 @@ fn udp_autobind_exhaustion_at_connect_is_explained_and_the_fix_works() {
         let want = connect_event(c, &late, "127.0.0.1:53")
             .fails("EAGAIN", 11)
             .conflict(conflict.clone());
-        same_event(&want.json(), &explained(&mut obs));
+        obs.expect_explained(want);
 
         let (status, out, stderr) =
             run_observer(&["why", "--json", "--udp", "--connect", "127.0.0.1:53"]);

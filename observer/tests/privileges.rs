@@ -214,11 +214,13 @@ fn nobody_with_the_documented_set_names_the_holder_of_a_port() {
             listen_event(c, &holder)
                 .bound("127.0.0.1:7000")
                 .flag(Opt::ReuseAddr),
+        ]);
+        obs.expect_explained(
             bind_event(c, &mine, "127.0.0.1:7000")
                 .flag(Opt::ReuseAddr)
                 .fails("EADDRINUSE", 98)
                 .conflict(conflict),
-        ]);
+        );
     });
     let summary = obs.stop();
     assert_eq!(summary["conflict_lookups"], 1, "{summary}");

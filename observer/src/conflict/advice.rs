@@ -3,15 +3,17 @@
 //! socket table with the rule engine, and offered only if the engine then finds nothing in the
 //! way for certain.
 
-use super::rules::{Existing, Finding, Request, TCP_TIME_WAIT, check};
+use super::rules::{Existing, Finding, Request, TCP_TIME_WAIT};
 use std::net::IpAddr;
 
-/// How far above the requested port to look for a free one.
-const PORT_SEARCH: u16 = 64;
+/// How far above the requested port to look for a free one (the socket table a lookup reads
+/// holds these ports too).
+pub const PORT_SEARCH: u16 = 64;
 
 /// What the advice may try besides flags.
 pub struct Context<'a> {
-    /// Every socket of the request's protocol in the namespace (all ports).
+    /// Every socket of the request's protocol in the namespace on its port and the
+    /// [`PORT_SEARCH`] ports above it.
     pub table: &'a [Existing],
     /// TIME_WAIT time left per table index, in milliseconds.
     pub time_left_ms: &'a dyn Fn(usize) -> Option<u32>,
@@ -23,7 +25,7 @@ pub struct Context<'a> {
 }
 
 fn free(r: &Request, table: &[Existing]) -> bool {
-    check(r, table).is_empty()
+    !super::rules::any(r, table)
 }
 
 /// Changes that would have let `r` bind, given what blocks it (`findings`, indices into

@@ -31,7 +31,7 @@ use super::Error;
 use super::owners;
 use super::rules::{TCP_BOUND_INACTIVE, TCP_CLOSE, TCP_LISTEN, TCP_TIME_WAIT};
 use super::socktable::{self, DiagSock};
-use crate::model::{Conflict, ConnectHolder, ConnectPorts, Endpoint, Owner, Proto};
+use crate::model::{Conflict, ConnectHolder, ConnectPorts, Endpoint, Proto};
 use crate::netns::{Netns, in_netns};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -331,7 +331,7 @@ fn snapshot(ask: &Ask, netns: &Netns) -> Result<Snapshot, Error> {
 
 /// The owners of `sockets` (inode → owners), through the kernel walk of their ports when
 /// they are on few ports, else through `/proc`.
-fn owners_of(sockets: &[&DiagSock], netns_ino: u64) -> BTreeMap<u64, Vec<Owner>> {
+fn owners_of(sockets: &[&DiagSock], netns_ino: u64) -> owners::ByInode {
     let mut by_port: BTreeMap<u16, BTreeSet<u64>> = BTreeMap::new();
     for s in sockets.iter().filter(|s| s.inode != 0) {
         by_port.entry(s.port).or_default().insert(s.inode);
@@ -340,7 +340,7 @@ fn owners_of(sockets: &[&DiagSock], netns_ino: u64) -> BTreeMap<u64, Vec<Owner>>
         let all: BTreeSet<u64> = by_port.into_values().flatten().collect();
         return owners::find_in_proc(&all);
     }
-    let mut out = BTreeMap::new();
+    let mut out = owners::ByInode::new();
     for (port, inodes) in by_port {
         out.extend(owners::find(&inodes, owners::Scope { netns_ino, port }).owners);
     }

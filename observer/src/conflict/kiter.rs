@@ -131,16 +131,35 @@ fn program(ebpf: &mut Ebpf, p: Program) -> Result<&mut Iter, String> {
 
 /// Runs `p` once over a fresh iterator and returns what it wrote.
 pub fn run(ebpf: &mut Ebpf, p: Program) -> Result<Vec<u8>, String> {
+    read(open(ebpf, p)?)
+}
+
+/// A fresh iterator of `p`, not read yet. It keeps its program and what it walks (the
+/// network namespace of the thread that made it, for the socket iterators), so it may be read
+/// after the object's lock is let go, on another thread — but a program that reads a query
+/// map (`iter/task_file`) reads it at that time.
+pub fn open(ebpf: &mut Ebpf, p: Program) -> Result<Opened, String> {
     let iter = p.names().0;
     let prog = program(ebpf, p)?;
     let id = prog
         .attach()
         .map_err(|e| format!("attaching iter/{iter}: {e}"))?;
     let link = prog.take_link(id).map_err(|e| e.to_string())?;
-    let mut file = link
+    let file = link
         .into_file()
         .map_err(|e| format!("creating the iterator: {e}"))?;
-    read_all(&mut file).map_err(|e| format!("reading iter/{iter}: {e}"))
+    Ok(Opened { iter, file })
+}
+
+/// An iterator made by [`open`].
+pub struct Opened {
+    iter: &'static str,
+    file: std::fs::File,
+}
+
+/// Reads an iterator made by [`open`] to its end.
+pub fn read(mut opened: Opened) -> Result<Vec<u8>, String> {
+    read_all(&mut opened.file).map_err(|e| format!("reading iter/{}: {e}", opened.iter))
 }
 
 /// Runs `p`, a task iterator, over the threads of process `pid` only (`bpf_iter_link_info.task

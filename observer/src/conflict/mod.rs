@@ -2,8 +2,10 @@
 //! Linux rule that made each one conflict, and what would have worked.
 //!
 //! [`diagnose`] reads the socket table of the failing socket's network namespace from the
-//! kernel ([`socktable`]), finds the processes holding the sockets on the port and the flags
-//! sock_diag does not export ([`owners`]), applies the kernel's own conflict checks
+//! kernel ([`socktable`]) while, on other threads, the kernel walks find the processes holding
+//! the port's sockets ([`owners`]) and the flags sock_diag does not export ([`sockflags`]):
+//! each walk costs about what the dump does at 100k connections, and none needs the
+//! others' answer. It then applies the kernel's own conflict checks
 //! ([`rules`], the one implementation of them), tries what would have worked ([`advice`]) and
 //! returns a [`Conflict`] (declared in the output model, `crate::model`: the `"conflict"`
 //! object of events and of `observer why --json`). For a port-0 request it reports the ephemeral range instead
@@ -31,7 +33,7 @@ pub mod why;
 
 use self::rules::{Existing, Finding, Request, TCP_TIME_WAIT};
 use self::socktable::DiagSock;
-use crate::model::{Conflict, Holder, Named, Owner, Proto};
+use crate::model::{Conflict, Holder, Named, Proto};
 use crate::netns::{Netns, in_netns};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -72,8 +74,15 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     let port0 = q.request.port == 0;
     let proto = q.request.proto;
     let inner = in_netns(&q.netns, || {
-        // A port-0 request's ephemeral report counts every socket of the protocol.
-        let table = match socktable::dump(proto, (!port0).then_some(q.request.port)) {
+        // A port-0 request's ephemeral report counts every socket of the protocol; another
+        // request's advice looks for a free port among the next few.
+        let port = q.request.port;
+        let table = if port0 {
+            socktable::dump(proto, None)
+        } else {
+            socktable::dump_range(proto, port, port.saturating_add(advice::PORT_SEARCH))
+        };
+        let table = match table {
             Ok(table) => table,
             Err(err) => return Ok(Err(Error::Table(err))),
         };
@@ -97,10 +106,79 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     })?
 }
 
+/// What the kernel walks find while the socket table is read: they need only the namespace
+/// and the port, and each walks objects of the whole namespace (its processes' files, its
+/// sockets), so a lookup runs them beside the table's dump rather than after it.
+struct Walks {
+    /// The options of the protocol's sockets in the namespace, by cookie.
+    flags: Result<std::collections::HashMap<u64, sockflags::SockOpts>, String>,
+    owners: owners::Walked,
+    scope: owners::Scope,
+}
+
+/// The walks for `q`, inside its namespace (the socket iterators walk the namespace of the
+/// thread that makes them).
+fn walks(q: &Query) -> Walks {
+    let inside = in_netns(&q.netns, || {
+        let scope = owners::Scope {
+            netns_ino: crate::netns::current_inode().unwrap_or(0),
+            port: q.request.port,
+        };
+        // The socket iterator is made here, in the namespace, and read beside the owners'
+        // walk, which holds the iterator object meanwhile (its query map).
+        let flags = sockflags::open(q.request.proto);
+        Ok(std::thread::scope(|threads| {
+            let reading = flags.map(|opened| {
+                std::thread::Builder::new()
+                    .name("observer-flags".into())
+                    .spawn_scoped(threads, move || sockflags::finish(opened))
+            });
+            let owners = owners::walk(scope);
+            let flags = match reading {
+                Ok(Ok(handle)) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Ok(Err(err)) => Err(format!("starting a thread: {err}")),
+                Err(err) => Err(err),
+            };
+            Walks {
+                flags,
+                owners,
+                scope,
+            }
+        }))
+    });
+    inside.unwrap_or_else(|err| Walks {
+        flags: Err(format!("entering the network namespace: {err}")),
+        owners: owners::Walked::Failed(format!("entering the network namespace: {err}")),
+        scope: owners::Scope {
+            netns_ino: 0,
+            port: q.request.port,
+        },
+    })
+}
+
 /// Looks up what is in the way of `q.request` right now.
 pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     let r = &q.request;
-    let snap = snapshot(q)?;
+    if r.port == 0 {
+        return diagnose_range(q);
+    }
+    let (snap, walks) = std::thread::scope(|scope| {
+        let walking = std::thread::Builder::new()
+            .name("observer-walks".into())
+            .spawn_scoped(scope, || walks(q));
+        let snap = snapshot(q);
+        // Without a thread to spare, the walks run after the dump.
+        let walked = match walking {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => walks(q),
+        };
+        (snap, walked)
+    });
+    let snap = snap?;
     let diag: Vec<&DiagSock> = snap
         .table
         .iter()
@@ -108,17 +186,6 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         .collect();
     let mut table: Vec<Existing> = diag.iter().map(|s| existing(s)).collect();
     let mut notes = Vec::new();
-    if r.port == 0 {
-        let Some((range, reserved)) = snap.sysctls else {
-            notes.push("could not read ip_local_port_range".into());
-            return Ok(empty("ephemeral", notes));
-        };
-        let mut c = empty("ephemeral", notes);
-        let report = ephemeral::report(r, range, reserved, &table);
-        c.fixes = ephemeral::fixes(r, &report, &table);
-        c.ephemeral = Some(report);
-        return Ok(c);
-    }
     // Owners and flags only for the sockets that may be in the way.
     let candidates = rules::check(r, &table);
     let inodes: BTreeSet<u64> = candidates
@@ -126,21 +193,36 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         .map(|f| diag[f.index].inode)
         .filter(|&i| i != 0)
         .collect();
+    // The walks saw the namespace the dump saw, unless it could not be read there.
     let scope = owners::Scope {
         netns_ino: snap.netns_ino,
-        port: r.port,
+        ..walks.scope
     };
     let owners::Found {
         owners: found,
         fallback,
-    } = owners::find(&inodes, scope);
+    } = if inodes.is_empty() {
+        owners::Found {
+            owners: owners::ByInode::new(),
+            fallback: None,
+        }
+    } else {
+        owners::find_after(&inodes, scope, walks.owners)
+    };
     if let Some(why) = fallback {
         notes.push(format!(
             "owners were looked for in /proc, one descriptor at a time: the kernel walk \
              (iter/task_file) could not serve: {why}"
         ));
     }
-    read_flags(q, &candidates, &diag, &found, &mut table, &mut notes);
+    read_flags(
+        walks.flags,
+        &candidates,
+        &diag,
+        &found,
+        &mut table,
+        &mut notes,
+    );
     let findings = rules::check(r, &table);
     let unseen = findings
         .iter()
@@ -200,6 +282,29 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     })
 }
 
+/// A port-0 request: the ephemeral range, counted against every socket of the protocol.
+fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
+    let r = &q.request;
+    let snap = snapshot(q)?;
+    let table: Vec<Existing> = snap
+        .table
+        .iter()
+        .filter(|s| Some(s.inode) != q.exclude_inode || s.inode == 0)
+        .map(existing)
+        .collect();
+    let Some((range, reserved)) = snap.sysctls else {
+        return Ok(empty(
+            "ephemeral",
+            vec!["could not read ip_local_port_range".into()],
+        ));
+    };
+    let mut c = empty("ephemeral", Vec::new());
+    let report = ephemeral::report(r, range, reserved, &table);
+    c.fixes = ephemeral::fixes(r, &report, &table);
+    c.ephemeral = Some(report);
+    Ok(c)
+}
+
 /// Fills in the options sock_diag does not give for the sockets that may be in the way, from
 /// the `iter/tcp` / `iter/udp` programs, which read them in the kernel without touching the
 /// socket (owned, TIME_WAIT and kernel-owned sockets alike). Those iterators walk the
@@ -207,28 +312,25 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
 /// duplicate of an owner's descriptor instead ([`owners::sockopts`]). What stays unknown is
 /// noted.
 fn read_flags(
-    q: &Query,
+    by_cookie: Result<std::collections::HashMap<u64, sockflags::SockOpts>, String>,
     candidates: &[Finding],
     diag: &[&DiagSock],
-    found: &BTreeMap<u64, Vec<Owner>>,
+    found: &owners::ByInode,
     table: &mut [Existing],
     notes: &mut Vec<String>,
 ) {
     if candidates.is_empty() {
         return;
     }
-    match in_netns(&q.netns, || Ok(sockflags::read(q.request.proto))) {
-        Ok(Ok(by_cookie)) => {
+    match by_cookie {
+        Ok(by_cookie) => {
             for f in candidates {
                 if let Some(o) = by_cookie.get(&diag[f.index].cookie) {
                     set_opts(&mut table[f.index], o);
                 }
             }
         }
-        Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
-        Err(err) => notes.push(format!(
-            "socket iterator: entering the network namespace: {err}"
-        )),
+        Err(err) => notes.push(format!("socket iterator: {err}")),
     }
     for f in candidates {
         let s = diag[f.index];
@@ -294,7 +396,7 @@ fn holder(
     this_reuseaddr: bool,
     s: &DiagSock,
     e: &Existing,
-    found: &BTreeMap<u64, Vec<Owner>>,
+    found: &owners::ByInode,
     if_names: &BTreeMap<u32, String>,
     pid_namespace_hides: bool,
 ) -> Holder {

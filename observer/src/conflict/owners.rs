@@ -23,7 +23,7 @@ use crate::model::Owner;
 use crate::sockopt::Opt;
 use aya::maps::Array;
 use observer_common::{OwnerQuery, OwnerRecord};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -50,10 +50,13 @@ pub struct Scope {
     pub port: u16,
 }
 
+/// Socket inode → the processes holding it, by pid.
+pub type ByInode = HashMap<u64, Vec<Owner>>;
+
 /// Owners, and why the kernel walk did not serve if it did not (`None`: it served, or it was
 /// not asked because this pid namespace is not the host's).
 pub struct Found {
-    pub owners: BTreeMap<u64, Vec<Owner>>,
+    pub owners: ByInode,
     pub fallback: Option<String>,
 }
 
@@ -63,45 +66,81 @@ pub struct Found {
 pub fn find(inodes: &BTreeSet<u64>, scope: Scope) -> Found {
     if inodes.is_empty() {
         return Found {
-            owners: BTreeMap::new(),
+            owners: ByInode::new(),
             fallback: None,
         };
     }
-    let fallback = if pid_namespace_hides_processes() == Some(false) {
-        match from_kernel(inodes, scope) {
-            Ok(owners) => {
-                return Found {
-                    owners,
-                    fallback: None,
-                };
-            }
-            Err(why) => Some(why),
-        }
-    } else {
-        None
+    find_after(inodes, scope, walk(scope))
+}
+
+/// What the kernel walk found before the sockets asked about were known: the descriptors of
+/// `scope`'s port, in every process or only in those with a thread in the namespace.
+pub enum Walked {
+    /// This pid namespace is not the host's: the kernel's pids would not be ours.
+    NotAsked,
+    /// The walk could not serve, and why.
+    Failed(String),
+    /// The files of the namespace's processes only: complete unless a socket asked about has
+    /// a holder elsewhere ([`complete`]).
+    Namespace(Vec<OwnerRecord>),
+    /// Every file on the host.
+    Host(Vec<OwnerRecord>),
+}
+
+/// The kernel walk for `scope`, which needs only the namespace and the port: a lookup starts
+/// it while it reads the socket table, and [`find_after`] finishes it.
+pub fn walk(scope: Scope) -> Walked {
+    if pid_namespace_hides_processes() != Some(false) {
+        return Walked::NotAsked;
+    }
+    from_kernel(scope).unwrap_or_else(Walked::Failed)
+}
+
+/// [`find`], given what [`walk`] found for the same `scope`.
+pub fn find_after(inodes: &BTreeSet<u64>, scope: Scope, walked: Walked) -> Found {
+    // Looked up once per record: 100k sockets in the way are 100k records.
+    let wanted: HashSet<u64> = inodes.iter().copied().collect();
+    let kernel = match walked {
+        Walked::NotAsked => None,
+        Walked::Failed(why) => Some(Err(why)),
+        Walked::Host(records) => Some(Ok(records)),
+        Walked::Namespace(records) if complete(&records, &wanted) => Some(Ok(records)),
+        // A holder outside the namespace's processes: every file on the host.
+        Walked::Namespace(_) => Some(
+            kiter::object()
+                .and_then(|mut loaded| {
+                    let loaded = loaded.as_mut().ok_or("the iterator object is not loaded")?;
+                    set_query(&mut loaded.ebpf, scope)?;
+                    kiter::run(&mut loaded.ebpf, Program::TaskFile)
+                })
+                .map(|raw| parse_owners(&raw)),
+        ),
     };
-    Found {
-        owners: from_proc(inodes),
-        fallback,
+    match kernel {
+        Some(Ok(records)) => Found {
+            owners: owners_of(&records, &wanted, describe),
+            fallback: None,
+        },
+        Some(Err(why)) => Found {
+            owners: from_proc(inodes),
+            fallback: Some(why),
+        },
+        None => Found {
+            owners: from_proc(inodes),
+            fallback: None,
+        },
     }
 }
 
-/// The kernel walk (`iter/task_file`).
-fn from_kernel(inodes: &BTreeSet<u64>, scope: Scope) -> Result<BTreeMap<u64, Vec<Owner>>, String> {
-    let config = crate::kernel::resolved().map_err(|e| e.to_string())?.config;
-    if !config.task_tgid.is_known() || !config.inode_mode.is_known() {
-        return Err("this kernel's BTF lacks task_struct.tgid or inode.i_mode".into());
-    }
+/// Points `iter/task_file` at `scope` (`OWNER_QUERY`). The caller holds the object's lock
+/// until its walk is read.
+fn set_query(ebpf: &mut aya::Ebpf, scope: Scope) -> Result<(), String> {
     if scope.netns_ino == 0 {
         return Err("the network namespace's inode could not be read".into());
     }
     let netns_ino = u32::try_from(scope.netns_ino)
         .map_err(|_| format!("network namespace inode {} is not 32-bit", scope.netns_ino))?;
-    let mut loaded = kiter::object()?;
-    let loaded = loaded.as_mut().ok_or("the iterator object is not loaded")?;
-    loaded.task_file.clone()?;
-    let map = loaded
-        .ebpf
+    let map = ebpf
         .map_mut("OWNER_QUERY")
         .ok_or("map OWNER_QUERY missing from the object")?;
     let mut query: Array<_, OwnerQuery> =
@@ -112,7 +151,19 @@ fn from_kernel(inodes: &BTreeSet<u64>, scope: Scope) -> Result<BTreeMap<u64, Vec
     };
     query
         .set(0, q, 0)
-        .map_err(|e| format!("writing OWNER_QUERY: {e}"))?;
+        .map_err(|e| format!("writing OWNER_QUERY: {e}"))
+}
+
+/// The kernel walk (`iter/task_file`).
+fn from_kernel(scope: Scope) -> Result<Walked, String> {
+    let config = crate::kernel::resolved().map_err(|e| e.to_string())?.config;
+    if !config.task_tgid.is_known() || !config.inode_mode.is_known() {
+        return Err("this kernel's BTF lacks task_struct.tgid or inode.i_mode".into());
+    }
+    let mut loaded = kiter::object()?;
+    let loaded = loaded.as_mut().ok_or("the iterator object is not loaded")?;
+    loaded.task_file.clone()?;
+    set_query(&mut loaded.ebpf, scope)?;
     // First the files of the processes with a thread in the namespace, where owners nearly
     // always are: on a host with a million descriptors elsewhere, a few loads per task instead
     // of per descriptor. A socket none of them holds (passed to, or inherited by, a process
@@ -134,12 +185,12 @@ fn from_kernel(inodes: &BTreeSet<u64>, scope: Scope) -> Result<BTreeMap<u64, Vec
                 Err(_) => failed = true,
             }
         }
-        if !failed && complete(&records, inodes) {
-            return Ok(owners_of(&records, inodes, describe));
+        if !failed {
+            return Ok(Walked::Namespace(records));
         }
     }
     let raw = kiter::run(&mut loaded.ebpf, Program::TaskFile)?;
-    Ok(owners_of(&parse_owners(&raw), inodes, describe))
+    Ok(Walked::Host(parse_owners(&raw)))
 }
 
 /// Whether `records` name every descriptor of each of `inodes`: each descriptor table entry
@@ -147,7 +198,7 @@ fn from_kernel(inodes: &BTreeSet<u64>, scope: Scope) -> Result<BTreeMap<u64, Vec
 /// socket whose references are one more than its entries found has no holder elsewhere. A
 /// thread blocked in `accept()` on a shared descriptor table holds one too: that socket is
 /// then looked for everywhere, as is one whose count could not be read.
-fn complete(records: &[OwnerRecord], inodes: &BTreeSet<u64>) -> bool {
+fn complete(records: &[OwnerRecord], inodes: &HashSet<u64>) -> bool {
     // Entries and whether every record agrees on the references, per inode: one pass over
     // the records (100k connections on a port are 100k inodes).
     let mut by_inode: HashMap<u64, (u64, Option<u64>, bool)> = HashMap::new();
@@ -180,10 +231,10 @@ fn parse_owners(raw: &[u8]) -> Vec<OwnerRecord> {
 /// each process described once.
 fn owners_of(
     records: &[OwnerRecord],
-    inodes: &BTreeSet<u64>,
+    inodes: &HashSet<u64>,
     describe: impl Fn(u32) -> (String, String),
-) -> BTreeMap<u64, Vec<Owner>> {
-    let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
+) -> ByInode {
+    let mut found: ByInode = ByInode::new();
     let mut described: HashMap<u32, (Arc<str>, Arc<str>)> = HashMap::new();
     for r in records.iter().filter(|r| inodes.contains(&r.ino)) {
         let owners = found.entry(r.ino).or_default();
@@ -209,16 +260,16 @@ fn owners_of(
 
 /// Processes holding each of `inodes`, from `/proc` alone: for sockets on many ports, which
 /// the kernel walk (one port at a time) does not serve.
-pub fn find_in_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
+pub fn find_in_proc(inodes: &BTreeSet<u64>) -> ByInode {
     if inodes.is_empty() {
-        return BTreeMap::new();
+        return ByInode::new();
     }
     from_proc(inodes)
 }
 
 /// The `/proc/PID/fd` scan.
-fn from_proc(inodes: &BTreeSet<u64>) -> BTreeMap<u64, Vec<Owner>> {
-    let mut found: BTreeMap<u64, Vec<Owner>> = BTreeMap::new();
+fn from_proc(inodes: &BTreeSet<u64>) -> ByInode {
+    let mut found: ByInode = ByInode::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -409,12 +460,14 @@ mod tests {
         let records = parse_owners(&raw);
         assert_eq!(records.len(), 5);
         let described = std::cell::RefCell::new(Vec::new());
-        let found = owners_of(&records, &BTreeSet::from([100, 200]), |pid| {
+        let found = owners_of(&records, &HashSet::from([100, 200]), |pid| {
             described.borrow_mut().push(pid);
             (format!("c{pid}"), format!("cmd {pid}"))
         });
         assert_eq!(*described.borrow(), [7, 8]);
         type Seen = (u32, i32, String);
+        let mut found: Vec<_> = found.into_iter().collect();
+        found.sort_by_key(|(ino, _)| *ino);
         let summary: Vec<(u64, Vec<Seen>)> = found
             .into_iter()
             .map(|(ino, os)| {
@@ -443,7 +496,7 @@ mod tests {
             ino,
             refs,
         };
-        let wanted = BTreeSet::from([100, 200]);
+        let wanted = HashSet::from([100, 200]);
         // Two entries for 100 (refs 3 = 2 + the iterator's), one for 200.
         assert!(complete(
             &[rec(3, 100, 3), rec(4, 100, 3), rec(5, 200, 2)],

@@ -420,6 +420,14 @@ pub fn check(r: &Request, existing: &[Existing]) -> Vec<Finding> {
         .collect()
 }
 
+/// Whether [`check`] would find anything, stopping at the first socket in the way.
+pub fn any(r: &Request, existing: &[Existing]) -> bool {
+    existing
+        .iter()
+        .enumerate()
+        .any(|(i, e)| check_one(r, i, e).is_some())
+}
+
 fn overlap(sk: &Sk, sk2: &Sk) -> Overlap {
     let key = |s: &Sk| s.v6.unwrap_or_else(|| s.rcv_saddr.to_ipv6_mapped());
     let (a, b) = (key(sk), key(sk2));

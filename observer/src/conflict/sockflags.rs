@@ -27,6 +27,12 @@ pub struct SockOpts {
 /// Socket cookie → options, for every `proto` socket of the calling thread's network
 /// namespace.
 pub fn read(proto: Proto) -> Result<HashMap<u64, SockOpts>, String> {
+    open(proto).and_then(finish)
+}
+
+/// The walk [`read`] makes, started in the calling thread's network namespace; the iterator
+/// object's lock is let go before it is read ([`finish`]), so another walk may run meanwhile.
+pub fn open(proto: Proto) -> Result<kiter::Opened, String> {
     let mut loaded = kiter::object()?;
     let ebpf = &mut loaded
         .as_mut()
@@ -36,7 +42,12 @@ pub fn read(proto: Proto) -> Result<HashMap<u64, SockOpts>, String> {
         Proto::Tcp => Program::Tcp,
         Proto::Udp => Program::Udp,
     };
-    Ok(parse(&kiter::run(ebpf, program)?))
+    kiter::open(ebpf, program)
+}
+
+/// Reads a walk [`open`] started (on any thread).
+pub fn finish(opened: kiter::Opened) -> Result<HashMap<u64, SockOpts>, String> {
+    Ok(parse(&kiter::read(opened)?))
 }
 
 fn parse(raw: &[u8]) -> HashMap<u64, SockOpts> {

@@ -28,6 +28,9 @@ const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_BC_S_COND: u8 = 7;
 /// The same for the remote address and port.
 const INET_DIAG_BC_D_COND: u8 = 8;
+/// Filter ops "local port at least / at most" (the port in the next op's `no`).
+const INET_DIAG_BC_S_GE: u8 = 2;
+const INET_DIAG_BC_S_LE: u8 = 3;
 /// `sizeof(struct inet_diag_req_v2)`.
 const INET_DIAG_REQ_V2_LEN: usize = 56;
 /// `sizeof(struct nlmsghdr)`.
@@ -63,6 +66,16 @@ pub fn dump(proto: Proto, port: Option<u16>) -> io::Result<Vec<DiagSock>> {
     let filter = port.map(sport_filter);
     let mut all = dump_family(proto, libc::AF_INET as u8, filter.as_deref())?;
     all.extend(dump_family(proto, libc::AF_INET6 as u8, filter.as_deref())?);
+    Ok(all)
+}
+
+/// Every socket of `proto` (IPv4 and IPv6) in the calling thread's network namespace whose
+/// local port is in `lo..=hi` (the kernel filters, as for `ss 'sport >= :LO and sport <=
+/// :HI'`): one walk of the kernel's tables for a port and its neighbours.
+pub fn dump_range(proto: Proto, lo: u16, hi: u16) -> io::Result<Vec<DiagSock>> {
+    let filter = range_filter(lo, hi);
+    let mut all = dump_family(proto, libc::AF_INET as u8, Some(&filter))?;
+    all.extend(dump_family(proto, libc::AF_INET6 as u8, Some(&filter))?);
     Ok(all)
 }
 
@@ -206,6 +219,28 @@ fn cond_filter(code: u8, port: u16) -> Vec<u8> {
     a.extend_from_slice(&[0, 0]); // padding before the int
     // The kernel compares it with the host-order port (`entry->sport`).
     a.extend_from_slice(&i32::from(port).to_ne_bytes());
+    a
+}
+
+/// The bytecode for "local port from `lo` to `hi`": `INET_DIAG_BC_S_GE` then
+/// `INET_DIAG_BC_S_LE`, each an op followed by one whose `no` holds the port
+/// (`net/ipv4/inet_diag.c` `inet_diag_bc_run`, `valid_port_comparison`). A failed comparison
+/// jumps 4 bytes past the end, which rejects the socket.
+fn range_filter(lo: u16, hi: u16) -> Vec<u8> {
+    const PROG: usize = 16;
+    let mut a = Vec::with_capacity(4 + PROG);
+    a.extend_from_slice(&((4 + PROG) as u16).to_ne_bytes());
+    a.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    for (code, port, left) in [
+        (INET_DIAG_BC_S_GE, lo, PROG),
+        (INET_DIAG_BC_S_LE, hi, PROG / 2),
+    ] {
+        a.push(code);
+        a.push(8); // yes: the next comparison
+        a.extend_from_slice(&((left + 4) as u16).to_ne_bytes()); // no: past the end
+        a.extend_from_slice(&[0, 0]);
+        a.extend_from_slice(&port.to_ne_bytes());
+    }
     a
 }
 

@@ -183,7 +183,7 @@ pub enum Proto {
 }
 
 /// How two addresses overlap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overlap {
     SameAddress,
@@ -192,7 +192,7 @@ pub enum Overlap {
 }
 
 /// Why the flags did not let two overlapping sockets share the port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
     NoReuseFlags,
