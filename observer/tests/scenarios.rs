@@ -160,6 +160,8 @@ fn the_demo_json_counts_matched_explanations() {
         assert_eq!(v["pass"], true, "{v}");
         assert_eq!(v["explanations_declared"], declared, "{v}");
         assert_eq!(v["explanations_matched"], declared, "{v}");
+        // The kernel walks served: nothing to note.
+        assert_eq!(v["notes"], serde_json::json!([]), "{v}");
     }
     assert!(out.status.success(), "exit status {}", out.status);
 }

@@ -408,6 +408,19 @@ impl Table {
             if !pass {
                 self.failures.push(format!("{column} {scenario}: {line}"));
             }
+            // The kernel walks (owners, socket options) must serve in every guest: an
+            // explanation noting that one did not is a failure too.
+            for slow in [
+                "could not serve",
+                "socket iterator",
+                "could not read the options",
+            ] {
+                if line.contains(slow) {
+                    self.failures.push(format!(
+                        "{column} {scenario}: explained without a kernel walk: {line}"
+                    ));
+                }
+            }
             self.rows
                 .entry(scenario)
                 .or_default()

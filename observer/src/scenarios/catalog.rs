@@ -7,7 +7,7 @@
 use super::check::PORTS_EXHAUSTED;
 use super::{Act, Kind, NOBODY, NON_LOCAL_V4, OTHER_LOCAL_V4, Scenario, Setup, Step};
 use crate::sockopt::Opt;
-use libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EINVAL};
+use libc::{EACCES, EADDRINUSE, EADDRNOTAVAIL, EAGAIN, EINVAL};
 
 const OK: i32 = 0;
 const NOTE_ANY: &str = "000_6b51aaa822b7bfaa.txt";
@@ -594,6 +594,24 @@ pub fn all() -> Vec<Scenario> {
                 connect('C', "127.0.0.1", 5000, OK),
                 socket('D', Tcp4),
                 connect_fails('D', "127.0.0.1", 5000, EADDRNOTAVAIL, PORTS_EXHAUSTED),
+            ],
+        ),
+        scenario(
+            "udp-connect-range-exhausted",
+            NOTE_REUSEADDR,
+            "a UDP client's connect() always finds a local port: it is given one implicitly",
+            "an unbound UDP socket's connect() autobinds, a port-0 bind on ip_local_port_range \
+             whatever the destination (inet_autobind, udp_lib_get_port); with every port of the \
+             range taken it fails with EAGAIN",
+            false,
+            TwoPortRange,
+            vec![
+                socket('A', Udp4),
+                bind('A', "0.0.0.0", 40000, OK),
+                socket('B', Udp4),
+                bind('B', "0.0.0.0", 40001, OK),
+                socket('C', Udp4),
+                connect_fails('C', "127.0.0.1", 53, EAGAIN, PORTS_EXHAUSTED),
             ],
         ),
     ]

@@ -197,8 +197,19 @@ pub fn is_final(c: Option<&Conflict>) -> bool {
 }
 
 /// The rule an `exhausted` explanation stands for: `__inet_hash_connect` found no port of
-/// the range free toward the destination (the `connect` report says which ports, held how).
+/// the range free toward the destination (the `connect` report says which ports, held how);
+/// and an `ephemeral` one with no port free: a port-0 bind (a UDP connect's autobind among
+/// them) found none in the range.
 pub const PORTS_EXHAUSTED: &str = "ephemeral-ports-exhausted";
+
+/// Whether `c` says the range had no port for the call.
+fn range_used_up(c: &Conflict) -> bool {
+    match c.verdict {
+        "exhausted" => c.connect.is_some(),
+        "ephemeral" => c.ephemeral.as_ref().is_some_and(|e| e.free == 0),
+        _ => false,
+    }
+}
 
 /// The rules an explanation names: a refusal's rule, the range used up at connect, or the
 /// rules of the sockets in the way (each once, in order).
@@ -206,7 +217,7 @@ pub fn rules_named(c: &Conflict) -> Vec<&'static str> {
     if let Some(r) = &c.refusal {
         return vec![r.rule];
     }
-    if c.verdict == "exhausted" && c.connect.is_some() {
+    if range_used_up(c) {
         return vec![PORTS_EXHAUSTED];
     }
     let mut named: Vec<&'static str> = Vec::new();
@@ -220,8 +231,8 @@ pub fn rules_named(c: &Conflict) -> Vec<&'static str> {
 }
 
 /// How the explanation `c` of a failed call differs from the declared `rule`: it must be a
-/// final answer (`in_use` for sockets in the way, `refused` for a refusal, `exhausted` for a
-/// connect's range) naming that rule and no other.
+/// final answer (`in_use` for sockets in the way, `refused` for a refusal, a range used up)
+/// naming that rule and no other.
 pub fn judge_explanation(rule: &str, c: Option<&Conflict>) -> Vec<String> {
     let Some(c) = c else {
         return vec![format!("no explanation (declared rule {rule})")];
@@ -232,7 +243,7 @@ pub fn judge_explanation(rule: &str, c: Option<&Conflict>) -> Vec<String> {
         )];
     }
     let named = rules_named(c);
-    if !matches!(c.verdict, "in_use" | "refused" | "exhausted") {
+    if !matches!(c.verdict, "in_use" | "refused") && !range_used_up(c) {
         let what = if named.is_empty() {
             String::new()
         } else {

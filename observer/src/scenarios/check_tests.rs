@@ -559,12 +559,33 @@ fn an_exhausted_range_at_connect_is_its_rule() {
     let mut c = Conflict::with_note("exhausted", "the range is used up".into());
     assert_eq!(
         judge_explanation(PORTS_EXHAUSTED, Some(&c)),
-        ["explanation: rule none, declared ephemeral-ports-exhausted"]
+        ["explanation: verdict exhausted, declared rule ephemeral-ports-exhausted"]
     );
     c.connect = Some(Box::new(range));
     assert!(judge_explanation(PORTS_EXHAUSTED, Some(&c)).is_empty());
     assert_eq!(
         judge_explanation("no-reuse-flags", Some(&c)),
         ["explanation: rule ephemeral-ports-exhausted, declared no-reuse-flags"]
+    );
+}
+
+/// A UDP connect's autobind (a port-0 bind) that found no port: verdict `ephemeral` with
+/// nothing free is the range used up; with a port free it names no rule.
+#[test]
+fn a_used_up_range_at_a_port_zero_bind_is_its_rule() {
+    let mut c = Conflict::with_note("ephemeral", "range".into());
+    c.notes.clear();
+    c.ephemeral = Some(crate::model::Ephemeral {
+        range: [40000, 40001],
+        reserved: String::new(),
+        reserved_in_range: 0,
+        in_use: 2,
+        free: 0,
+    });
+    assert!(judge_explanation(PORTS_EXHAUSTED, Some(&c)).is_empty());
+    c.ephemeral.as_mut().unwrap().free = 1;
+    assert_eq!(
+        judge_explanation(PORTS_EXHAUSTED, Some(&c)),
+        ["explanation: verdict ephemeral, declared rule ephemeral-ports-exhausted"]
     );
 }

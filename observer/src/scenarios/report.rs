@@ -189,6 +189,18 @@ pub fn verdicts(scenarios: &[Scenario], checked: &Checked, backend: &str) -> Str
                 ));
             }
         }
+        // What the explanations noted (a kernel walk that could not serve, flags left
+        // unread): `vm-test` fails a guest whose explanations were made the slow way.
+        let mut notes: Vec<&str> = Vec::new();
+        for note in steps
+            .iter()
+            .filter_map(|s| s.explanation.as_ref())
+            .flat_map(|c| &c.notes)
+        {
+            if !notes.contains(&note.as_str()) {
+                notes.push(note);
+            }
+        }
         let record = serde_json::json!({
             "type": "verdict",
             "scenario": scenario.name,
@@ -203,6 +215,7 @@ pub fn verdicts(scenarios: &[Scenario], checked: &Checked, backend: &str) -> Str
                 .count(),
             "pass": mismatches.is_empty(),
             "mismatches": mismatches,
+            "notes": notes,
         });
         let _ = writeln!(out, "{record}");
     }
