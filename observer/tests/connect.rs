@@ -11,7 +11,7 @@
 mod common;
 
 use common::proc::run_observer;
-use common::{Observer, Sock, bind_event, connect_event, in_netns, own_description};
+use common::{Observer, Opt, Sock, bind_event, connect_event, in_netns, own_description};
 use serde_json::{Value, json};
 
 const RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
@@ -219,6 +219,35 @@ fn udp_autobind_exhaustion_at_connect_is_explained_and_the_fix_works() {
         assert_eq!(status.code(), Some(0), "{stderr}");
         let summary = obs.stop();
         assert_eq!(summary["conflict_lookups"], 1, "{summary}");
+        drop(holder);
+    });
+}
+
+/// UDP's autobind shares a port as an explicit bind would (`udp_lib_lport_inuse`): with
+/// SO_REUSEADDR on both sockets, a connect whose one-port range is held by a SO_REUSEADDR
+/// socket gets that port, and one without the option gets EAGAIN; `why --udp --connect`
+/// answers each as the kernel does, reading the holder's options.
+#[test]
+fn udp_autobind_shares_a_port_by_the_options_of_both() {
+    in_netns("connect-udp-share", |_| {
+        std::fs::write(RANGE, "40000 40000").unwrap();
+        let holder = Sock::udp4().set(Opt::ReuseAddr, true);
+        assert_eq!(holder.bind("0.0.0.0:40000"), 0);
+        let why = |flags: &[&str]| {
+            let mut args = vec!["why", "--udp", "--connect", "127.0.0.1:53"];
+            args.extend_from_slice(flags);
+            let (status, out, stderr) = run_observer(&args);
+            (status.code(), format!("{out:?} {stderr}"))
+        };
+        let (code, said) = why(&["--reuseaddr"]);
+        assert_eq!(code, Some(0), "{said}");
+        let (code, said) = why(&[]);
+        assert_eq!(code, Some(3), "{said}");
+        let shares = Sock::udp4().set(Opt::ReuseAddr, true);
+        assert_eq!(shares.connect("127.0.0.1:53"), 0);
+        assert_eq!(shares.local().port(), 40000);
+        let alone = Sock::udp4();
+        assert_eq!(alone.connect("127.0.0.1:53"), libc::EAGAIN);
         drop(holder);
     });
 }

@@ -282,25 +282,51 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     })
 }
 
-/// A port-0 request: the ephemeral range, counted against every socket of the protocol.
+/// A port-0 request: the ephemeral range, counted against every socket of the protocol by the
+/// rules of the kernel's own choice. TCP's (`inet_csk_find_open_port`) checks each port with
+/// `relax` and `reuseport_ok` off, so neither option of the request shares a port it picks
+/// (unless `net.ipv4.ip_autobind_reuse`, not modelled); UDP's (`udp_lib_get_port` →
+/// `udp_lib_lport_inuse`) shares one as an explicit bind would, so the options of the sockets
+/// on the range are read when the request has one.
 fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
-    let r = &q.request;
+    let r = match q.request.proto {
+        Proto::Tcp => Request {
+            reuseaddr: false,
+            reuseport: false,
+            ..q.request.clone()
+        },
+        Proto::Udp => q.request.clone(),
+    };
     let snap = snapshot(q)?;
-    let table: Vec<Existing> = snap
+    let diag: Vec<&DiagSock> = snap
         .table
         .iter()
         .filter(|s| Some(s.inode) != q.exclude_inode || s.inode == 0)
-        .map(existing)
         .collect();
+    let mut table: Vec<Existing> = diag.iter().map(|s| existing(s)).collect();
+    let mut notes = Vec::new();
+    if r.proto == Proto::Udp && (r.reuseaddr || r.reuseport) {
+        match in_netns(&q.netns, || Ok(sockflags::read(Proto::Udp))) {
+            Ok(Ok(by_cookie)) => {
+                for (e, s) in table.iter_mut().zip(&diag) {
+                    if let Some(o) = by_cookie.get(&s.cookie) {
+                        set_opts(e, o);
+                    }
+                }
+            }
+            Ok(Err(err)) => notes.push(format!("socket iterator: {err}")),
+            Err(err) => notes.push(format!(
+                "socket iterator: entering the network namespace: {err}"
+            )),
+        }
+    }
     let Some((range, reserved)) = snap.sysctls else {
-        return Ok(empty(
-            "ephemeral",
-            vec!["could not read ip_local_port_range".into()],
-        ));
+        notes.push("could not read ip_local_port_range".into());
+        return Ok(empty("ephemeral", notes));
     };
-    let mut c = empty("ephemeral", Vec::new());
-    let report = ephemeral::report(r, range, reserved, &table);
-    c.fixes = ephemeral::fixes(r, &report, &table);
+    let mut c = empty("ephemeral", notes);
+    let report = ephemeral::report(&r, range, reserved, &table);
+    c.fixes = ephemeral::fixes(&r, &report, &table);
     c.ephemeral = Some(report);
     Ok(c)
 }
