@@ -115,7 +115,12 @@ impl Cache {
                     Some(c) => c.clone(),
                     None => self.resolve(id, pid),
                 };
-                self.last = Some(c.clone());
+                // Only a settled answer is kept at hand: one not known yet (its caller gone,
+                // the tree's index not made) is asked again by the next event, whose caller
+                // may still be there.
+                if self.cache.contains_key(&id) {
+                    self.last = Some(c.clone());
+                }
                 c
             }
         };
@@ -148,6 +153,10 @@ impl Cache {
                 Err(_) => Lookup::NotYet,
             },
             Resolver::Fallback { root, walker } => {
+                // The root needs no caller: it is the mount's own directory.
+                if std::fs::metadata(&*root).is_ok_and(|m| m.ino() == id) {
+                    return Lookup::Path("/".into());
+                }
                 if let Some(path) = from_proc(root, id, pid) {
                     return Lookup::Path(path);
                 }
@@ -233,6 +242,46 @@ pub fn filter_path(arg: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    /// An id that could not be resolved for an event whose caller has gone is asked again
+    /// for the next event (it was kept at hand, unresolved, for every later event of that
+    /// cgroup); the root cgroup resolves without any caller.
+    #[test]
+    fn an_unresolved_id_is_asked_again_by_the_next_event() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = super::mount_point().expect("a cgroup v2 hierarchy is mounted");
+        let rel = format!("observer-unit-{}", std::process::id());
+        let dir = root.join(&rel);
+        std::fs::create_dir(&dir).expect("making a cgroup (as root)");
+        // A process of this test's own in the new cgroup, ended by its closed stdin.
+        let mut child = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("cgroup.procs"), child.id().to_string()).unwrap();
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let root_id = std::fs::metadata(&root).unwrap().ino();
+        let mut cache = super::Cache {
+            resolver: super::Resolver::fallback(root.clone()),
+            cache: super::HashMap::new(),
+            last: None,
+            unresolved: 0,
+        };
+        assert_eq!(cache.get(root_id, u32::MAX - 1).path.as_deref(), Some("/"));
+        // No such process: /proc has nothing, and the tree's index may not be made yet.
+        let first = cache.get(id, u32::MAX - 1);
+        let second = cache.get(id, child.id());
+        let want = format!("/{rel}");
+        drop(child.stdin.take());
+        let _ = child.wait();
+        let _ = std::fs::remove_dir(&dir);
+        assert_eq!(
+            second.path.as_deref(),
+            Some(want.as_str()),
+            "first: {first:?}"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -29,7 +29,7 @@ fail with another error (EADDRNOTAVAIL, EACCES, ENODEV, EINVAL: named in the ans
 lookup failed; 2 bad usage. Port 0 asks about the ephemeral port range instead. An IPv6 scope \
 id is given as [ADDR%INDEX]:PORT. With --connect DST:PORT (a TCP connect, from --from ADDR or \
 the route's source address; with --udp, an unbound UDP socket's, or one bound to --from ADDR \
-with port 0): 0 a local port is free toward DST:PORT; 3 none is, the connect would fail with \
+with port 0 and IP_BIND_ADDRESS_NO_PORT): 0 a local port is free toward DST:PORT; 3 none is, the connect would fail with \
 EADDRNOTAVAIL (TCP) or EAGAIN (UDP); 1 the lookup failed.";
 
 #[derive(Debug, Args)]
