@@ -131,9 +131,9 @@ fn prometheus_scrapes_exact_counts() {
         assert_eq!(b.bind("127.0.0.1:5001"), libc::EADDRINUSE);
         assert_eq!(e.bind("127.0.0.1:0"), 0);
         let udp_port = e.local().port();
-        // Failures arrive after their conflict lookup, so the order is not the calls' order:
-        // each event is matched by its socket and requested port.
-        let events = obs.take(5);
+        // Each event is matched by its socket and requested port; a lookup that outlasted
+        // the hold on a loaded machine brings its answer in an explanation record.
+        let events = obs.take_explained(5);
         let find = |ino: u64, port: u16| {
             let matching: Vec<&Value> = events
                 .iter()

@@ -60,7 +60,7 @@ fn an_exited_server_still_gets_its_holders_flags_and_the_fix() {
             time_wait_with_reuseaddr(port, &server);
             let child = bind_and_exit(c, SocketAddrV4::new([127, 0, 0, 1].into(), port));
             assert_eq!(child.errno, libc::EADDRINUSE, "round {round}");
-            let events = obs.take(2);
+            let events = obs.take_explained(2);
             assert_eq!(
                 events[0]["result"], "OK",
                 "the client's bind: {}",

@@ -198,6 +198,45 @@ impl Observer {
         got
     }
 
+    /// [`Observer::take`] for events that may carry a lookup's answer: an event whose
+    /// lookup outlasted the hold (`"verdict":"pending"`, a loaded machine) gets the answer
+    /// its `explanation` record brings, wherever that record comes among the events.
+    pub fn take_explained(&mut self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + BOUND;
+        let mut got: Vec<Value> = Vec::new();
+        let pending = |got: &[Value]| got.iter().any(|e| e["conflict"]["verdict"] == "pending");
+        while got.len() < n || pending(&got) {
+            let what = format!("{n} events and their explanations, {} so far", got.len());
+            let record = self.next_record(deadline, &what);
+            match record["type"].as_str() {
+                Some("bind") => {
+                    let seq = self.events.len() + got.len() + 1;
+                    assert_eq!(record["seq"], seq, "event out of order: {record}");
+                    got.push(record);
+                }
+                Some("explanation") => {
+                    let of = &record["of"];
+                    let Some(event) = got
+                        .iter_mut()
+                        .find(|e| e["seq"] == *of && e["conflict"]["verdict"] == "pending")
+                    else {
+                        panic!(
+                            "an explanation of no pending event: {record}\nall:\n{}",
+                            self.dump()
+                        );
+                    };
+                    event["conflict"] = record["conflict"].clone();
+                }
+                _ => panic!(
+                    "unexpected record while {what}: {record}\nall:\n{}",
+                    self.dump()
+                ),
+            }
+        }
+        self.events.extend(got.iter().cloned());
+        got
+    }
+
     /// Waits (bounded) for the next `n` events and returns them, checked only for their
     /// order (`seq`), for a test that asserts on them itself.
     pub fn take(&mut self, n: usize) -> Vec<Value> {
