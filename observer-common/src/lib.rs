@@ -636,6 +636,12 @@ pub struct OwnerRecord {
     /// included (0: unknown). Each descriptor table entry holds one, so when a walk of some
     /// processes found one entry fewer than this, it found every holder.
     pub refs: u64,
+    /// The socket's SO_REUSEADDR, SO_REUSEPORT and IPV6_V6ONLY ([`flag`] bits), read in the
+    /// kernel from the socket the descriptor names, as [`SockFlagsRecord`] has them: the
+    /// options of a socket the socket iterators do not list (bound, not listening).
+    pub flags: u32,
+    /// Which bits of `flags` could be read.
+    pub known: u32,
 }
 
 /// One stretch of bytes of a kernel object (see [`Config::sk_spans`]).

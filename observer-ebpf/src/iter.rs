@@ -98,12 +98,14 @@ fn try_task_socket_owners(ctx: *mut c_void) -> Result<(), ()> {
     if meta.is_null() || task.is_null() || file.is_null() {
         return Err(());
     }
-    let (tgid, ino, refs) = read::socket_owner(task, file, &query, config()).ok_or(())?;
+    let owned = read::socket_owner(task, file, &query, config()).ok_or(())?;
     let record = OwnerRecord {
-        tgid,
+        tgid: owned.tgid,
         fd,
-        ino,
-        refs,
+        ino: owned.ino,
+        refs: owned.refs,
+        flags: owned.flags.0,
+        known: owned.flags.1,
     };
     seq_write(meta, &record);
     Ok(())

@@ -190,7 +190,16 @@ const S_IFSOCK: u64 = 0o140000;
 const AF_INET: u64 = 2;
 const AF_INET6: u64 = 10;
 
-/// For `iter/task_file`: (tgid, socket inode, references to the file) when `file` (open in `task`) is an inet socket
+/// What [`socket_owner`] found for one descriptor.
+pub(crate) struct Owned {
+    pub tgid: u32,
+    pub ino: u64,
+    pub refs: u64,
+    /// [`common_flags`] of the socket.
+    pub flags: (u32, u32),
+}
+
+/// For `iter/task_file`: (tgid, socket inode, references to the file, options) when `file` (open in `task`) is an inet socket
 /// of the namespace and port `q` names. `task` and `file` are the iterator's BTF-typed
 /// pointers, and `bpf_sock_from_file` gives a socket file's `struct socket` typed too, so the
 /// whole test is plain loads: a walk of every descriptor of a process with 100k connections
@@ -201,7 +210,7 @@ pub(crate) fn socket_owner(
     file: *const u8,
     q: &OwnerQuery,
     c: &Config,
-) -> Option<(u32, u64, u64)> {
+) -> Option<Owned> {
     let inode = btf_pointer(file, &c.file_inode).ok()?;
     if btf_field(inode, &c.inode_mode).ok()? & S_IFMT != S_IFSOCK {
         return None;
@@ -230,7 +239,12 @@ pub(crate) fn socket_owner(
         Ok(raw) => raw.wrapping_add(u64::from(cfg(&c.file_refs_bias))),
         Err(_) => 0,
     };
-    Some((tgid as u32, ino, refs))
+    Some(Owned {
+        tgid: tgid as u32,
+        ino,
+        refs,
+        flags: common_flags(sk, c),
+    })
 }
 
 /// For `iter/task`: the tgid of `task` (the iterator's BTF-typed pointer) when it is in the

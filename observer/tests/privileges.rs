@@ -326,3 +326,35 @@ fn another_user_without_cap_dac_read_search_gets_one_line() {
          (tracefs is root's alone: run as uid 0, or grant CAP_DAC_READ_SEARCH)",
     );
 }
+
+/// A bound, not listening TCP socket, which the socket iterators do not list, has its options
+/// read by the owners walk from the socket its descriptor names, without touching it: `why`
+/// without CAP_SYS_PTRACE, which a duplicate of the holder's descriptor (`pidfd_getfd`) would
+/// need, still knows them.
+#[test]
+fn a_bound_only_holder_is_read_without_a_duplicate_of_its_descriptor() {
+    in_netns("bound-only", |_| {
+        let holder = Sock::tcp4().set(Opt::ReuseAddr, true);
+        assert_eq!(holder.bind("127.0.0.1:7600"), 0);
+        let via = as_root_with("bpf,perfmon,sys_admin,dac_read_search");
+        let guard = common::no_forks();
+        let out = Command::new(&via[0])
+            .args(&via[1..])
+            .args([OBSERVER, "why", "--json", "127.0.0.1:7600"])
+            .output()
+            .expect("running setpriv");
+        drop(guard);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON answer");
+        let c = &v["conflict"];
+        let h = &c["holders"][0];
+        assert_eq!(
+            (&h["state"], &h["reuseaddr"], &h["reuseport"]),
+            (&json!("BOUND"), &json!(true), &json!(false)),
+            "{v}"
+        );
+        assert_eq!(h["owners"][0]["pid"], std::process::id(), "{v}");
+        assert_eq!(c["notes"], json!([]), "{v}");
+        drop(holder);
+    });
+}

@@ -200,10 +200,12 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     };
     let owners::Found {
         owners: found,
+        opts: walked_opts,
         fallback,
     } = if inodes.is_empty() {
         owners::Found {
             owners: owners::ByInode::new(),
+            opts: Default::default(),
             fallback: None,
         }
     } else {
@@ -215,14 +217,11 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
              (iter/task_file) could not serve: {why}"
         ));
     }
-    read_flags(
-        walks.flags,
-        &candidates,
-        &diag,
-        &found,
-        &mut table,
-        &mut notes,
-    );
+    let flags = Flags {
+        by_cookie: walks.flags,
+        by_inode: &walked_opts,
+    };
+    read_flags(flags, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
     let unseen = findings
         .iter()
@@ -331,14 +330,23 @@ fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
     Ok(c)
 }
 
-/// Fills in the options sock_diag does not give for the sockets that may be in the way, from
-/// the `iter/tcp` / `iter/udp` programs, which read them in the kernel without touching the
-/// socket (owned, TIME_WAIT and kernel-owned sockets alike). Those iterators walk the
-/// established and listening tables only, so a bound-only TCP socket is read through a
-/// duplicate of an owner's descriptor instead ([`owners::sockopts`]). What stays unknown is
-/// noted.
-fn read_flags(
+/// The options the kernel walks read: the socket iterators' for every socket they list, by
+/// cookie; the owners walk's for every socket a descriptor names, by inode.
+struct Flags<'a> {
     by_cookie: Result<std::collections::HashMap<u64, sockflags::SockOpts>, String>,
+    by_inode: &'a std::collections::HashMap<u64, sockflags::SockOpts>,
+}
+
+/// Fills in the options sock_diag does not give for the sockets that may be in the way,
+/// without touching any socket (a duplicate of the owner's descriptor would go through
+/// `__receive_sock`, which rewrites its cgroup v1 classid and priority index): from the
+/// `iter/tcp` / `iter/udp` programs (owned, TIME_WAIT and kernel-owned sockets alike), and for
+/// a socket they do not list (a bound-only TCP socket, in the kernel's bind hash alone) from
+/// the owners walk, which read them from the socket its owner's descriptor names. Only when
+/// neither could (owners found through `/proc`) is a duplicate of the owner's descriptor read
+/// ([`owners::sockopts`]). What stays unknown is noted.
+fn read_flags(
+    flags: Flags<'_>,
     candidates: &[Finding],
     diag: &[&DiagSock],
     found: &owners::ByInode,
@@ -348,7 +356,7 @@ fn read_flags(
     if candidates.is_empty() {
         return;
     }
-    match by_cookie {
+    match flags.by_cookie {
         Ok(by_cookie) => {
             for f in candidates {
                 if let Some(o) = by_cookie.get(&diag[f.index].cookie) {
@@ -363,9 +371,11 @@ fn read_flags(
         if table[f.index].reuseaddr.is_some() {
             continue;
         }
-        let opts = found.get(&s.inode).and_then(|list| {
-            list.iter()
-                .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
+        let opts = flags.by_inode.get(&s.inode).copied().or_else(|| {
+            found.get(&s.inode).and_then(|list| {
+                list.iter()
+                    .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
+            })
         });
         if let Some(o) = opts {
             set_opts(&mut table[f.index], &o);

@@ -11,11 +11,12 @@
 //! the kernel refused the program.
 //!
 //! The socket options the kernel does not export through sock_diag come from the socket
-//! iterators ([`super::sockflags`]). Only for a socket they do not list — a bound, not
-//! listening TCP socket, which is in the kernel's bind hash alone — are they read from a
-//! duplicate of the holder's descriptor ([`sockopts`], `pidfd_getfd`, needs CAP_SYS_PTRACE
-//! over the holder), which on a host using cgroup v1 `net_cls`/`net_prio` rewrites the
-//! socket's classid and priority index (`__receive_sock`).
+//! iterators ([`super::sockflags`]). A socket they do not list (a bound, not listening TCP
+//! socket, which is in the kernel's bind hash alone) has them read by this walk, from the
+//! socket its owner's descriptor names ([`Found::opts`]). Only when owners come from `/proc`
+//! are they read from a duplicate of the holder's descriptor ([`sockopts`], `pidfd_getfd`,
+//! needs CAP_SYS_PTRACE over the holder), which on a host using cgroup v1
+//! `net_cls`/`net_prio` rewrites the socket's classid and priority index (`__receive_sock`).
 
 use super::kiter::{self, Program};
 use super::sockflags::SockOpts;
@@ -57,6 +58,9 @@ pub type ByInode = HashMap<u64, Vec<Owner>>;
 /// not asked because this pid namespace is not the host's).
 pub struct Found {
     pub owners: ByInode,
+    /// The options of each socket, read by the kernel walk from the socket a descriptor names
+    /// (empty when owners came from `/proc`).
+    pub opts: HashMap<u64, SockOpts>,
     pub fallback: Option<String>,
 }
 
@@ -67,6 +71,7 @@ pub fn find(inodes: &BTreeSet<u64>, scope: Scope) -> Found {
     if inodes.is_empty() {
         return Found {
             owners: ByInode::new(),
+            opts: HashMap::new(),
             fallback: None,
         };
     }
@@ -119,14 +124,21 @@ pub fn find_after(inodes: &BTreeSet<u64>, scope: Scope, walked: Walked) -> Found
     match kernel {
         Some(Ok(records)) => Found {
             owners: owners_of(&records, &wanted, describe),
+            opts: records
+                .iter()
+                .filter(|r| wanted.contains(&r.ino) && r.known != 0)
+                .map(|r| (r.ino, SockOpts::from_bits(r.flags, r.known)))
+                .collect(),
             fallback: None,
         },
         Some(Err(why)) => Found {
             owners: from_proc(inodes),
+            opts: HashMap::new(),
             fallback: Some(why),
         },
         None => Found {
             owners: from_proc(inodes),
+            opts: HashMap::new(),
             fallback: None,
         },
     }
@@ -223,6 +235,8 @@ fn parse_owners(raw: &[u8]) -> Vec<OwnerRecord> {
             fd: u32::from_ne_bytes(c[4..8].try_into().unwrap()),
             ino: u64::from_ne_bytes(c[8..16].try_into().unwrap()),
             refs: u64::from_ne_bytes(c[16..24].try_into().unwrap()),
+            flags: u32::from_ne_bytes(c[24..28].try_into().unwrap()),
+            known: u32::from_ne_bytes(c[28..32].try_into().unwrap()),
         })
         .collect()
 }
@@ -441,6 +455,8 @@ mod tests {
             fd,
             ino,
             refs: 0,
+            flags: 0,
+            known: 0,
         };
         let mut raw = Vec::new();
         for r in [
@@ -454,11 +470,23 @@ mod tests {
             raw.extend_from_slice(&r.fd.to_ne_bytes());
             raw.extend_from_slice(&r.ino.to_ne_bytes());
             raw.extend_from_slice(&r.refs.to_ne_bytes());
+            // Socket 200 has SO_REUSEPORT (bit 1), all three options read.
+            let flags: u32 = if r.ino == 200 { 2 } else { 0 };
+            raw.extend_from_slice(&flags.to_ne_bytes());
+            raw.extend_from_slice(&7u32.to_ne_bytes());
         }
         // A torn tail is ignored.
         raw.extend_from_slice(&[1, 2, 3]);
         let records = parse_owners(&raw);
         assert_eq!(records.len(), 5);
+        assert_eq!(
+            SockOpts::from_bits(records[2].flags, records[2].known),
+            SockOpts {
+                reuseaddr: Some(false),
+                reuseport: Some(true),
+                v6only: Some(false)
+            }
+        );
         let described = std::cell::RefCell::new(Vec::new());
         let found = owners_of(&records, &HashSet::from([100, 200]), |pid| {
             described.borrow_mut().push(pid);
@@ -495,6 +523,8 @@ mod tests {
             fd,
             ino,
             refs,
+            flags: 0,
+            known: 0,
         };
         let wanted = HashSet::from([100, 200]);
         // Two entries for 100 (refs 3 = 2 + the iterator's), one for 200.

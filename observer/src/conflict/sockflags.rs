@@ -50,6 +50,19 @@ pub fn finish(opened: kiter::Opened) -> Result<HashMap<u64, SockOpts>, String> {
     Ok(parse(&kiter::read(opened)?))
 }
 
+impl SockOpts {
+    /// The options a kernel program read: `flags` and the bits of it it could read (`known`),
+    /// as `SockFlagsRecord` and `OwnerRecord` carry them.
+    pub fn from_bits(flags: u32, known: u32) -> SockOpts {
+        let bit = |b: u32| (known & b != 0).then_some(flags & b != 0);
+        SockOpts {
+            reuseaddr: bit(flag::REUSEADDR),
+            reuseport: bit(flag::REUSEPORT),
+            v6only: bit(flag::V6ONLY),
+        }
+    }
+}
+
 fn parse(raw: &[u8]) -> HashMap<u64, SockOpts> {
     let size = std::mem::size_of::<SockFlagsRecord>();
     raw.chunks_exact(size)
@@ -57,13 +70,7 @@ fn parse(raw: &[u8]) -> HashMap<u64, SockOpts> {
             let cookie = u64::from_ne_bytes(c[0..8].try_into().unwrap());
             let flags = u32::from_ne_bytes(c[8..12].try_into().unwrap());
             let known = u32::from_ne_bytes(c[12..16].try_into().unwrap());
-            let bit = |b: u32| (known & b != 0).then_some(flags & b != 0);
-            let opts = SockOpts {
-                reuseaddr: bit(flag::REUSEADDR),
-                reuseport: bit(flag::REUSEPORT),
-                v6only: bit(flag::V6ONLY),
-            };
-            (cookie, opts)
+            (cookie, SockOpts::from_bits(flags, known))
         })
         .collect()
 }
