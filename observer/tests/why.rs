@@ -11,6 +11,19 @@ use common::proc::run_observer;
 use common::{Opt, Sock, bind_as_nobody, in_netns};
 use serde_json::Value;
 use std::net::SocketAddrV4;
+use std::sync::{Mutex, MutexGuard};
+
+/// Held by each test: a `why` walks the files of every process with a thread in its
+/// namespace, this test binary among them, and holds each file for a moment as it goes (as
+/// `ss -p` does through `/proc/PID/fd`). A socket the other test closes in that moment stays
+/// bound until the walk lets go, and that test's immediate rebind would fail.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// `observer why ARGS --json`: the predicted result and the exit status.
 fn why(args: &[&str]) -> (String, i32, Value) {
@@ -58,6 +71,7 @@ fn agree(args: &[&str], real: impl FnOnce() -> i32, rule: Option<&str>) {
 
 #[test]
 fn why_agrees_with_the_kernel_before_the_port() {
+    let _one = one_at_a_time();
     in_netns("why-refusals", |c| {
         agree(
             &["1.2.3.4:80"],
@@ -218,6 +232,7 @@ fn apply(
 
 #[test]
 fn every_offered_fix_works_when_applied() {
+    let _one = one_at_a_time();
     type Case = (
         Holder,
         bool,
