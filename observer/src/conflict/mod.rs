@@ -2,8 +2,9 @@
 //! Linux rule that made each one conflict, and what would have worked.
 //!
 //! [`diagnose`] reads the socket table of the failing socket's network namespace from the
-//! kernel ([`socktable`]) while, on other threads, the kernel walks find the processes holding
-//! the port's sockets ([`owners`]) and the flags sock_diag does not export ([`sockflags`]):
+//! kernel ([`socktable`]) while, on other threads ([`walks`]), the kernel walks find the
+//! processes holding the port's sockets ([`owners`]) and the flags sock_diag does not export
+//! ([`sockflags`]):
 //! each walk costs about what the dump does at 100k connections, and none needs the
 //! others' answer. It then applies the kernel's own conflict checks
 //! ([`rules`], the one implementation of them), tries what would have worked ([`advice`]) and
@@ -29,6 +30,7 @@ pub mod rules;
 pub mod sharing;
 pub mod sockflags;
 pub mod socktable;
+pub mod walks;
 pub mod why;
 
 use self::rules::{Existing, Finding, Request, TCP_TIME_WAIT};
@@ -106,58 +108,6 @@ fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     })?
 }
 
-/// What the kernel walks find while the socket table is read: they need only the namespace
-/// and the port, and each walks objects of the whole namespace (its processes' files, its
-/// sockets), so a lookup runs them beside the table's dump rather than after it.
-struct Walks {
-    /// The options of the protocol's sockets in the namespace, by cookie.
-    flags: Result<std::collections::HashMap<u64, sockflags::SockOpts>, String>,
-    owners: owners::Walked,
-    scope: owners::Scope,
-}
-
-/// The walks for `q`, inside its namespace (the socket iterators walk the namespace of the
-/// thread that makes them).
-fn walks(q: &Query) -> Walks {
-    let inside = in_netns(&q.netns, || {
-        let scope = owners::Scope {
-            netns_ino: crate::netns::current_inode().unwrap_or(0),
-            port: q.request.port,
-        };
-        // The socket iterator is made here, in the namespace, and read beside the owners'
-        // walk, which holds the iterator object meanwhile (its query map).
-        let flags = sockflags::open(q.request.proto);
-        Ok(std::thread::scope(|threads| {
-            let reading = flags.map(|opened| {
-                std::thread::Builder::new()
-                    .name("observer-flags".into())
-                    .spawn_scoped(threads, move || sockflags::finish(opened))
-            });
-            let owners = owners::walk(scope);
-            let flags = match reading {
-                Ok(Ok(handle)) => handle
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                Ok(Err(err)) => Err(format!("starting a thread: {err}")),
-                Err(err) => Err(err),
-            };
-            Walks {
-                flags,
-                owners,
-                scope,
-            }
-        }))
-    });
-    inside.unwrap_or_else(|err| Walks {
-        flags: Err(format!("entering the network namespace: {err}")),
-        owners: owners::Walked::Failed(format!("entering the network namespace: {err}")),
-        scope: owners::Scope {
-            netns_ino: 0,
-            port: q.request.port,
-        },
-    })
-}
-
 /// Looks up what is in the way of `q.request` right now.
 pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     let r = &q.request;
@@ -167,14 +117,14 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
     let (snap, walks) = std::thread::scope(|scope| {
         let walking = std::thread::Builder::new()
             .name("observer-walks".into())
-            .spawn_scoped(scope, || walks(q));
+            .spawn_scoped(scope, || walks::walks(&q.netns, r.proto, r.port));
         let snap = snapshot(q);
         // Without a thread to spare, the walks run after the dump.
         let walked = match walking {
             Ok(handle) => handle
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => walks(q),
+            Err(_) => walks::walks(&q.netns, r.proto, r.port),
         };
         (snap, walked)
     });
@@ -217,11 +167,11 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
              (iter/task_file) could not serve: {why}"
         ));
     }
-    let flags = Flags {
+    let flags = walks::Flags {
         by_cookie: walks.flags,
         by_inode: &walked_opts,
     };
-    read_flags(flags, &candidates, &diag, &found, &mut table, &mut notes);
+    walks::read_flags(flags, &candidates, &diag, &found, &mut table, &mut notes);
     let findings = rules::check(r, &table);
     let unseen = findings
         .iter()
@@ -309,7 +259,7 @@ fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
             Ok(Ok(by_cookie)) => {
                 for (e, s) in table.iter_mut().zip(&diag) {
                     if let Some(o) = by_cookie.get(&s.cookie) {
-                        set_opts(e, o);
+                        walks::set_opts(e, o);
                     }
                 }
             }
@@ -328,76 +278,6 @@ fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
     c.fixes = ephemeral::fixes(&r, &report, &table);
     c.ephemeral = Some(report);
     Ok(c)
-}
-
-/// The options the kernel walks read: the socket iterators' for every socket they list, by
-/// cookie; the owners walk's for every socket a descriptor names, by inode.
-struct Flags<'a> {
-    by_cookie: Result<std::collections::HashMap<u64, sockflags::SockOpts>, String>,
-    by_inode: &'a std::collections::HashMap<u64, sockflags::SockOpts>,
-}
-
-/// Fills in the options sock_diag does not give for the sockets that may be in the way,
-/// without touching any socket (a duplicate of the owner's descriptor would go through
-/// `__receive_sock`, which rewrites its cgroup v1 classid and priority index): from the
-/// `iter/tcp` / `iter/udp` programs (owned, TIME_WAIT and kernel-owned sockets alike), and for
-/// a socket they do not list (a bound-only TCP socket, in the kernel's bind hash alone) from
-/// the owners walk, which read them from the socket its owner's descriptor names. Only when
-/// neither could (owners found through `/proc`) is a duplicate of the owner's descriptor read
-/// ([`owners::sockopts`]). What stays unknown is noted.
-fn read_flags(
-    flags: Flags<'_>,
-    candidates: &[Finding],
-    diag: &[&DiagSock],
-    found: &owners::ByInode,
-    table: &mut [Existing],
-    notes: &mut Vec<String>,
-) {
-    if candidates.is_empty() {
-        return;
-    }
-    match flags.by_cookie {
-        Ok(by_cookie) => {
-            for f in candidates {
-                if let Some(o) = by_cookie.get(&diag[f.index].cookie) {
-                    set_opts(&mut table[f.index], o);
-                }
-            }
-        }
-        Err(err) => notes.push(format!("socket iterator: {err}")),
-    }
-    for f in candidates {
-        let s = diag[f.index];
-        if table[f.index].reuseaddr.is_some() {
-            continue;
-        }
-        let opts = flags.by_inode.get(&s.inode).copied().or_else(|| {
-            found.get(&s.inode).and_then(|list| {
-                list.iter()
-                    .find_map(|o| owners::sockopts(o, s.inode, s.addr.is_ipv6()).ok())
-            })
-        });
-        if let Some(o) = opts {
-            set_opts(&mut table[f.index], &o);
-        }
-    }
-    let n = candidates
-        .iter()
-        .filter(|f| table[f.index].reuseaddr.is_none())
-        .count();
-    if n > 0 {
-        notes.push(format!(
-            "could not read the options of {n} socket(s) in the way"
-        ));
-    }
-}
-
-fn set_opts(e: &mut Existing, o: &sockflags::SockOpts) {
-    e.reuseaddr = o.reuseaddr;
-    e.reuseport = o.reuseport;
-    if e.addr.is_ipv6() {
-        e.v6only = e.v6only.or(o.v6only);
-    }
 }
 
 fn empty(verdict: &'static str, notes: Vec<String>) -> Conflict {
