@@ -179,13 +179,10 @@ pub fn start_with(
 /// destination, [`super::connect`]) and UDP's EAGAIN (`inet_autobind`: the unbound socket's
 /// port-0 bind found none free in the range, [`super::ephemeral`]).
 pub fn wants(e: &BindEvent) -> bool {
-    let connect = e.op == Op::Connect
-        && e.is_inet()
-        && match e.protocol.as_deref() {
-            Some("tcp") => e.errno == libc::EADDRNOTAVAIL,
-            Some("udp") => e.errno == libc::EAGAIN,
-            _ => false,
-        };
+    let tcp_connect = e.op == Op::Connect
+        && e.errno == libc::EADDRNOTAVAIL
+        && e.protocol.as_deref() == Some("tcp");
+    let connect = e.is_inet() && (tcp_connect || is_udp_autobind(e));
     connect
         || e.errno == libc::EADDRINUSE
             && !matches!(e.op, Op::GetPort | Op::Connect)

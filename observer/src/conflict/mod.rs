@@ -72,6 +72,20 @@ struct Snapshot {
     sysctls: Option<([u16; 2], String)>,
 }
 
+impl Snapshot {
+    /// The sockets of the table but the one asking (`exclude`: a failed listen's socket is in
+    /// the table), and each as the rules see it.
+    fn others(&self, exclude: Option<u64>) -> (Vec<&DiagSock>, Vec<Existing>) {
+        let diag: Vec<&DiagSock> = self
+            .table
+            .iter()
+            .filter(|s| Some(s.inode) != exclude || s.inode == 0)
+            .collect();
+        let table = diag.iter().map(|s| existing(s)).collect();
+        (diag, table)
+    }
+}
+
 fn snapshot(q: &Query) -> Result<Snapshot, Error> {
     let port0 = q.request.port == 0;
     let proto = q.request.proto;
@@ -129,12 +143,7 @@ pub fn diagnose(q: &Query) -> Result<Conflict, Error> {
         (snap, walked)
     });
     let snap = snap?;
-    let diag: Vec<&DiagSock> = snap
-        .table
-        .iter()
-        .filter(|s| Some(s.inode) != q.exclude_inode || s.inode == 0)
-        .collect();
-    let mut table: Vec<Existing> = diag.iter().map(|s| existing(s)).collect();
+    let (diag, mut table) = snap.others(q.exclude_inode);
     let mut notes = Vec::new();
     // Owners and flags only for the sockets that may be in the way.
     let candidates = rules::check(r, &table);
@@ -247,12 +256,7 @@ fn diagnose_range(q: &Query) -> Result<Conflict, Error> {
         Proto::Udp => q.request.clone(),
     };
     let snap = snapshot(q)?;
-    let diag: Vec<&DiagSock> = snap
-        .table
-        .iter()
-        .filter(|s| Some(s.inode) != q.exclude_inode || s.inode == 0)
-        .collect();
-    let mut table: Vec<Existing> = diag.iter().map(|s| existing(s)).collect();
+    let (diag, mut table) = snap.others(q.exclude_inode);
     let mut notes = Vec::new();
     if r.proto == Proto::Udp && (r.reuseaddr || r.reuseport) {
         match in_netns(&q.netns, || Ok(sockflags::read(Proto::Udp))) {
